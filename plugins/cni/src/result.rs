@@ -191,10 +191,8 @@ impl CniResult {
                 if let Some(mac) = &i.mac {
                     o.insert("mac".into(), json!(mac));
                 }
-                if v11 {
-                    if let Some(mtu) = i.mtu {
-                        o.insert("mtu".into(), json!(mtu));
-                    }
+                if let Some(mtu) = i.mtu.filter(|_| v11) {
+                    o.insert("mtu".into(), json!(mtu));
                 }
                 if let Some(s) = &i.sandbox {
                     o.insert("sandbox".into(), json!(s));

@@ -129,10 +129,10 @@ impl ConfList {
                 if !exts.contains(&ext) {
                     continue;
                 }
-                if let Ok(l) = ConfList::load_file(f) {
-                    if l.name == name {
-                        return Ok(l);
-                    }
+                if let Ok(l) = ConfList::load_file(f)
+                    && l.name == name
+                {
+                    return Ok(l);
                 }
             }
         }
@@ -261,10 +261,10 @@ impl Invoker {
             let caps = plugin.get("capabilities").and_then(Value::as_object);
             let mut runtime_config = Map::new();
             for (cap, wanted) in caps.into_iter().flatten() {
-                if wanted.as_bool() == Some(true) {
-                    if let Some(v) = rt.capability_args.get(cap) {
-                        runtime_config.insert(cap.clone(), v.clone());
-                    }
+                if wanted.as_bool() == Some(true)
+                    && let Some(v) = rt.capability_args.get(cap)
+                {
+                    runtime_config.insert(cap.clone(), v.clone());
                 }
             }
             if !runtime_config.is_empty() {
