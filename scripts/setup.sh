@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what Tether's build, demo and tests need on a fresh Debian machine (run as root).
+# Idempotent: skips apt when everything is already there.
+set -euo pipefail
+
+packages=(iptables iproute2 iputils-ping busybox-static containernetworking-plugins conntrack procps)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. Tether needs Rust 1.85 or newer: install it with rustup (https://rustup.rs)" >&2
+    exit 1
+fi
