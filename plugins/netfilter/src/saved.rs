@@ -1,0 +1,197 @@
+//! Reading `iptables-save` output: chains and rules of one table, found again by comment or
+//! target, and turned into exact deletes.
+
+use ipnetwork::IpNetwork;
+
+use crate::{Batch, Table};
+
+/// One `-A CHAIN ...` line of a saved table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedRule {
+    pub chain: String,
+    /// The tokens after `-A CHAIN`, unquoted and unescaped.
+    pub args: Vec<String>,
+    /// The line as saved; replayed verbatim (with `-D`) to delete the rule.
+    pub line: String,
+}
+
+impl SavedRule {
+    /// The token following the first occurrence of `flag`.
+    pub fn value_of(&self, flag: &str) -> Option<&str> {
+        let i = self.args.iter().position(|a| a == flag)?;
+        self.args.get(i + 1).map(String::as_str)
+    }
+
+    /// The `--comment` text, if any.
+    pub fn comment(&self) -> Option<&str> {
+        self.value_of("--comment")
+    }
+
+    /// The `-j` (or `-g`) target.
+    pub fn target(&self) -> Option<&str> {
+        self.value_of("-j").or_else(|| self.value_of("-g"))
+    }
+
+    /// The `-s` network unless it is negated (`! -s`).
+    pub fn source(&self) -> Option<IpNetwork> {
+        let i = self.args.iter().position(|a| a == "-s")?;
+        if i > 0 && self.args[i - 1] == "!" {
+            return None;
+        }
+        self.args.get(i + 1)?.parse().ok()
+    }
+}
+
+/// The chains and rules of one table, parsed from `iptables-save` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedTable {
+    pub table: Table,
+    /// Declared chains (built-in and user), in saved order.
+    pub chains: Vec<String>,
+    pub rules: Vec<SavedRule>,
+}
+
+impl SavedTable {
+    /// Parses the `*<table>` section of `saved`; a missing section is an empty table.
+    pub fn parse(saved: &str, table: Table) -> SavedTable {
+        let mut out = SavedTable {
+            table,
+            chains: Vec::new(),
+            rules: Vec::new(),
+        };
+        let mut inside = false;
+        for line in saved.lines() {
+            let line = line.trim_end();
+            if let Some(name) = line.strip_prefix('*') {
+                inside = name == table.as_str();
+            } else if !inside || line.starts_with('#') {
+                continue;
+            } else if line == "COMMIT" {
+                inside = false;
+            } else if let Some(decl) = line.strip_prefix(':') {
+                if let Some(name) = decl.split_whitespace().next() {
+                    out.chains.push(name.to_string());
+                }
+            } else if line.starts_with("-A ") {
+                let mut tokens = tokenize(line).into_iter().skip(1);
+                if let Some(chain) = tokens.next() {
+                    out.rules.push(SavedRule {
+                        chain,
+                        args: tokens.collect(),
+                        line: line.to_string(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    pub fn has_chain(&self, name: &str) -> bool {
+        self.chains.iter().any(|c| c == name)
+    }
+
+    /// Rules whose comment starts with `prefix`.
+    pub fn rules_with_comment<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = &'a SavedRule> + 'a {
+        self.rules
+            .iter()
+            .filter(move |r| r.comment().is_some_and(|c| c.starts_with(prefix)))
+    }
+}
+
+/// Adds to `batch` a `-D` for every rule of `saved` whose comment starts with `prefix`, and
+/// returns how many. The generic cleanup for rules found by comment (portmap, firewall).
+pub fn delete_rules_with_comment(batch: &mut Batch, saved: &SavedTable, prefix: &str) -> usize {
+    let mut n = 0;
+    for rule in saved.rules_with_comment(prefix) {
+        batch.delete_saved_line(saved.table, &rule.line);
+        n += 1;
+    }
+    n
+}
+
+/// Splits a saved line the way `iptables-restore` does: on whitespace, with double quotes
+/// grouping and, inside them, backslash escaping the next character.
+fn tokenize(line: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut cur = String::new();
+    let mut in_token = false;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '\\' => cur.extend(chars.next()),
+                '"' => quoted = false,
+                _ => cur.push(c),
+            }
+        } else if c == '"' {
+            quoted = true;
+            in_token = true;
+        } else if c.is_whitespace() {
+            if in_token {
+                tokens.push(std::mem::take(&mut cur));
+                in_token = false;
+            }
+        } else {
+            cur.push(c);
+            in_token = true;
+        }
+    }
+    if in_token {
+        tokens.push(cur);
+    }
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Family;
+
+    const SAVED: &str = r#"# Generated by iptables-save v1.8.9 (nf_tables) on Sun Nov 29 06:00:38 2026
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -m comment --comment "tether net=a id=1 if=eth0" -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [3:180]
+:TETHER-abc - [0:0]
+-A POSTROUTING -s 10.0.0.2/32 -m comment --comment "tether net=a id=1 if=eth0" -j TETHER-abc
+-A POSTROUTING ! -s 10.0.0.3/32 -m comment --comment plain -j RETURN
+-A TETHER-abc ! -d 224.0.0.0/4 -m comment --comment "x \"q\" y\'z" -j MASQUERADE
+COMMIT
+# Completed on Sun Nov 29 06:00:38 2026
+"#;
+
+    #[test]
+    fn parses_one_table() {
+        let t = SavedTable::parse(SAVED, Table::Nat);
+        assert_eq!(t.chains, ["PREROUTING", "POSTROUTING", "TETHER-abc"]);
+        assert_eq!(t.rules.len(), 3);
+        let r = &t.rules[0];
+        assert_eq!(r.chain, "POSTROUTING");
+        assert_eq!(r.comment(), Some("tether net=a id=1 if=eth0"));
+        assert_eq!(r.target(), Some("TETHER-abc"));
+        assert_eq!(r.source(), Some("10.0.0.2/32".parse().unwrap()));
+        assert_eq!(t.rules[1].source(), None, "negated source");
+        assert_eq!(t.rules[1].comment(), Some("plain"));
+        assert_eq!(t.rules[2].comment(), Some("x \"q\" y'z"));
+        assert!(t.has_chain("TETHER-abc"));
+        assert!(SavedTable::parse(SAVED, Table::Raw).rules.is_empty());
+    }
+
+    #[test]
+    fn deletes_by_comment_prefix_verbatim() {
+        let t = SavedTable::parse(SAVED, Table::Nat);
+        let mut b = Batch::new(Family::V4);
+        assert_eq!(delete_rules_with_comment(&mut b, &t, "tether net=a "), 1);
+        assert_eq!(
+            b.text(),
+            "*nat\n-D POSTROUTING -s 10.0.0.2/32 -m comment --comment \"tether net=a id=1 if=eth0\" -j TETHER-abc\nCOMMIT\n"
+        );
+    }
+}
