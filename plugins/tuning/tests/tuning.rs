@@ -1,0 +1,248 @@
+//! The tuning binary against a real kernel: values land inside the container (and only there),
+//! CHECK sees drift, DEL puts the originals back, bad configs change nothing.
+
+mod common;
+
+use cni::CniResult;
+use common::{TestHost, ip, ip_json, sysctl};
+use netns_fixtures::Netns;
+use serde_json::{Value, json};
+
+const TUNING: &str = env!("CARGO_BIN_EXE_tuning");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LinkState {
+    mac: String,
+    mtu: u64,
+    promisc: bool,
+    allmulti: bool,
+    txqlen: u64,
+}
+
+fn link_state(ns: &Netns, dev: &str) -> LinkState {
+    let v = ip_json(ns, &["link", "show", "dev", dev]);
+    let l = &v[0];
+    let flags: Vec<&str> = l["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    LinkState {
+        mac: l["address"].as_str().unwrap().to_string(),
+        mtu: l["mtu"].as_u64().unwrap(),
+        promisc: flags.contains(&"PROMISC"),
+        allmulti: flags.contains(&"ALLMULTI"),
+        // iproute2 leaves out a txqlen of 0.
+        txqlen: l["txqlen"].as_u64().unwrap_or(0),
+    }
+}
+
+fn setup(
+    t: &TestHost,
+    subnet: &str,
+) -> (cni::runtime::ConfList, cni::runtime::RuntimeConf, CniResult) {
+    let list = t.list("1.0.0", "tnet", vec![t.bridge(subnet)]);
+    let rt = t.rt("c1");
+    let r0 = t.add(&list, &rt).expect("bridge ADD");
+    (list, rt, r0)
+}
+
+#[test]
+fn values_applied_in_the_container_and_restored_on_del() {
+    let t = TestHost::new(&[("tuning", TUNING)]);
+    let (list, rt, r0) = setup(&t, "10.91.0.0/24");
+    let before = link_state(&t.ctr, "eth0");
+    let somaxconn = sysctl(&t.ctr, "net.core.somaxconn");
+    let arp_filter = sysctl(&t.ctr, "net.ipv4.conf.eth0.arp_filter");
+    let host_somaxconn = sysctl(&t.host, "net.core.somaxconn");
+    assert!(!before.promisc && !before.allmulti);
+    assert_ne!(somaxconn, "1234");
+    assert_eq!(arp_filter, "0");
+
+    let tuning = json!({
+        "type": "tuning",
+        "dataDir": t.path("tuning"),
+        "sysctl": {"net.core.somaxconn": "1234", "net.ipv4.conf.IFNAME.arp_filter": "1"},
+        "mac": "02:11:22:33:44:55", "mtu": 1400, "promisc": true, "allmulti": true, "txQLen": 777
+    });
+    let out = t
+        .exec(&tuning, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
+        .expect("tuning ADD")
+        .expect("a result");
+    let r1 = CniResult::from_json(&out).unwrap();
+    let eth0 = r1.interfaces.iter().find(|i| i.name == "eth0").unwrap();
+    assert_eq!(eth0.mac.as_deref(), Some("02:11:22:33:44:55"));
+    assert_eq!(r1.ips, r0.ips, "prevResult passes through");
+
+    assert_eq!(
+        link_state(&t.ctr, "eth0"),
+        LinkState {
+            mac: "02:11:22:33:44:55".into(),
+            mtu: 1400,
+            promisc: true,
+            allmulti: true,
+            txqlen: 777
+        }
+    );
+    assert_eq!(sysctl(&t.ctr, "net.core.somaxconn"), "1234");
+    assert_eq!(sysctl(&t.ctr, "net.ipv4.conf.eth0.arp_filter"), "1");
+    assert_eq!(sysctl(&t.host, "net.core.somaxconn"), host_somaxconn);
+    let backup = t.path("tuning/c1_eth0.json");
+    assert!(backup.exists());
+
+    t.exec(&tuning, "CHECK", "1.0.0", "tnet", &rt, Some(&r1))
+        .expect("CHECK of an untouched container");
+    ip(&t.ctr, &["link", "set", "eth0", "mtu", "1450"]);
+    let e = t
+        .exec(&tuning, "CHECK", "1.0.0", "tnet", &rt, Some(&r1))
+        .expect_err("CHECK must see the MTU drift");
+    assert!(e.msg.contains("MTU"), "{e:?}");
+
+    t.exec(&tuning, "DEL", "1.0.0", "tnet", &rt, Some(&r1))
+        .expect("tuning DEL");
+    assert_eq!(link_state(&t.ctr, "eth0"), before);
+    assert_eq!(sysctl(&t.ctr, "net.core.somaxconn"), somaxconn);
+    assert_eq!(sysctl(&t.ctr, "net.ipv4.conf.eth0.arp_filter"), arp_filter);
+    assert!(!backup.exists());
+    t.exec(&tuning, "DEL", "1.0.0", "tnet", &rt, Some(&r1))
+        .expect("a second DEL succeeds");
+    assert_eq!(link_state(&t.ctr, "eth0"), before);
+
+    t.del(&list, &rt).unwrap();
+}
+
+#[test]
+fn invalid_configs_change_nothing() {
+    let t = TestHost::new(&[("tuning", TUNING)]);
+    let (list, rt, r0) = setup(&t, "10.92.0.0/24");
+    let before = link_state(&t.ctr, "eth0");
+    let somaxconn = sysctl(&t.ctr, "net.core.somaxconn");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let cases: Vec<(Value, u32)> = vec![
+        (
+            json!({"net.core.somaxconn": "999", "kernel.hostname": "evil"}),
+            7,
+        ),
+        (
+            json!({"net.core.somaxconn": "999", "net.ipv4/../../kernel/hostname": "evil"}),
+            7,
+        ),
+        (
+            json!({"net.core.somaxconn": "999", "net/../kernel/hostname": "evil"}),
+            7,
+        ),
+        (
+            json!({"net.core.somaxconn": "999", "net.core..somaxconn": "1"}),
+            7,
+        ),
+        (
+            json!({"net.core.somaxconn": "999", "net.core.no_such_sysctl": "1"}),
+            7,
+        ),
+    ];
+    for (sysctls, code) in cases {
+        let conf = json!({"type": "tuning", "dataDir": t.path("tuning"), "sysctl": sysctls,
+                          "mtu": 1300});
+        let e = t
+            .exec(&conf, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
+            .expect_err(&format!("{sysctls} accepted"));
+        assert_eq!(e.code, code, "{sysctls}: {e:?}");
+    }
+    // Valid keys, but the kernel refuses a value midway: what was already set is put back.
+    for extra in [
+        json!({"mtu": 70000}),
+        json!({"txQLen": 100, "mac": "02:00:00:00:00:00", "mtu": 1}),
+    ] {
+        let mut conf = json!({"type": "tuning", "dataDir": t.path("tuning"),
+                              "sysctl": {"net.core.somaxconn": "999"}});
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        let e = t
+            .exec(&conf, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
+            .expect_err(&format!("{extra} accepted"));
+        assert!(e.msg.contains("MTU"), "{e:?}");
+    }
+    let bad_mac = json!({"type": "tuning", "dataDir": t.path("tuning"), "mac": "02:00:00:00:00"});
+    assert_eq!(
+        t.exec(&bad_mac, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
+            .unwrap_err()
+            .code,
+        7
+    );
+    let unchained = json!({"type": "tuning", "dataDir": t.path("tuning"), "mtu": 1300});
+    assert_eq!(
+        t.exec(&unchained, "ADD", "1.0.0", "tnet", &rt, None)
+            .unwrap_err()
+            .code,
+        7
+    );
+
+    assert_eq!(link_state(&t.ctr, "eth0"), before);
+    assert_eq!(sysctl(&t.ctr, "net.core.somaxconn"), somaxconn);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname
+    );
+    assert!(!t.path("tuning/c1_eth0.json").exists());
+    t.del(&list, &rt).unwrap();
+}
+
+#[test]
+fn conflist_with_mac_capability_at_040() {
+    let t = TestHost::new(&[("tuning", TUNING)]);
+    let tuning = json!({"type": "tuning", "capabilities": {"mac": true},
+                        "dataDir": t.path("tuning"), "mtu": 1300});
+    let list = t.list(
+        "0.4.0",
+        "tnet",
+        vec![t.bridge("10.93.0.0/24"), tuning.clone()],
+    );
+    let mut rt = t.rt("c2");
+    rt.capability_args
+        .insert("mac".into(), json!("02:aa:bb:cc:dd:ee"));
+    rt.args = vec![
+        ("IgnoreUnknown".into(), "1".into()),
+        ("MAC".into(), "02:00:00:00:00:09".into()),
+    ];
+    let r = t.add(&list, &rt).expect("ADD");
+    let eth0 = r.interfaces.iter().find(|i| i.name == "eth0").unwrap();
+    assert_eq!(eth0.mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
+    let l = link_state(&t.ctr, "eth0");
+    assert_eq!((l.mac.as_str(), l.mtu), ("02:aa:bb:cc:dd:ee", 1300));
+    t.check(&list, &rt).expect("CHECK");
+    t.del(&list, &rt).expect("DEL");
+    assert!(!t.path("tuning/c2_eth0.json").exists());
+    t.del(&list, &rt).expect("DEL again");
+    // args.cni.mac wins over CNI_ARGS MAC (which the bridge applied first).
+    let tuning = json!({"type": "tuning", "dataDir": t.path("tuning"),
+                        "args": {"cni": {"mac": "02:00:00:00:00:0a"}}});
+    let list = t.list("0.4.0", "tnet2", vec![t.bridge("10.93.0.0/24"), tuning]);
+    let r = t.add(&list, &rt).expect("ADD");
+    assert_eq!(link_state(&t.ctr, "eth0").mac, "02:00:00:00:00:0a");
+    let eth0 = r.interfaces.iter().find(|i| i.name == "eth0").unwrap();
+    assert_eq!(eth0.mac.as_deref(), Some("02:00:00:00:00:0a"));
+    t.del(&list, &rt).expect("DEL");
+    assert!(!t.path("tuning/c2_eth0.json").exists());
+}
+
+#[test]
+fn del_when_the_namespace_is_gone() {
+    let t = TestHost::new(&[("tuning", TUNING)]);
+    let (list, rt, r0) = setup(&t, "10.94.0.0/24");
+    let tuning = json!({"type": "tuning", "dataDir": t.path("tuning"), "mtu": 1400});
+    t.exec(&tuning, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
+        .expect("ADD");
+    let backup = t.path("tuning/c1_eth0.json");
+    assert!(backup.exists());
+    let mut gone = rt.clone();
+    gone.netns = t.path("no-such-netns");
+    t.exec(&tuning, "DEL", "1.0.0", "tnet", &gone, Some(&r0))
+        .expect("DEL without a namespace succeeds");
+    assert!(
+        !backup.exists(),
+        "nothing left to restore, so the backup goes"
+    );
+    t.del(&list, &rt).unwrap();
+}
