@@ -4,6 +4,10 @@
 //! panics, or the runner is killed) the fd closes and the kernel frees the namespace with everything in
 //! it. Nothing here ever changes the namespace of the calling thread: work inside a namespace runs on a
 //! short-lived scoped thread or in a child process that entered it before exec.
+//!
+//! On top of [`Netns`]: [`TestHost`] (a fake host with temp dirs), [`Cni`] (run a plugin binary
+//! inside a namespace), [`Snapshot`] (state before/after), [`EchoServer`] and friends (real
+//! packets), [`Outside`] (a routed far end for NAT tests).
 
 use std::fs::File;
 use std::io;
@@ -13,6 +17,18 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use nix::sched::{CloneFlags, setns, unshare};
+
+mod cni;
+mod host;
+mod outside;
+mod packets;
+mod snapshot;
+
+pub use cni::{Cni, CniOutput};
+pub use host::{TestHost, bin_dir, plugin, reference_plugin, require_privileges};
+pub use outside::Outside;
+pub use packets::{EchoServer, ping, tcp_echo, udp_echo};
+pub use snapshot::{Snapshot, assert_snapshot_eq};
 
 /// A network namespace that lives exactly as long as this value.
 #[derive(Debug)]
@@ -82,6 +98,29 @@ impl Netns {
             .join()
             .expect("thread inside namespace panicked")
         })
+    }
+}
+
+impl Netns {
+    /// A netlink handle acting in this namespace.
+    #[track_caller]
+    pub fn netlink(&self) -> tether_netlink::NsHandle {
+        tether_netlink::NsHandle::for_netns(self.fd.as_fd())
+            .unwrap_or_else(|e| panic!("netlink handle for test namespace: {e}"))
+    }
+
+    /// A sysctl as seen inside this namespace (`net.ipv4.ip_forward` or `net/ipv4/...`).
+    #[track_caller]
+    pub fn sysctl(&self, key: &str) -> String {
+        tether_netlink::sysctl_get(Some(self.fd.as_fd()), key)
+            .unwrap_or_else(|e| panic!("sysctl {key} in test namespace: {e}"))
+    }
+
+    /// Sets a sysctl inside this namespace.
+    #[track_caller]
+    pub fn set_sysctl(&self, key: &str, value: &str) {
+        tether_netlink::sysctl_set(Some(self.fd.as_fd()), key, value)
+            .unwrap_or_else(|e| panic!("sysctl {key}={value} in test namespace: {e}"))
     }
 }
 

@@ -1,0 +1,197 @@
+//! [`NsHandle`]: a blocking rtnetlink connection bound to one network namespace, and the three
+//! request shapes every operation uses (ack, get-one, dump).
+
+use std::fmt::Display;
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use nix::sched::{CloneFlags, setns};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
+use tokio::runtime::Runtime;
+
+use crate::error::{Error, Result, from_errno, from_io, from_rtnl};
+
+/// How often a dump that the kernel flags as inconsistent (`NLM_F_DUMP_INTR`: the table changed
+/// while we read it) is restarted before giving up.
+const DUMP_RETRIES: usize = 10;
+
+/// A netlink route connection that acts in one network namespace, with a blocking API.
+///
+/// The socket is bound to the namespace it was created in, so the handle keeps acting there no
+/// matter which thread later uses it. Each handle owns a current-thread tokio runtime that drives
+/// the rtnetlink connection only while one of its methods runs.
+pub struct NsHandle {
+    handle: rtnetlink::Handle,
+    rt: Runtime,
+    restarts: AtomicUsize,
+}
+
+impl std::fmt::Debug for NsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NsHandle").finish_non_exhaustive()
+    }
+}
+
+impl NsHandle {
+    /// A handle for the calling thread's network namespace.
+    pub fn current() -> Result<NsHandle> {
+        let sock = Socket::new(NETLINK_ROUTE).map_err(|e| from_io("open", "netlink socket", e))?;
+        NsHandle::from_socket(sock)
+    }
+
+    /// A handle for the namespace behind `ns` (see [`crate::open_netns`]).
+    ///
+    /// The socket is created on a short-lived thread that entered the namespace; the calling
+    /// thread's namespace never changes.
+    pub fn for_netns(ns: BorrowedFd<'_>) -> Result<NsHandle> {
+        let sock = std::thread::scope(|s| {
+            s.spawn(|| -> Result<Socket> {
+                // This thread exists only to create the socket and dies right after, so it never
+                // needs to switch back.
+                setns(ns, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| from_errno("enter", "network namespace", e as i32))?;
+                Socket::new(NETLINK_ROUTE).map_err(|e| from_io("open", "netlink socket", e))
+            })
+            .join()
+            .expect("netlink socket thread panicked")
+        })?;
+        NsHandle::from_socket(sock)
+    }
+
+    fn from_socket(sock: Socket) -> Result<NsHandle> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| from_io("start", "netlink runtime", e))?;
+        let (mut conn, handle, _) = {
+            // Registering the socket with the reactor needs the runtime's context.
+            let _guard = rt.enter();
+            // SAFETY: the fd comes from `into_raw_fd`, so TokioSocket becomes its only owner.
+            let sock = unsafe { TokioSocket::from_raw_fd(sock.into_raw_fd()) };
+            rtnetlink::from_socket(sock)
+        };
+        // Our dumps read the NLMSG_DONE header too: the kernel may flag an inconsistent dump
+        // (NLM_F_DUMP_INTR) only there.
+        conn.set_forward_done(true);
+        rt.spawn(conn);
+        Ok(NsHandle {
+            handle,
+            rt,
+            restarts: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many dumps this handle restarted because the kernel flagged them inconsistent
+    /// (diagnostics and tests).
+    pub fn dump_restarts(&self) -> usize {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request that expects only an ACK (add, change, delete).
+    pub(crate) fn ack(
+        &self,
+        op: &'static str,
+        obj: impl Display,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<()> {
+        let mut handle = self.handle.clone();
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        self.rt
+            .block_on(async move {
+                let mut replies = handle.request(req)?;
+                while let Some(reply) = replies.next().await {
+                    if let NetlinkPayload::Error(e) = reply.payload
+                        && e.code.is_some()
+                    {
+                        return Err(rtnetlink::Error::NetlinkError(e));
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| from_rtnl(op, obj, e))
+    }
+
+    /// Sends a non-dump GET and returns the one object it names; "no such object" errnos (ENODEV,
+    /// ENOENT, ...) become `None`.
+    pub(crate) fn get_one(
+        &self,
+        op: &'static str,
+        obj: impl Display,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Option<RouteNetlinkMessage>> {
+        let mut handle = self.handle.clone();
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST;
+        let res = self.rt.block_on(async move {
+            let mut replies = handle.request(req)?;
+            let mut found = None;
+            while let Some(reply) = replies.next().await {
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(m) => found = Some(m),
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        return Err(rtnetlink::Error::NetlinkError(e));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(found)
+        });
+        match res.map_err(|e| from_rtnl(op, obj, e)) {
+            Err(Error::NotFound(_)) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Dumps a whole table, restarting when the kernel reports that it changed mid-dump.
+    pub(crate) fn dump(
+        &self,
+        op: &'static str,
+        obj: impl Display,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        for _ in 0..DUMP_RETRIES {
+            let mut handle = self.handle.clone();
+            let mut req = NetlinkMessage::from(msg.clone());
+            req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+            let res = self.rt.block_on(async move {
+                let mut replies = handle.request(req)?;
+                let mut out = Vec::new();
+                let mut interrupted = false;
+                while let Some(reply) = replies.next().await {
+                    interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
+                    match reply.payload {
+                        NetlinkPayload::InnerMessage(m) => out.push(m),
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            return Err(rtnetlink::Error::NetlinkError(e));
+                        }
+                        // A dump that fails half-way reports the errno in NLMSG_DONE.
+                        NetlinkPayload::Done(d) if d.code < 0 => {
+                            let mut e = rtnetlink::packet_core::ErrorMessage::default();
+                            e.code = std::num::NonZeroI32::new(d.code);
+                            return Err(rtnetlink::Error::NetlinkError(e));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok((out, interrupted))
+            });
+            match res.map_err(|e| from_rtnl(op, &obj, e))? {
+                (out, false) => return Ok(out),
+                (_, true) => {
+                    self.restarts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(op, "dump interrupted (NLM_F_DUMP_INTR), retrying");
+                }
+            }
+        }
+        Err(Error::Busy(format!(
+            "{op} {obj}: the table kept changing during {DUMP_RETRIES} dumps"
+        )))
+    }
+}
