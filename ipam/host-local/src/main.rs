@@ -1,0 +1,3 @@
+fn main() {
+    cni::run(&host_local::HostLocal)
+}
