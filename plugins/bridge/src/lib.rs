@@ -1,1 +1,98 @@
+//! The `bridge` CNI plugin: a Linux bridge on the host, one veth pair per container (host end on
+//! the bridge, container end created directly in the container's namespace as `CNI_IFNAME`),
+//! addresses and routes from the IPAM plugin, optionally a gateway address on the bridge,
+//! forwarding and per-container masquerading.
+//!
+//! It behaves like the reference plugin (same keys, defaults, result shape and kernel state; see
+//! `config`) and improves on it where the reference is known to fail:
+//! - everything ADD creates is found again from `(network, container id, ifname)` alone: the host
+//!   veth has a deterministic name and an alias record, masquerade chains a deterministic name and
+//!   comment, so DEL never needs the container's namespace and GC can find leftovers;
+//! - a failed ADD unwinds everything it created (`undo`), including the IPAM lease;
+//! - bridge creation and its gateway address are serialised by a per-bridge lock, and every
+//!   "ensure" treats `EEXIST` as success, so parallel ADDs on a fresh host do not race;
+//! - container addresses are added with `IFA_F_NODAD` (unless `enabledad`), so there is no
+//!   DAD wait, and nothing polls with sleeps.
+//!
+//! What stays on the host after the last DEL, as with the reference: the bridge, its gateway
+//! addresses, its pinned MAC, and the forwarding sysctls. A failed ADD keeps the bridge and its
+//! gateway address too (they are shared with concurrent ADDs).
+//!
+//! Keys (defaults as in the reference): `bridge` ("cni0"), `isGateway`, `isDefaultGateway`
+//! (implies `isGateway`), `forceAddress`, `ipMasq`, `mtu` (a bridge we create and both veth
+//! ends; an existing bridge keeps its MTU), `hairpinMode`, `promiscMode`, `enabledad` (off: the
+//! container's addresses get `IFA_F_NODAD` and `accept_dad=0`; on: DAD runs and ADD waits for
+//! it), `portIsolation`, `disableContainerInterface` (L2 only), `ipam`, `dns`, and the MAC from
+//! `CNI_ARGS MAC`, `args.cni.mac` or `runtimeConfig.mac`. `ipMasqBackend` may be `iptables` or
+//! `nftables` (both go through `iptables-restore`). Refused with code 2, because ignoring them
+//! would silently drop isolation: `vlan` (non-zero), `vlanTrunk`, `macspoofchk`.
+//!
+//! Differences a careful observer can see: the host veth is `veth` + 8 hex digits of
+//! sha256(cid NUL ifname) with the alias `tether:<net>:<cid>:<ifname>`; masquerade chains are
+//! `TETHER-<hash>` (see tether-netfilter); routes we add have protocol `static` (the reference's
+//! are `boot`); 1.1.0 results carry each interface's `mtu`; the IPAM runs before the bridge is
+//! touched, so a full pool or a non-bridge link named like the bridge changes nothing.
 
+mod add;
+mod alias;
+mod check;
+pub mod config;
+mod del;
+mod gc;
+pub mod lock;
+pub mod names;
+pub mod plan;
+mod undo;
+
+use std::fmt::Display;
+
+use cni::{Attachment, CniResult, Error, ErrorCode, Request};
+
+pub use config::Config;
+
+/// The plugin, for `cni::run`.
+pub struct Bridge;
+
+impl cni::Plugin for Bridge {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn known_args(&self) -> &'static [&'static str] {
+        &["MAC", "IP"]
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult, Error> {
+        add::add(req)
+    }
+
+    fn del(&self, req: &Request) -> Result<(), Error> {
+        del::del(req)
+    }
+
+    fn check(&self, req: &Request) -> Result<(), Error> {
+        check::check(req)
+    }
+
+    fn status(&self, req: &Request) -> Result<(), Error> {
+        let conf = Config::parse(req)?;
+        match &conf.ipam {
+            Some(ipam) => cni::delegate::status(ipam, req),
+            None => Ok(()),
+        }
+    }
+
+    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
+        gc::gc(req, valid)
+    }
+}
+
+/// Maps a netlink failure to a CNI error (code 999) that says what we were doing.
+pub(crate) fn nl(what: impl Display) -> impl FnOnce(tether_netlink::Error) -> Error {
+    move |e| Error::new(ErrorCode::Internal, format!("{what}: {e}"))
+}
+
+/// Maps a firewall failure likewise.
+pub(crate) fn nf(what: impl Display) -> impl FnOnce(tether_netfilter::Error) -> Error {
+    move |e| Error::new(ErrorCode::Internal, format!("{what}: {e}"))
+}

@@ -1,0 +1,467 @@
+//! ADD: validate everything first, then create, pushing each removal on the undo stack.
+//!
+//! Order (differs from the reference only where it avoids side effects on failure): checks that
+//! cannot change anything (config, the interface name in the container, a non-bridge link with
+//! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
+//! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
+//! up, routes → forwarding → masquerade → result.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cni::{CniResult, Error, ErrorCode, Interface, Request};
+use ipnetwork::IpNetwork;
+use tether_netfilter::Netfilter;
+use tether_netlink::{IFA_F_TENTATIVE, Link, NsHandle, RouteSpec, sysctl_get, sysctl_set};
+
+use crate::config::{Config, format_mac};
+use crate::lock::{BridgeLock, lock_dir};
+use crate::names::{alias, host_veth_name};
+use crate::plan::{Plan, plan, route_gateway};
+use crate::undo::Undo;
+use crate::{alias as ifalias, nf, nl};
+
+/// `IFA_F_DADFAILED`
+const IFA_F_DADFAILED: u32 = 0x08;
+/// How long `enabledad` waits for IPv6 duplicate address detection, as the reference does.
+const DAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn add(req: &Request) -> Result<CniResult, Error> {
+    let conf = Config::parse(req)?;
+    conf.validate()?;
+    let netns = req
+        .netns
+        .as_deref()
+        .expect("the skel requires CNI_NETNS for ADD");
+    let ns_fd: OwnedFd = tether_netlink::open_netns(netns).map_err(|e| {
+        Error::new(
+            ErrorCode::UnknownContainer,
+            format!("open container netns {}: {e}", netns.display()),
+        )
+    })?;
+    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
+    let cont = NsHandle::for_netns(ns_fd.as_fd()).map_err(nl(format!(
+        "open netlink in container netns {}",
+        netns.display()
+    )))?;
+    let veth = host_veth_name(&req.container_id, &req.ifname);
+    preflight(&conf, req, netns, &host, &cont, &veth)?;
+
+    let mut undo = Undo::new();
+
+    // IPAM first: when the pool is exhausted nothing else has been touched.
+    let ipam = match &conf.ipam {
+        Some(ipam_type) => {
+            let r = cni::delegate::add(ipam_type, req)?;
+            undo.push(format!("IPAM {ipam_type} DEL"), move || {
+                cni::delegate::del(ipam_type, req).map_err(|e| e.to_string())
+            });
+            Some(r)
+        }
+        None => None,
+    };
+    let plan = ipam.as_ref().map(|r| plan(&conf, r)).transpose()?;
+    let bridge_addrs = plan.as_ref().map_or(&[][..], |p| &p.bridge_addrs[..]);
+
+    let bridge = {
+        let _lock = BridgeLock::acquire(&lock_dir(), &conf.bridge)?;
+        let bridge = ensure_bridge(&host, &conf)?;
+        for addr in bridge_addrs {
+            ensure_addr(&host, &bridge, *addr, conf.force_address)?;
+        }
+        bridge
+    };
+
+    let host_idx = host
+        .create_veth(
+            &veth,
+            conf.mtu,
+            Some(bridge.index),
+            &req.ifname,
+            ns_fd.as_fd(),
+            conf.mac,
+            conf.mtu,
+        )
+        .map_err(|e| match e {
+            tether_netlink::Error::Exists(_) => Error::invalid_env(format!(
+                "create veth {veth} / {} in {}: {e} (a concurrent ADD for the same container and interface?)",
+                req.ifname,
+                netns.display()
+            )),
+            e => nl(format!("create veth {veth} on bridge {}", conf.bridge))(e),
+        })?;
+    let host_ref = &host;
+    undo.push(format!("delete veth {veth}"), move || {
+        host_ref.del_link(host_idx).map_err(|e| e.to_string())
+    });
+    if let Some(a) = alias(&conf.network, &req.container_id, &req.ifname) {
+        ifalias::set_alias(host_idx, &a).map_err(|e| {
+            Error::internal(format!("record attachment on {veth} (ifalias {a:?}): {e}"))
+        })?;
+    }
+    host.set_bridge_port(
+        host_idx,
+        conf.hairpin_mode.then_some(true),
+        conf.port_isolation.then_some(true),
+    )
+    .map_err(nl(format!("set bridge-port options of {veth}")))?;
+    // We own this port's routes; a router advertisement from a container must not configure it.
+    let _ = sysctl_set(None, &format!("net/ipv6/conf/{veth}/accept_ra"), "0");
+
+    let cont_link = cont
+        .link_by_name(&req.ifname)
+        .map_err(nl("read the new container interface"))?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "{} vanished from {} right after creation",
+                req.ifname,
+                netns.display()
+            ))
+        })?;
+    configure_container(&conf, req, &cont, ns_fd.as_fd(), &cont_link, plan.as_ref())?;
+
+    if let Some(p) = &plan {
+        if conf.is_gateway {
+            enable_forwarding(&p.bridge_addrs)?;
+        }
+        if conf.ip_masq {
+            let addrs: Vec<IpNetwork> = p.ips.iter().map(|i| i.address).collect();
+            let network = &conf.network;
+            tether_netfilter::masquerade_add(
+                &Netfilter::new(),
+                network,
+                &req.container_id,
+                &req.ifname,
+                &addrs,
+            )
+            .map_err(nf("set up masquerading"))?;
+            undo.push("remove masquerading", move || {
+                tether_netfilter::masquerade_del(
+                    &Netfilter::new(),
+                    network,
+                    &req.container_id,
+                    &req.ifname,
+                    &addrs,
+                )
+                .map_err(|e| e.to_string())
+            });
+        }
+    }
+
+    let result = build_result(&conf, req, &host, &bridge, host_idx, &cont_link, plan, ipam)?;
+    undo.commit();
+    Ok(result)
+}
+
+/// Everything that can be refused without changing anything.
+fn preflight(
+    conf: &Config,
+    req: &Request,
+    netns: &Path,
+    host: &NsHandle,
+    cont: &NsHandle,
+    veth: &str,
+) -> Result<(), Error> {
+    if cont
+        .link_by_name(&req.ifname)
+        .map_err(nl("look up CNI_IFNAME in the container"))?
+        .is_some()
+    {
+        return Err(Error::invalid_env(format!(
+            "CNI_IFNAME {:?} already exists in container netns {}: use another interface name, or DEL the attachment that created it",
+            req.ifname,
+            netns.display()
+        )));
+    }
+    if let Some(l) = host
+        .link_by_name(&conf.bridge)
+        .map_err(nl(format!("look up bridge {}", conf.bridge)))?
+    {
+        not_a_bridge(&l)?;
+    }
+    if host
+        .link_by_name(veth)
+        .map_err(nl(format!("look up host veth {veth}")))?
+        .is_some()
+    {
+        return Err(Error::invalid_env(format!(
+            "host interface {veth} for container {} interface {} already exists: that attachment is still live (DEL it first)",
+            req.container_id, req.ifname
+        )));
+    }
+    Ok(())
+}
+
+fn not_a_bridge(l: &Link) -> Result<(), Error> {
+    if l.kind.as_deref() == Some("bridge") {
+        return Ok(());
+    }
+    Err(Error::invalid_config(format!(
+        "{:?} already exists but is not a bridge (it is a {} link): set \"bridge\" to another name or remove that link",
+        l.name,
+        l.kind.as_deref().unwrap_or("kind-less")
+    )))
+}
+
+/// Creates the bridge or reuses it. Called under the bridge lock; `EEXIST` still means "someone
+/// else (another runtime, without our lock) created it": re-read and verify.
+fn ensure_bridge(host: &NsHandle, conf: &Config) -> Result<Link, Error> {
+    let name = &conf.bridge;
+    let existing = host
+        .link_by_name(name)
+        .map_err(nl(format!("look up bridge {name}")))?;
+    let (mut br, created) = match existing {
+        Some(l) => (l, false),
+        None => match host.create_bridge(name, conf.mtu, false) {
+            Ok(l) => (l, true),
+            Err(tether_netlink::Error::Exists(_)) => (
+                host.link_by_name(name)
+                    .map_err(nl(format!("look up bridge {name}")))?
+                    .ok_or_else(|| Error::internal(format!("bridge {name} exists and vanished")))?,
+                false,
+            ),
+            Err(e) => return Err(nl(format!("create bridge {name}"))(e)),
+        },
+    };
+    not_a_bridge(&br)?;
+    if created || conf.is_gateway {
+        // Pin the MAC: otherwise the kernel gives the bridge the lowest MAC among its ports, so
+        // it changes as containers come and go and neighbours keep a stale entry (as the
+        // reference and netavark do).
+        if let Some(mac) = br.mac {
+            host.set_mac(br.index, mac)
+                .map_err(nl(format!("pin the MAC of bridge {name}")))?;
+        }
+    }
+    if created {
+        // We own the bridge's routes; RAs from containers must not configure it.
+        let _ = sysctl_set(None, &format!("net/ipv6/conf/{name}/accept_ra"), "0");
+    }
+    if conf.promisc_mode && !br.promisc {
+        host.set_promisc(br.index, true)
+            .map_err(nl(format!("set bridge {name} promiscuous")))?;
+        br.promisc = true;
+    }
+    if !br.up {
+        host.set_up(br.index)
+            .map_err(nl(format!("set bridge {name} up")))?;
+        br.up = true;
+    }
+    Ok(br)
+}
+
+/// Puts `want` (gateway/prefix) on the bridge. As the reference: another IPv4 address, or an
+/// overlapping IPv6 one, is a conflict unless `forceAddress`, which replaces it.
+fn ensure_addr(host: &NsHandle, br: &Link, want: IpNetwork, force: bool) -> Result<(), Error> {
+    let addrs = host
+        .addrs(Some(br.index))
+        .map_err(nl(format!("list addresses of bridge {}", br.name)))?;
+    for a in addrs.iter().filter(|a| a.net.is_ipv4() == want.is_ipv4()) {
+        if a.net.ip() == want.ip() && a.net.prefix() == want.prefix() {
+            return Ok(());
+        }
+        // Link-local (scope link) IPv6 addresses never conflict with a gateway.
+        let conflicts = want.is_ipv4()
+            || (a.scope == 0 && (a.net.contains(want.ip()) || want.contains(a.net.ip())));
+        if !conflicts {
+            continue;
+        }
+        if !force {
+            return Err(Error::invalid_config(format!(
+                "bridge {:?} already has address {}, different from {} that this network needs as its gateway: remove the old address (ip addr del {} dev {}), set \"forceAddress\": true, or use another \"bridge\"",
+                br.name, a.net, want, a.net, br.name
+            )));
+        }
+        match host.del_addr(br.index, a.net) {
+            Ok(()) | Err(tether_netlink::Error::NotFound(_)) => {}
+            Err(e) => {
+                return Err(nl(format!("remove {} from bridge {}", a.net, br.name))(e));
+            }
+        }
+    }
+    // No DAD on the gateway: the bridge is ours and DAD would leave it unusable for a second.
+    match host.add_addr(br.index, want, true) {
+        Ok(()) | Err(tether_netlink::Error::Exists(_)) => Ok(()),
+        Err(e) => Err(nl(format!("add {want} to bridge {}", br.name))(e)),
+    }
+}
+
+/// Sysctls, addresses, link state and routes inside the container.
+fn configure_container(
+    conf: &Config,
+    req: &Request,
+    cont: &NsHandle,
+    ns: std::os::fd::BorrowedFd<'_>,
+    link: &Link,
+    plan: Option<&Plan>,
+) -> Result<(), Error> {
+    let ifname = &req.ifname;
+    let Some(plan) = plan else {
+        // L2 only: nothing to configure but the link state.
+        if !conf.disable_container_interface {
+            cont.set_up(link.index)
+                .map_err(nl(format!("set {ifname} up in the container")))?;
+        }
+        return Ok(());
+    };
+    let has_v6 = plan.ips.iter().any(|i| i.address.is_ipv6());
+    // Missing IPv6 sysctls (IPv6 disabled at boot) only matter when we have IPv6 addresses.
+    if conf.enable_dad {
+        let _ = sysctl_set(
+            Some(ns),
+            &format!("net/ipv6/conf/{ifname}/enhanced_dad"),
+            "1",
+        );
+        let _ = sysctl_set(Some(ns), &format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
+    } else {
+        let _ = sysctl_set(Some(ns), &format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+    }
+    let _ = sysctl_set(Some(ns), &format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+    if has_v6 {
+        for dev in ["lo", ifname.as_str()] {
+            let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
+            if sysctl_get(Some(ns), &key).map_err(nl("read IPv6 state in the container"))? != "0" {
+                sysctl_set(Some(ns), &key, "0")
+                    .map_err(nl(format!("enable IPv6 on {dev} in the container")))?;
+            }
+        }
+    }
+    for ip in &plan.ips {
+        match cont.add_addr(link.index, ip.address, !conf.enable_dad) {
+            Ok(()) | Err(tether_netlink::Error::Exists(_)) => {}
+            Err(e) => return Err(nl(format!("add {} to {ifname}", ip.address))(e)),
+        }
+    }
+    cont.set_up(link.index)
+        .map_err(nl(format!("set {ifname} up in the container")))?;
+    if conf.enable_dad && has_v6 {
+        wait_for_dad(cont, link.index, ifname)?;
+    }
+    for r in &plan.routes {
+        let spec = RouteSpec {
+            gw: route_gateway(r, &plan.ips),
+            oif: Some(link.index),
+            metric: r.priority,
+            table: r.table,
+            scope: r.scope.and_then(|s| u8::try_from(s).ok()),
+            mtu: r.mtu,
+            advmss: r.advmss,
+            ..RouteSpec::new(r.dst)
+        };
+        match cont.add_route(&spec) {
+            Ok(()) | Err(tether_netlink::Error::Exists(_)) => {}
+            Err(e) => return Err(nl(format!("add route {spec} in the container"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// With `enabledad`, waits until no IPv6 address of the interface is tentative (polling the
+/// kernel, not sleeping a fixed time); a duplicate is an error.
+fn wait_for_dad(cont: &NsHandle, idx: u32, ifname: &str) -> Result<(), Error> {
+    let deadline = Instant::now() + DAD_TIMEOUT;
+    loop {
+        let addrs = cont
+            .addrs(Some(idx))
+            .map_err(nl(format!("list addresses of {ifname}")))?;
+        let v6 = addrs.iter().filter(|a| a.net.is_ipv6());
+        if let Some(a) = v6.clone().find(|a| a.flags & IFA_F_DADFAILED != 0) {
+            return Err(Error::internal(format!(
+                "duplicate address detection failed for {} on {ifname}: another host uses it",
+                a.net
+            )));
+        }
+        if !v6.clone().any(|a| a.flags & IFA_F_TENTATIVE != 0) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::internal(format!(
+                "IPv6 addresses on {ifname} still tentative after {DAD_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ip_forward` / `conf/all/forwarding` for the families that have a gateway on the bridge;
+/// written only when not already 1.
+fn enable_forwarding(bridge_addrs: &[IpNetwork]) -> Result<(), Error> {
+    if bridge_addrs.iter().any(|a| a.is_ipv4()) {
+        sysctl_set(None, "net/ipv4/ip_forward", "1").map_err(nl("enable IPv4 forwarding"))?;
+    }
+    if bridge_addrs.iter().any(|a| a.is_ipv6()) {
+        sysctl_set(None, "net/ipv6/conf/all/forwarding", "1")
+            .map_err(nl("enable IPv6 forwarding"))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // the pieces ADD gathered, put together once
+fn build_result(
+    conf: &Config,
+    req: &Request,
+    host: &NsHandle,
+    bridge: &Link,
+    host_idx: u32,
+    cont_link: &Link,
+    plan: Option<Plan>,
+    ipam: Option<CniResult>,
+) -> Result<CniResult, Error> {
+    // Re-read: the bridge MAC may have changed when the first port joined (an existing bridge
+    // we did not pin), and the host veth's is only known now.
+    let bridge = host
+        .link_by_index(bridge.index)
+        .map_err(nl(format!("read bridge {}", conf.bridge)))?
+        .unwrap_or_else(|| bridge.clone());
+    let veth = host
+        .link_by_index(host_idx)
+        .map_err(nl("read the host veth"))?
+        .ok_or_else(|| Error::internal("the host veth vanished during ADD"))?;
+    let iface = |l: &Link, sandbox: Option<String>| Interface {
+        name: l.name.clone(),
+        mac: l.mac.map(format_mac),
+        mtu: Some(l.mtu),
+        sandbox,
+        ..Default::default()
+    };
+    let mut result = CniResult {
+        cni_version: req.conf.cni_version.clone(),
+        interfaces: vec![
+            iface(&bridge, None),
+            iface(&veth, None),
+            iface(
+                cont_link,
+                req.netns.as_ref().map(|p| p.display().to_string()),
+            ),
+        ],
+        ..Default::default()
+    };
+    if let Some(p) = plan {
+        result.ips = p.ips;
+        result.routes = p.routes;
+    }
+    if let Some(r) = ipam {
+        result.dns = r.dns;
+    }
+    if let Some(dns) = &conf.dns {
+        result.dns = dns.clone();
+    }
+    Ok(result)
+}
+
+/// Used by CHECK too: the gateway addresses a result implies for the bridge.
+pub(crate) fn gateway_addrs(conf: &Config, result: &CniResult) -> Vec<IpNetwork> {
+    if !conf.is_gateway {
+        return Vec::new();
+    }
+    result
+        .ips
+        .iter()
+        .filter_map(|i| {
+            let gw: IpAddr = i.gateway?;
+            IpNetwork::new(gw, i.address.prefix()).ok()
+        })
+        .collect()
+}

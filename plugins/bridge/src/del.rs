@@ -1,0 +1,121 @@
+//! DEL: remove everything ADD created, found from `(network, container id, ifname)` alone.
+//!
+//! Never fails because something is already gone (netns, link, rules, `prevResult`); every step
+//! runs even when an earlier one failed, and the first real failure is reported.
+
+use std::os::fd::AsFd;
+
+use cni::{Error, Request};
+use ipnetwork::IpNetwork;
+use tether_netfilter::Netfilter;
+use tether_netlink::NsHandle;
+
+use crate::config::Config;
+use crate::names::{host_veth_name, parse_alias};
+use crate::{alias as ifalias, nf, nl};
+
+pub fn del(req: &Request) -> Result<(), Error> {
+    let conf = Config::parse(req)?;
+    let mut first_err: Option<Error> = None;
+    let mut keep = |r: Result<(), Error>| {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "DEL step failed");
+            first_err.get_or_insert(e);
+        }
+    };
+
+    // The addresses masquerading was set up for: from prevResult, else from the container
+    // interface while it still exists. Both only speed up the teardown.
+    let mut known: Vec<IpNetwork> = req
+        .prev_result
+        .as_ref()
+        .map(|r| r.ips.iter().map(|i| i.address).collect())
+        .unwrap_or_default();
+
+    keep(del_in_container(req, &mut known));
+    keep(del_host_veth(req));
+    if conf.ip_masq {
+        keep(
+            tether_netfilter::masquerade_del(
+                &Netfilter::new(),
+                &conf.network,
+                &req.container_id,
+                &req.ifname,
+                &known,
+            )
+            .map_err(nf("remove masquerading")),
+        );
+    }
+    if let Some(ipam) = &conf.ipam {
+        keep(cni::delegate::del(ipam, req));
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Deletes `CNI_IFNAME` in the container when the namespace still exists and the interface is a
+/// veth. Usually deleting the host end already removed it; this covers attachments whose host
+/// end we cannot name (made by the reference plugin before a switch to Tether).
+fn del_in_container(req: &Request, known: &mut Vec<IpNetwork>) -> Result<(), Error> {
+    let Some(path) = &req.netns else {
+        return Ok(());
+    };
+    let fd = match tether_netlink::open_netns(path) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Gone or not a namespace any more: nothing of ours can be in it.
+            tracing::debug!(netns = %path.display(), error = %e, "container netns unusable, skipping");
+            return Ok(());
+        }
+    };
+    let cont = NsHandle::for_netns(fd.as_fd()).map_err(nl("open netlink in the container"))?;
+    let Some(link) = cont
+        .link_by_name(&req.ifname)
+        .map_err(nl("look up CNI_IFNAME in the container"))?
+    else {
+        return Ok(());
+    };
+    if link.kind.as_deref() != Some("veth") {
+        tracing::warn!(ifname = %req.ifname, kind = ?link.kind, "not a veth: not ours, left alone");
+        return Ok(());
+    }
+    if known.is_empty() {
+        let addrs = cont
+            .addrs(Some(link.index))
+            .map_err(nl("list container addresses"))?;
+        known.extend(addrs.into_iter().filter(|a| a.scope == 0).map(|a| a.net));
+    }
+    match cont.del_link(link.index) {
+        Ok(()) | Err(tether_netlink::Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(nl(format!("delete {} in the container", req.ifname))(e)),
+    }
+}
+
+/// Deletes the host veth by its deterministic name, unless its alias says it belongs to another
+/// container or interface (a hash collision) or it is not a veth at all. The network in the alias
+/// is not compared: a network renamed between ADD and DEL must not leak the veth.
+fn del_host_veth(req: &Request) -> Result<(), Error> {
+    let name = host_veth_name(&req.container_id, &req.ifname);
+    let Some(link) = ifalias::link_by_name(&name)
+        .map_err(|e| Error::internal(format!("look up host veth {name}: {e}")))?
+    else {
+        return Ok(());
+    };
+    if link.kind.as_deref() != Some("veth") {
+        tracing::warn!(%name, kind = ?link.kind, "not a veth: not ours, left alone");
+        return Ok(());
+    }
+    if let Some((_, cid, ifname)) = link.alias.as_deref().and_then(parse_alias)
+        && (cid, ifname) != (req.container_id.as_str(), req.ifname.as_str())
+    {
+        tracing::warn!(%name, alias = ?link.alias, "host veth belongs to another attachment, left alone");
+        return Ok(());
+    }
+    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
+    match host.del_link(link.index) {
+        Ok(()) | Err(tether_netlink::Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(nl(format!("delete host veth {name}"))(e)),
+    }
+}

@@ -1,0 +1,80 @@
+//! GC: remove the host veths and masquerade rules of every attachment of this network that the
+//! runtime no longer lists, then let the IPAM release its leases. The reference has no GC.
+//!
+//! Host veths are found by their alias record (`tether:<network>:<cid>:<ifname>`), masquerade
+//! rules by their comment; both carry the network, so attachments of other networks sharing the
+//! bridge are never touched. Every step runs; the first failure is reported.
+
+use cni::{Attachment, Error, Request};
+use tether_netfilter::Netfilter;
+use tether_netlink::NsHandle;
+
+use crate::config::Config;
+use crate::names::parse_alias;
+use crate::{alias as ifalias, nf, nl};
+
+pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
+    let conf = Config::parse(req)?;
+    let is_valid = |cid: &str, ifname: &str| {
+        valid
+            .iter()
+            .any(|a| a.container_id == cid && a.ifname == ifname)
+    };
+    let mut errors: Vec<Error> = Vec::new();
+
+    match gc_veths(&conf, &is_valid) {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "GC removed stale host veths"),
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+
+    let pairs: Vec<(String, String)> = valid
+        .iter()
+        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .collect();
+    match tether_netfilter::masquerade_gc(&Netfilter::new(), &conf.network, &pairs) {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "GC removed stale masquerade rules"),
+        Ok(_) => {}
+        // Without ipMasq there may be no iptables on the host at all; leftovers from a time the
+        // network had ipMasq are then best effort.
+        Err(e) if !conf.ip_masq => tracing::warn!(error = %e, "masquerade GC skipped"),
+        Err(e) => errors.push(nf("GC masquerade rules")(e)),
+    }
+
+    if let Some(ipam) = &conf.ipam
+        && let Err(e) = cni::delegate::gc(ipam, req)
+    {
+        errors.push(e);
+    }
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn gc_veths(conf: &Config, is_valid: &dyn Fn(&str, &str) -> bool) -> Result<usize, Error> {
+    let links = ifalias::links().map_err(|e| Error::internal(format!("list host links: {e}")))?;
+    let stale: Vec<_> = links
+        .into_iter()
+        .filter(|l| l.kind.as_deref() == Some("veth"))
+        .filter(|l| {
+            l.alias
+                .as_deref()
+                .and_then(parse_alias)
+                .is_some_and(|(net, cid, ifname)| net == conf.network && !is_valid(cid, ifname))
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
+    let mut removed = 0;
+    for l in stale {
+        match host.del_link(l.index) {
+            Ok(()) => removed += 1,
+            Err(tether_netlink::Error::NotFound(_)) => {}
+            Err(e) => return Err(nl(format!("delete stale host veth {}", l.name))(e)),
+        }
+    }
+    Ok(removed)
+}
