@@ -1,0 +1,468 @@
+//! Lifecycle operations on existing containers. Every one of them works from the state on disk
+//! alone, so they also repair what a killed `tether run` left behind.
+
+use crate::cgroups;
+use crate::error::{Context, Error, Result};
+use crate::process;
+use crate::state::{self, ContainerState, Paths, Status, Store};
+use cni::runtime::{ConfList, RuntimeConf};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Map, json};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens the network namespace of a live container, so DEL can reach it after the process dies.
+fn hold_netns(st: &ContainerState) -> Option<OwnedFd> {
+    let p = st.live_process()?;
+    let f = std::fs::File::open(format!("/proc/{}/ns/net", p.pid)).ok()?;
+    // The pid could have been reused between the check and the open.
+    p.alive().then(|| OwnedFd::from(f))
+}
+
+/// Undoes everything a container holds: kills what is left in its cgroup, runs CNI DEL (in reverse
+/// plugin order, with the cached result), and removes the cgroup. Keeps going after errors.
+pub fn cleanup(paths: &Paths, st: &mut ContainerState, netns: Option<&OwnedFd>) -> Result<()> {
+    let mut errors: Vec<String> = Vec::new();
+    let mut del_ok = true;
+    let cg = st.cgroup.as_ref().map(cgroups::open);
+    if let Some(cg) = &cg {
+        if cg.oom_kills() > 0 {
+            st.state.oom_killed = true;
+        }
+        // A frozen cgroup cannot die (v1): thaw first.
+        if cg.is_frozen() {
+            let _ = cg.thaw();
+        }
+        if let Err(e) = cg.kill_all() {
+            errors.push(e.to_string());
+        }
+    }
+    if !st.network.conflist.is_null() {
+        match ConfList::from_bytes(&serde_json::to_vec(&st.network.conflist).unwrap_or_default()) {
+            Ok(list) => {
+                let mut caps = Map::new();
+                if !st.network.ports.is_empty() {
+                    caps.insert("portMappings".into(), json!(st.network.ports));
+                }
+                // The pinned namespace if it is still there, else one we hold open, else empty:
+                // that tells the plugins the namespace is gone (a stale /proc/<pid>/ns/net could
+                // name another process's namespace).
+                let pinned = st
+                    .network
+                    .netns_path
+                    .clone()
+                    .filter(|p| crate::netns::is_pinned(p));
+                let netns = pinned
+                    .or_else(|| {
+                        netns.map(|fd| {
+                            PathBuf::from(format!(
+                                "/proc/{}/fd/{}",
+                                std::process::id(),
+                                fd.as_raw_fd()
+                            ))
+                        })
+                    })
+                    .unwrap_or_default();
+                let rt = RuntimeConf {
+                    container_id: st.id.clone(),
+                    netns,
+                    ifname: st.network.ifname.clone(),
+                    args: Vec::new(),
+                    capability_args: caps,
+                };
+                if let Err(e) = paths.invoker().del(&list, &rt) {
+                    del_ok = false;
+                    errors.push(format!("network {}: DEL failed: {e}", list.name));
+                }
+            }
+            Err(e) => errors.push(format!("recorded network config is invalid: {e}")),
+        }
+    }
+    // Unpinned only after a successful DEL, so a retry can still enter the namespace; the
+    // namespace (and anything left in it) goes with the last mount.
+    if let Some(p) = st.network.netns_path.as_ref().filter(|_| del_ok)
+        && let Err(e) = crate::netns::unpin(p)
+    {
+        errors.push(e.to_string());
+    }
+    if let Some(cg) = &cg
+        && let Err(e) = cg.remove()
+    {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        st.state.cleaned = true;
+        st.state.error = None;
+        Ok(())
+    } else {
+        let msg = errors.join("; ");
+        st.state.error = Some(msg.clone());
+        Err(Error::Setup(format!(
+            "cleanup of {} incomplete: {msg}; fix the cause and run `tether rm -f {}` again",
+            st.name, st.name
+        )))
+    }
+}
+
+/// Records that the container stopped and cleans up after it, once. Safe to call from the
+/// supervisor and from `stop`/`rm` at the same time (serialized by the container lock).
+pub fn finalize(
+    paths: &Paths,
+    id: &str,
+    exit_code: Option<i32>,
+    netns: Option<&OwnedFd>,
+) -> Result<()> {
+    let store = Store { paths };
+    let _lock = state::container_lock(paths, id)?;
+    let Ok(mut st) = store.load(id) else {
+        // Removed meanwhile (`rm -f`): nothing left to do.
+        return Ok(());
+    };
+    if exit_code.is_some() {
+        st.state.exit_code = exit_code;
+    }
+    if st.state.status != Status::Exited {
+        st.state.status = Status::Exited;
+        st.state.finished_at = Some(state::now_rfc3339());
+    }
+    let r = if st.state.cleaned {
+        Ok(())
+    } else {
+        cleanup(paths, &mut st, netns)
+    };
+    store.save(&st)?;
+    r
+}
+
+/// Removes the state directory (the container must be cleaned up).
+pub fn remove_state(paths: &Paths, id: &str) -> Result<()> {
+    let _root = state::root_lock(paths)?;
+    let dir = paths.container_dir(id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).ctx(format!("failed to remove {}", dir.display())),
+    }
+    let _ = std::fs::remove_file(paths.containers().join(format!(".{id}.lock")));
+    Ok(())
+}
+
+/// After the process died: let a live supervisor record the exit and clean up, else do it here.
+fn settle(paths: &Paths, st: &ContainerState, netns: Option<&OwnedFd>) -> Result<()> {
+    let store = Store { paths };
+    if st
+        .state
+        .supervisor
+        .is_some_and(|s| s.alive() && s.pid != std::process::id() as i32)
+    {
+        let done = wait_until(Duration::from_secs(10), || {
+            store.load(&st.id).map_or(true, |s| s.state.cleaned)
+        });
+        if done {
+            return Ok(());
+        }
+        tracing::warn!(container = %st.name, "the supervisor did not clean up in time; doing it here");
+    }
+    finalize(paths, &st.id, None, netns)
+}
+
+fn signal_container(st: &ContainerState, sig: Signal) -> Result<()> {
+    let p = st
+        .live_process()
+        .ok_or_else(|| Error::usage(format!("container {} is not running", st.name)))?;
+    kill(Pid::from_raw(p.pid), sig).ctx(format!("failed to send {sig} to {}", st.name))
+}
+
+/// Kills the container's processes now and waits for its init to be gone.
+fn kill_now(st: &ContainerState) -> Result<()> {
+    if let Some(rec) = &st.cgroup {
+        let cg = cgroups::open(rec);
+        if cg.is_frozen() {
+            let _ = cg.thaw();
+        }
+    }
+    if let Some(p) = st.live_process() {
+        let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+    }
+    if let Some(rec) = &st.cgroup {
+        let _ = cgroups::open(rec).kill_all();
+    }
+    if wait_until(Duration::from_secs(10), || st.live_process().is_none()) {
+        Ok(())
+    } else {
+        Err(Error::Setup(format!(
+            "container {} did not die after SIGKILL",
+            st.name
+        )))
+    }
+}
+
+/// `tether stop`: SIGTERM, then SIGKILL after `timeout`, then cleanup.
+pub fn stop(paths: &Paths, name: &str, timeout: Duration) -> Result<()> {
+    let st = Store { paths }.find(name)?;
+    match st.effective_status() {
+        Status::Exited => return Ok(()),
+        Status::Dead => return finalize(paths, &st.id, None, None),
+        Status::Creating => {
+            return Err(Error::usage(format!(
+                "container {name} is still being created: try again, or `tether rm -f {name}`"
+            )));
+        }
+        Status::Running | Status::Paused => {}
+    }
+    let netns = hold_netns(&st);
+    if let Some(rec) = &st.cgroup {
+        let cg = cgroups::open(rec);
+        if cg.is_frozen() {
+            let _ = cg.thaw();
+        }
+    }
+    signal_container(&st, Signal::SIGTERM)?;
+    if !wait_until(timeout, || st.live_process().is_none()) {
+        kill_now(&st)?;
+    }
+    settle(paths, &st, netns.as_ref())
+}
+
+/// `tether kill`: sends a signal; if it ends the container and nobody supervises it, cleans up.
+pub fn kill_container(paths: &Paths, name: &str, sig: Signal) -> Result<()> {
+    let st = Store { paths }.find(name)?;
+    if !st.is_running() {
+        return Err(Error::usage(format!(
+            "container {name} is not running (status {})",
+            st.effective_status()
+        )));
+    }
+    let netns = hold_netns(&st);
+    signal_container(&st, sig)?;
+    if sig == Signal::SIGKILL
+        && let Some(rec) = &st.cgroup
+    {
+        let cg = cgroups::open(rec);
+        if cg.is_frozen() {
+            let _ = cg.thaw();
+        }
+    }
+    if wait_until(Duration::from_secs(1), || st.live_process().is_none()) {
+        settle(paths, &st, netns.as_ref())?;
+    }
+    Ok(())
+}
+
+/// `tether rm`: refuses a running container unless `force`; then cleans up and removes the state.
+pub fn rm(paths: &Paths, name: &str, force: bool) -> Result<()> {
+    let st = Store { paths }.find(name)?;
+    let status = st.effective_status();
+    let busy = matches!(status, Status::Running | Status::Paused | Status::Creating);
+    if busy && !force {
+        return Err(Error::usage(format!(
+            "container {name} is {status}: stop it first (`tether stop {name}`) or use `tether rm -f {name}`"
+        )));
+    }
+    if busy {
+        let netns = hold_netns(&st);
+        kill_now(&st)?;
+        settle(paths, &st, netns.as_ref())?;
+    } else {
+        finalize(paths, &st.id, None, None)?;
+    }
+    remove_state(paths, &st.id)
+}
+
+pub fn pause(paths: &Paths, name: &str, freeze: bool) -> Result<()> {
+    let store = Store { paths };
+    let st = store.find(name)?;
+    let _lock = state::container_lock(paths, &st.id)?;
+    let mut st = store.load(&st.id)?;
+    let want = if freeze {
+        Status::Running
+    } else {
+        Status::Paused
+    };
+    if st.effective_status() != want {
+        return Err(Error::usage(format!(
+            "container {name} is {}, not {want}",
+            st.effective_status()
+        )));
+    }
+    let rec = st
+        .cgroup
+        .as_ref()
+        .ok_or_else(|| Error::usage(format!("container {name} has no cgroup")))?;
+    let cg = cgroups::open(rec);
+    if freeze {
+        cg.freeze()?;
+        st.state.status = Status::Paused;
+    } else {
+        cg.thaw()?;
+        st.state.status = Status::Running;
+    }
+    store.save(&st)
+}
+
+/// `tether exec`: joins the container's cgroup and namespaces and runs a command there.
+pub fn exec(
+    paths: &Paths,
+    name: &str,
+    argv: Vec<String>,
+    env: &[String],
+    workdir: Option<String>,
+) -> Result<i32> {
+    let st = Store { paths }.find(name)?;
+    match st.effective_status() {
+        Status::Running => {}
+        Status::Paused => {
+            return Err(Error::usage(format!(
+                "container {name} is paused: `tether unpause {name}` first"
+            )));
+        }
+        s => {
+            return Err(Error::usage(format!(
+                "container {name} is not running (status {s})"
+            )));
+        }
+    }
+    let p = st.live_process().expect("running container has a process");
+    let mut full_env = st.config.env.clone();
+    for e in env {
+        let (k, _) = e.split_once('=').unwrap_or((e, ""));
+        full_env.retain(|x| x.split_once('=').map(|(a, _)| a) != Some(k));
+        full_env.push(if e.contains('=') {
+            e.clone()
+        } else {
+            format!("{e}={}", std::env::var(e).unwrap_or_default())
+        });
+    }
+    if let Some(rec) = &st.cgroup {
+        cgroups::open(rec).add_pid(std::process::id() as i32)?;
+    }
+    process::exec_in(
+        p.pid,
+        &process::ExecSpec {
+            argv,
+            env: full_env,
+            workdir: workdir
+                .or_else(|| st.config.workdir.clone())
+                .unwrap_or_else(|| "/".into()),
+            userns: st.config.userns.is_some(),
+        },
+    )
+}
+
+/// Cgroup figures of a running container.
+pub fn stats(paths: &Paths, name: &str) -> Result<(ContainerState, cgroups::Stats)> {
+    let st = Store { paths }.find(name)?;
+    if !st.is_running() {
+        return Err(Error::usage(format!(
+            "container {name} is not running (status {}): stats exist only while it runs",
+            st.effective_status()
+        )));
+    }
+    let rec = st
+        .cgroup
+        .as_ref()
+        .ok_or_else(|| Error::usage(format!("container {name} has no cgroup")))?;
+    let s = cgroups::open(rec).stats()?;
+    Ok((st, s))
+}
+
+/// The state as `inspect` shows it: the status with reality applied and live OOM figures.
+pub fn inspect(paths: &Paths, name: &str) -> Result<ContainerState> {
+    let mut st = Store { paths }.find(name)?;
+    st.state.status = st.effective_status();
+    if st.is_running()
+        && let Some(rec) = &st.cgroup
+        && cgroups::open(rec).oom_kills() > 0
+    {
+        st.state.oom_killed = true;
+    }
+    Ok(st)
+}
+
+/// `tether network prune`: cleans up after containers whose `tether` died, then GCs every network
+/// with the attachments of running containers as the valid set.
+pub fn prune(paths: &Paths) -> Result<Vec<String>> {
+    let store = Store { paths };
+    let mut report = Vec::new();
+    let mut first_err = None;
+    for st in store.list() {
+        if st.effective_status() == Status::Dead
+            || st.state.status == Status::Exited && !st.state.cleaned
+        {
+            match finalize(paths, &st.id, None, None) {
+                Ok(()) => report.push(format!("cleaned up after container {}", st.name)),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+    }
+    let running: Vec<ContainerState> = store
+        .list()
+        .into_iter()
+        .filter(|s| s.is_running())
+        .collect();
+    let mut lists: Vec<ConfList> = crate::network::list_networks(paths)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    for st in store.list() {
+        if let Ok(l) =
+            ConfList::from_bytes(&serde_json::to_vec(&st.network.conflist).unwrap_or_default())
+            && !lists.iter().any(|x| x.name == l.name)
+        {
+            lists.push(l);
+        }
+    }
+    let invoker = paths.invoker();
+    for l in lists {
+        let valid: Vec<cni::Attachment> = running
+            .iter()
+            .filter(|s| s.network.name == l.name)
+            .map(|s| cni::Attachment {
+                container_id: s.id.clone(),
+                ifname: s.network.ifname.clone(),
+            })
+            .collect();
+        let stale = invoker
+            .cached_attachments(&l.name)
+            .iter()
+            .filter(|c| !valid.iter().any(|v| v.container_id == c.container_id))
+            .count();
+        if stale == 0 && !cni::version::at_least(&l.cni_version, "1.1.0") {
+            continue;
+        }
+        match invoker.gc(&l, &valid) {
+            Ok(()) => {
+                if stale > 0 {
+                    report.push(format!(
+                        "network {}: removed {stale} stale attachment(s)",
+                        l.name
+                    ));
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(Error::cni(format!("network {}: GC failed", l.name), e));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}

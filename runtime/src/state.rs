@@ -1,0 +1,467 @@
+//! Container state on disk: `<root>/containers/<id>/state.json`, written atomically and guarded by a
+//! per-container `flock`, so that `tether rm` can finish what a killed `tether run` left behind.
+
+use crate::cgroups::CgroupRecord;
+use crate::error::{Context, Error, Result, at};
+use crate::units::PortMapping;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Where the runtime keeps things.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// State root (`/run/tether`).
+    pub root: PathBuf,
+    /// Network configs (`/etc/tether/net.d`).
+    pub config_dir: PathBuf,
+    /// Plugin search path, in order.
+    pub cni_path: Vec<PathBuf>,
+}
+
+impl Paths {
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers().join(id)
+    }
+    /// The CNI result cache used for DEL, CHECK and GC.
+    pub fn cni_cache(&self) -> PathBuf {
+        self.root.join("cni")
+    }
+    /// host-local's lease store for the networks tether writes.
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.root.join("ipam")
+    }
+    /// Pinned network namespaces (bind mounts), one per container with its own namespace.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.root.join("netns")
+    }
+    pub fn invoker(&self) -> cni::runtime::Invoker {
+        cni::runtime::Invoker::new(self.cni_path.clone(), self.cni_cache())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Being set up; a crash here leaves a state that `rm` cleans.
+    Creating,
+    Running,
+    Paused,
+    Exited,
+    /// Marked running, but the process is gone and nobody recorded its exit (tether was killed).
+    Dead,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Status::Creating => "creating",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A process identified by pid and start time, so a reused pid is never mistaken for ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcRef {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcRef {
+    pub fn of(pid: i32) -> Option<ProcRef> {
+        proc_start_time(pid).map(|start_time| ProcRef { pid, start_time })
+    }
+
+    /// True while the process exists, is not a zombie and is the one we recorded.
+    pub fn alive(&self) -> bool {
+        match proc_stat(self.pid) {
+            Some((state, start)) => start == self.start_time && state != 'Z' && state != 'X',
+            None => false,
+        }
+    }
+}
+
+/// (state letter, start time in clock ticks) from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Memory plus swap; -1 for unlimited swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
+    /// CFS quota and period in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<(u64, u64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none()
+            && self.memory_swap.is_none()
+            && self.cpu_quota.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
+            && self.pids.is_none()
+    }
+}
+
+/// A user namespace mapping: container ids `0..size` are host ids `host_id..host_id+size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdMap {
+    pub host_id: u32,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    pub hostname: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userns: Option<IdMap>,
+    pub limits: Limits,
+    pub auto_remove: bool,
+    pub detached: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_start_time: Option<u64>,
+    /// The `tether` process that waits for the container and cleans up when it exits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<ProcRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Whether the network, cgroup and processes were cleaned up after the container stopped.
+    #[serde(default)]
+    pub cleaned: bool,
+    /// Why the container is dead or why cleanup was incomplete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkState {
+    /// What `--net` said: `bridge`, `none`, `host`, `container:NAME` or a network name.
+    pub mode: String,
+    /// The conflist name.
+    pub name: String,
+    pub ifname: String,
+    /// The conflist exactly as used for ADD, so DEL runs the same plugins.
+    pub conflist: Value,
+    pub ports: Vec<PortMapping>,
+    /// For `container:NAME`: the id of the container whose namespace is shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined: Option<String>,
+    /// The pinned network namespace (`<root>/netns/<id>`), for modes with a namespace of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<PathBuf>,
+    /// The final CNI result of ADD (spec 1.1.0 shape).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub state: RunState,
+    pub config: Config,
+    /// Namespace kind to identity (`net:[4026532...]`), read when the container started.
+    pub namespaces: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupRecord>,
+    pub network: NetworkState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_path: Option<PathBuf>,
+}
+
+impl ContainerState {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    pub fn process(&self) -> Option<ProcRef> {
+        Some(ProcRef {
+            pid: self.state.pid?,
+            start_time: self.state.pid_start_time?,
+        })
+    }
+
+    /// The container's init process, if it is still the one we started.
+    pub fn live_process(&self) -> Option<ProcRef> {
+        self.process().filter(ProcRef::alive)
+    }
+
+    /// The status with reality applied: a running container whose process is gone is `dead`.
+    pub fn effective_status(&self) -> Status {
+        match self.state.status {
+            Status::Running | Status::Paused if self.live_process().is_none() => Status::Dead,
+            Status::Creating
+                if self.live_process().is_none()
+                    && !self.state.supervisor.is_some_and(|s| s.alive()) =>
+            {
+                Status::Dead
+            }
+            s => s,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.effective_status(), Status::Running | Status::Paused)
+    }
+}
+
+/// The state files of one container.
+pub struct Store<'a> {
+    pub paths: &'a Paths,
+}
+
+impl Store<'_> {
+    fn state_file(&self, id: &str) -> PathBuf {
+        self.paths.container_dir(id).join("state.json")
+    }
+
+    pub fn load(&self, id: &str) -> Result<ContainerState> {
+        let p = self.state_file(id);
+        let b = std::fs::read(&p).ctx(at("read", &p))?;
+        serde_json::from_slice(&b).map_err(|source| Error::State {
+            path: p.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn save(&self, s: &ContainerState) -> Result<()> {
+        let p = self.state_file(&s.id);
+        let tmp = p.with_extension("json.tmp");
+        let b = serde_json::to_vec_pretty(s).expect("state serializes");
+        std::fs::write(&tmp, b).ctx(at("write", &tmp))?;
+        std::fs::rename(&tmp, &p).ctx(at("write", &p))
+    }
+
+    /// Every container, oldest first. Unreadable entries are skipped with a warning.
+    pub fn list(&self) -> Vec<ContainerState> {
+        let Ok(rd) = std::fs::read_dir(self.paths.containers()) else {
+            return Vec::new();
+        };
+        let mut v: Vec<ContainerState> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let id = e.file_name().to_string_lossy().into_owned();
+                match self.load(&id) {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        tracing::debug!(%id, %err, "skipping container without readable state");
+                        None
+                    }
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Finds a container by exact name, exact id or unique id prefix.
+    pub fn find(&self, name_or_id: &str) -> Result<ContainerState> {
+        let all = self.list();
+        if let Some(s) = all
+            .iter()
+            .find(|s| s.name == name_or_id || s.id == name_or_id)
+        {
+            return Ok(s.clone());
+        }
+        let by_prefix: Vec<&ContainerState> = all
+            .iter()
+            .filter(|s| name_or_id.len() >= 3 && s.id.starts_with(name_or_id))
+            .collect();
+        match by_prefix.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::usage(format!(
+                "no such container: {name_or_id} (see `tether ps -a`)"
+            ))),
+            _ => Err(Error::usage(format!(
+                "{name_or_id} matches several containers: use more of the id or the name"
+            ))),
+        }
+    }
+}
+
+/// An exclusive `flock` held until dropped.
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub fn acquire(path: &Path) -> Result<Lock> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).ctx(at("create", parent))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .ctx(at("open lock", path))?;
+        loop {
+            // SAFETY: flock on an fd we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(Lock { _file: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(at("lock", path), e));
+            }
+        }
+    }
+}
+
+/// The root-wide lock that serializes name reservation and port checks.
+pub fn root_lock(paths: &Paths) -> Result<Lock> {
+    Lock::acquire(&paths.root.join("lock"))
+}
+
+/// The lock of one container's state.
+pub fn container_lock(paths: &Paths, id: &str) -> Result<Lock> {
+    Lock::acquire(&paths.containers().join(format!(".{id}.lock")))
+}
+
+/// 64 random hex digits.
+pub fn new_id() -> Result<String> {
+    let mut b = [0u8; 32];
+    let mut f = File::open("/dev/urandom").ctx("failed to open /dev/urandom")?;
+    std::io::Read::read_exact(&mut f, &mut b).ctx("failed to read /dev/urandom")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Container names follow Docker's rule.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "invalid container name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Now as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn own_process_is_alive_and_start_time_matters() {
+        let me = ProcRef::of(std::process::id() as i32).unwrap();
+        assert!(me.alive());
+        let other = ProcRef {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!other.alive());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("web-1.a_b").is_ok());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("").is_err());
+    }
+}
