@@ -1,1 +1,417 @@
+//! `portmap`: publishes container ports on the host (chained after an interface plugin).
+//!
+//! Host ports from `runtimeConfig.portMappings` are DNAT-ed to the container addresses found in
+//! `prevResult`, for traffic from other hosts, from the host itself, from `127.0.0.1` and from
+//! containers (hairpin). See [`layout`] for the iptables layout and why it is safe.
+//!
+//! Beyond the reference plugin:
+//! - one `iptables-save` per table read and one `iptables-restore` per family per call, and no
+//!   exec at all for ADD/CHECK without mappings;
+//! - a host port already published by another attachment is refused, naming the holder;
+//! - DEL and GC find rules by the container id and interface in their comments, so they work
+//!   without `portMappings`, without `prevResult` and after the network was renamed;
+//! - stale UDP/SCTP conntrack entries are flushed on DEL too (the reference: ADD only);
+//! - packets to 127.0.0.0/8 from off-host are dropped (the `route_localnet` guard).
 
+mod config;
+mod conntrack;
+pub mod layout;
+mod lock;
+mod nl;
+mod v6dnat;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use cni::{Attachment, CniResult, Error, ErrorCode, Plugin, Request};
+use ipnetwork::IpNetwork;
+use tether_netfilter::{Batch, Family, Netfilter, SavedTable, Table};
+
+pub use config::{Config, HostIp, Mapping, MarkChain, Proto};
+use layout::{Owner, Published};
+
+/// How many times a plan made from a save is retried when its batch fails (a concurrent change
+/// by a tool that does not take our lock made it stale).
+const ATTEMPTS: usize = 3;
+
+pub struct Portmap;
+
+fn nf_err(what: &str) -> impl Fn(tether_netfilter::Error) -> Error + '_ {
+    move |e| match e {
+        tether_netfilter::Error::Invalid { .. } => Error::invalid_config(format!("{what}: {e}")),
+        _ => Error::internal(format!("{what}: {e}")),
+    }
+}
+
+fn owner(req: &Request) -> Owner<'_> {
+    Owner {
+        network: &req.conf.name,
+        container_id: &req.container_id,
+        ifname: &req.ifname,
+    }
+}
+
+fn families(addrs: &[IpNetwork]) -> Vec<Family> {
+    let set: BTreeSet<Family> = addrs.iter().map(Family::of).collect();
+    set.into_iter().collect()
+}
+
+/// Reads the tables a plan needs (`nat`, plus `raw` for IPv4 when asked).
+fn read(nf: &Netfilter, family: Family, with_raw: bool) -> Result<Tables, Error> {
+    let nat = SavedTable::parse(
+        &nf.save(family, Table::Nat)
+            .map_err(nf_err("reading the nat table"))?,
+        Table::Nat,
+    );
+    let raw = if with_raw && family == Family::V4 {
+        Some(SavedTable::parse(
+            &nf.save(family, Table::Raw)
+                .map_err(nf_err("reading the raw table"))?,
+            Table::Raw,
+        ))
+    } else {
+        None
+    };
+    Ok(Tables { nat, raw })
+}
+
+struct Tables {
+    nat: SavedTable,
+    raw: Option<SavedTable>,
+}
+
+/// What a plan is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Setup,
+    /// DEL/GC: an IPv6 table that cannot even be read (IPv6 disabled, no ip6tables) cannot hold
+    /// rules of ours (their ADD would have failed), so teardown goes on without it.
+    Teardown,
+}
+
+/// Save, plan, apply; re-plan from a fresh save when the batch went stale.
+fn sweep<T: Default>(
+    nf: &Netfilter,
+    family: Family,
+    with_raw: bool,
+    purpose: Purpose,
+    mut plan: impl FnMut(&Tables) -> Result<(Batch, T), Error>,
+) -> Result<T, Error> {
+    let mut attempt = 1;
+    loop {
+        let tables = match read(nf, family, with_raw) {
+            Ok(t) => t,
+            Err(e) if attempt == 1 && purpose == Purpose::Teardown && family == Family::V6 => {
+                tracing::warn!(error = %e, "IPv6 tables unreadable; nothing of ours can be there");
+                return Ok(T::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let (batch, value) = plan(&tables)?;
+        match v6dnat::apply(nf, &batch) {
+            Ok(()) => return Ok(value),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::debug!(error = %e, "batch went stale, reading the tables again");
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(Error::internal(format!(
+                    "applying the port mapping rules: {e}"
+                )));
+            }
+        }
+    }
+}
+
+/// Removes one attachment's rules in one family (by container id and ifname, any network name).
+/// Returns what its rules published.
+fn remove(nf: &Netfilter, family: Family, who: &Owner<'_>) -> Result<Vec<Published>, Error> {
+    let extra = [who.chain()];
+    sweep(nf, family, false, Purpose::Teardown, |t| {
+        let r = layout::removal(
+            &t.nat,
+            family,
+            |_, cid, ifname| cid == who.container_id && ifname == who.ifname,
+            &extra,
+        );
+        let mut b = Batch::new(family);
+        r.add_to(&mut b).map_err(nf_err("removing port mappings"))?;
+        Ok((b, r.published))
+    })
+}
+
+fn add_family(
+    nf: &Netfilter,
+    cfg: &Config,
+    who: &Owner<'_>,
+    addr: &IpNetwork,
+) -> Result<(), Error> {
+    let family = Family::of(addr);
+    let own_chain = who.chain();
+    sweep(nf, family, true, Purpose::Setup, |t| {
+        let existing = layout::published(&t.nat, family);
+        if let Some((m, holder)) = layout::conflict(cfg, who, family, &existing) {
+            return Err(Error::internal(format!(
+                "host port {}/{} on {} is already published by container {} (interface {}, \
+                 network {}){}",
+                m.host_port,
+                m.proto.as_str(),
+                m.host_ip,
+                holder.container_id,
+                holder.ifname,
+                holder.network,
+                holder
+                    .to
+                    .map(|ip| format!(", forwarded to {ip}"))
+                    .unwrap_or_default()
+            )));
+        }
+        if let MarkChain::External(chain) = &cfg.mark
+            && cfg.snat
+            && !t.nat.has_chain(chain)
+        {
+            return Err(Error::invalid_config(format!(
+                "externalSetMarkChain {chain} does not exist in the {family:?} nat table"
+            )));
+        }
+        let mut b = Batch::new(family);
+        // A repeated ADD, or one after the network was renamed: replace what this attachment
+        // had. Our own chain is kept (re-declaring it below flushes it).
+        let mut old = layout::removal(
+            &t.nat,
+            family,
+            |_, cid, ifname| cid == who.container_id && ifname == who.ifname,
+            &[],
+        );
+        old.chains.remove(&own_chain);
+        let build = |b: &mut Batch| -> tether_netfilter::Result<()> {
+            old.add_to(b)?;
+            layout::ensure_base(b, cfg, family, &t.nat, t.raw.as_ref())?;
+            layout::add_attachment(b, cfg, who, addr)
+        };
+        build(&mut b).map_err(nf_err("building the port mapping rules"))?;
+        Ok((b, ()))
+    })
+}
+
+/// `route_localnet=1` on the interface that routes to the container, so that connections from
+/// `127.0.0.1` can be DNAT-ed off `lo` (the kernel drops 127/8 sources on other interfaces
+/// otherwise). Made safe by the guard in raw PREROUTING (see [`layout`]).
+fn enable_route_localnet(ip: IpAddr) -> Result<(), Error> {
+    let iface = nl::route_oif(ip).map_err(|e| {
+        Error::internal(format!(
+            "cannot find the host interface routing to {ip}: {e}"
+        ))
+    })?;
+    if iface == "lo" {
+        return Ok(());
+    }
+    // The name came from the kernel; still refuse anything that could leave the directory.
+    if iface.contains('/') || iface == "." || iface == ".." {
+        return Err(Error::internal(format!(
+            "unexpected interface name {iface:?}"
+        )));
+    }
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/route_localnet");
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(&path, "1").map_err(|e| Error::internal(format!("cannot set {path} to 1: {e}")))
+}
+
+fn flushes(proto: Proto) -> bool {
+    matches!(proto, Proto::Udp | Proto::Sctp)
+}
+
+fn ct_proto(proto: Proto) -> u8 {
+    match proto {
+        Proto::Udp => conntrack::PROTO_UDP,
+        Proto::Sctp => conntrack::PROTO_SCTP,
+        Proto::Tcp => 6,
+    }
+}
+
+/// After ADD: entries for a newly published UDP/SCTP host port (of any destination the mapping
+/// covers) would keep their old NAT decision. Failures are logged, not fatal (as the reference).
+fn flush_after_add(cfg: &Config, families: &[Family]) {
+    let ports: Vec<&Mapping> = cfg.mappings.iter().filter(|m| flushes(m.proto)).collect();
+    if ports.is_empty() {
+        return;
+    }
+    let res = conntrack::delete_where(|e| {
+        let family = Family::from(e.orig.dst);
+        families.contains(&family)
+            && ports.iter().any(|m| {
+                m.host_ip.applies_to(family)
+                    && e.orig.proto == ct_proto(m.proto)
+                    && e.orig.dst_port == Some(m.host_port)
+                    && m.host_ip.addr().is_none_or(|a| a == e.orig.dst)
+            })
+    });
+    match res {
+        Ok(n) => tracing::debug!(deleted = n, "flushed stale conntrack entries"),
+        Err(e) => tracing::warn!(error = %e, "failed to delete stale conntrack entries"),
+    }
+}
+
+/// After DEL/GC: entries that were DNAT-ed to a removed container through one of its host ports.
+fn flush_after_removal(gone: &[Published]) {
+    let gone: Vec<&Published> = gone.iter().filter(|p| flushes(p.proto)).collect();
+    if gone.is_empty() {
+        return;
+    }
+    let res = conntrack::delete_where(|e| {
+        gone.iter().any(|p| {
+            e.orig.proto == ct_proto(p.proto)
+                && e.orig.dst_port == Some(p.host_port)
+                && p.to == Some(e.reply.src)
+        })
+    });
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "failed to delete conntrack entries of removed mappings");
+    }
+}
+
+/// Runs `f` for each family on its own thread: the v4 and v6 tools are separate processes
+/// working on separate tables, so their latencies need not add up.
+fn per_family<T: Send>(families: &[Family], f: impl Fn(Family) -> T + Sync) -> Vec<T> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = families
+            .iter()
+            .map(|&family| s.spawn(move || f(family)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("per-family worker panicked"))
+            .collect()
+    })
+}
+
+impl Plugin for Portmap {
+    fn name(&self) -> &'static str {
+        "portmap"
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult, Error> {
+        let cfg = config::parse(req)?;
+        let prev = req
+            .prev_result
+            .clone()
+            .ok_or_else(|| Error::invalid_config("must be called as chained plugin"))?;
+        if cfg.mappings.is_empty() {
+            return Ok(prev);
+        }
+        let addrs = config::container_addrs(&prev, &req.ifname);
+        let fams = families(&addrs);
+        let nf = Netfilter::new();
+        let who = owner(req);
+        let guard = lock::acquire();
+        let results = per_family(&fams, |family| {
+            let addr = addrs
+                .iter()
+                .find(|a| Family::of(a) == family)
+                .expect("a family comes from an address");
+            add_family(&nf, &cfg, &who, addr)?;
+            if cfg.snat && family == Family::V4 {
+                enable_route_localnet(addr.ip())?;
+            }
+            Ok::<(), Error>(())
+        });
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            // All or nothing: undo every family (including a half-done one).
+            for (family, undo) in fams.iter().zip(per_family(&fams, |f| remove(&nf, f, &who))) {
+                if let Err(undo) = undo {
+                    tracing::warn!(error = %undo, ?family, "rolling back port mappings failed");
+                }
+            }
+            return Err(e);
+        }
+        drop(guard);
+        flush_after_add(&cfg, &fams);
+        Ok(prev)
+    }
+
+    fn del(&self, req: &Request) -> Result<(), Error> {
+        // The config is parsed only to reject malformed input; DEL needs none of it.
+        config::parse(req)?;
+        let nf = Netfilter::new();
+        let who = owner(req);
+        let guard = lock::acquire();
+        let mut gone = Vec::new();
+        for res in per_family(&Family::ALL, |family| remove(&nf, family, &who)) {
+            gone.extend(res?);
+        }
+        drop(guard);
+        flush_after_removal(&gone);
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> Result<(), Error> {
+        let cfg = config::parse(req)?;
+        let prev = req
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
+        if cfg.mappings.is_empty() {
+            return Ok(());
+        }
+        let nf = Netfilter::new();
+        let who = owner(req);
+        let addrs = config::container_addrs(prev, &req.ifname);
+        let results = per_family(&families(&addrs), |family| {
+            let addr = addrs
+                .iter()
+                .find(|a| Family::of(a) == family)
+                .expect("a family comes from an address");
+            let t = read(&nf, family, true)?;
+            layout::check(&cfg, &who, addr, &t.nat, t.raw.as_ref()).map_err(|msg| {
+                Error::new(ErrorCode::Internal, format!("portmap CHECK failed: {msg}"))
+            })
+        });
+        results.into_iter().collect()
+    }
+
+    fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
+        let nf = Netfilter::new();
+        let network = req.conf.name.as_str();
+        let is_stale = |net: &str, cid: &str, ifname: &str| {
+            net == network
+                && !valid
+                    .iter()
+                    .any(|a| a.container_id == cid && a.ifname == ifname)
+        };
+        let guard = lock::acquire();
+        let results = per_family(&Family::ALL, |family| {
+            sweep(&nf, family, false, Purpose::Teardown, |t| {
+                // Chains nobody jumps to and that hold no rules: left by an interrupted ADD of
+                // an older version or by hand; nothing can be using them.
+                let orphans: Vec<String> = t
+                    .nat
+                    .chains
+                    .iter()
+                    .filter(|c| c.starts_with(layout::DN_PREFIX))
+                    .filter(|c| {
+                        !t.nat
+                            .rules
+                            .iter()
+                            .any(|r| &r.chain == *c || r.target() == Some(c.as_str()))
+                    })
+                    .cloned()
+                    .collect();
+                let r = layout::removal(&t.nat, family, is_stale, &orphans);
+                let mut b = Batch::new(family);
+                r.add_to(&mut b)
+                    .map_err(nf_err("removing stale port mappings"))?;
+                Ok((b, r.published))
+            })
+        });
+        drop(guard);
+        let mut gone = Vec::new();
+        for res in results {
+            gone.extend(res?);
+        }
+        flush_after_removal(&gone);
+        Ok(())
+    }
+}
