@@ -7,7 +7,8 @@
 //!
 //! On top of [`Netns`]: [`TestHost`] (a fake host with temp dirs), [`Cni`] (run a plugin binary
 //! inside a namespace), [`Snapshot`] (state before/after), [`EchoServer`] and friends (real
-//! packets), [`Outside`] (a routed far end for NAT tests).
+//! packets), [`Outside`] (a routed far end for NAT tests), [`CniHost`] (a container runtime running
+//! conflists on the fake host).
 
 use std::fs::File;
 use std::io;
@@ -22,12 +23,14 @@ mod cni;
 mod host;
 mod outside;
 mod packets;
+mod runtime;
 mod snapshot;
 
 pub use cni::{Cni, CniOutput};
 pub use host::{TestHost, bin_dir, plugin, reference_plugin, require_privileges};
 pub use outside::Outside;
 pub use packets::{EchoServer, ping, tcp_echo, udp_echo};
+pub use runtime::{CniHost, conflist};
 pub use snapshot::{Snapshot, assert_snapshot_eq};
 
 /// A network namespace that lives exactly as long as this value.
@@ -85,6 +88,30 @@ impl Netns {
             });
         }
         cmd
+    }
+
+    /// Runs `prog args` inside this namespace and returns its stdout; panics with its stderr
+    /// unless it succeeds. (No shell is involved.)
+    #[track_caller]
+    pub fn sh(&self, prog: &str, args: &[&str]) -> String {
+        let out = self
+            .command(prog)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {prog}: {e}"));
+        assert!(
+            out.status.success(),
+            "{prog} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ip -j ARGS` inside this namespace, parsed.
+    #[track_caller]
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.sh("ip", &[&["-j"], args].concat());
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
     }
 
     /// Runs `f` on a scoped thread that entered this namespace, and returns its value.

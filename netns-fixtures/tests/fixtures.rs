@@ -5,9 +5,10 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use netns_fixtures::{
-    EchoServer, Netns, TestHost, assert_snapshot_eq, bin_dir, ping, plugin, reference_plugin,
-    tcp_echo, udp_echo,
+    CniHost, EchoServer, Netns, TestHost, assert_snapshot_eq, bin_dir, conflist, ping, plugin,
+    reference_plugin, tcp_echo, udp_echo,
 };
+use serde_json::json;
 use tether_netlink::{IpNetwork, RouteSpec};
 
 fn net(s: &str) -> IpNetwork {
@@ -244,8 +245,12 @@ fn cni_runs_with_exactly_the_environment_given() {
 
 /// A shell script `name` in the host's temp dir.
 fn executable(host: &TestHost, name: &str, body: &str) -> std::path::PathBuf {
+    script_in(host.dir(), name, body)
+}
+
+fn script_in(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let p = host.dir().join(name);
+    let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p
@@ -313,4 +318,90 @@ fn privileges_probe_passes_here() {
     // Running as root (or under `unshare -rn`): the probe must pass, twice, cheaply.
     netns_fixtures::require_privileges();
     netns_fixtures::require_privileges();
+}
+
+#[test]
+fn cni_host_runs_conflists_and_single_plugins_inside_the_host() {
+    let bridge = reference_plugin("bridge").expect("Debian's containernetworking-plugins");
+    let ipam = reference_plugin("host-local").expect("Debian's containernetworking-plugins");
+    // A chained plugin that shows what it was given: its config and part of its environment.
+    let scripts = tempfile::tempdir().unwrap();
+    let show = script_in(
+        scripts.path(),
+        "show",
+        r#"printf '{"conf":'; cat; printf ',"args":"%s","netns":"%s","path":"%s"}' "$CNI_ARGS" "$CNI_NETNS" "$CNI_PATH""#,
+    );
+    let fail = script_in(
+        scripts.path(),
+        "fail",
+        r#"cat >/dev/null; echo '{"cniVersion":"1.0.0","code":7,"msg":"nope"}'; exit 1"#,
+    );
+    let t = CniHost::new(&[
+        ("bridge", bridge.as_path()),
+        ("host-local", ipam.as_path()),
+        ("show", show.as_path()),
+        ("fail", fail.as_path()),
+    ]);
+    let ctr = t.container();
+    let list = conflist("1.0.0", "fnet", vec![t.bridge_conf("10.77.0.0/24")]);
+    let att = ctr.attachment("c1", "eth0");
+    assert_eq!(att.netns, ctr.path());
+
+    let r = t.add(&list, &att).expect("ADD");
+    let ip = r.ips[0].address.ip();
+    assert!(ip.to_string().starts_with("10.77.0."), "{r:?}");
+    let addrs = ctr.ip_json(&["addr", "show", "dev", "eth0"]);
+    assert_eq!(addrs[0]["addr_info"][0]["local"], ip.to_string(), "{addrs}");
+    // The bridge and the lease are the fake host's.
+    assert_eq!(
+        t.host.ip_json(&["link", "show", "tbr0"])[0]["ifname"],
+        "tbr0"
+    );
+    assert!(t.ipam_dir().join("fnet").join(ip.to_string()).is_file());
+    t.check(&list, &att).expect("CHECK");
+
+    let mut att_args = att.clone();
+    att_args.args = vec![("K".into(), "V".into()), ("X".into(), "Y".into())];
+    let shown = t
+        .exec(
+            &json!({"type": "show", "x": 1}),
+            "ADD",
+            "0.4.0",
+            "fnet",
+            &att_args,
+            Some(&r),
+        )
+        .expect("show")
+        .expect("output");
+    assert_eq!(shown["conf"]["cniVersion"], "0.4.0", "{shown}");
+    assert_eq!(shown["conf"]["name"], "fnet");
+    assert_eq!(shown["conf"]["x"], 1);
+    // prevResult is converted to the list's version.
+    assert_eq!(
+        shown["conf"]["prevResult"]["cniVersion"], "0.4.0",
+        "{shown}"
+    );
+    assert_eq!(shown["args"], "K=V;X=Y");
+    assert_eq!(shown["netns"], ctr.path().display().to_string());
+    assert_eq!(shown["path"], t.bin_dir().display().to_string());
+
+    // A plugin's CNI error comes back as it printed it.
+    let e = t
+        .exec(&json!({"type": "fail"}), "ADD", "1.0.0", "fnet", &att, None)
+        .expect_err("fail fails");
+    assert_eq!((e.code, e.msg.as_str()), (7, "nope"), "{e:?}");
+
+    t.del(&list, &att).expect("DEL");
+    let links = ctr.ip_json(&["link", "show"]);
+    assert_eq!(links.as_array().unwrap().len(), 1, "only lo: {links}");
+}
+
+#[test]
+fn sh_returns_stdout_and_fails_loudly() {
+    let ns = Netns::new().unwrap();
+    assert!(ns.sh("ip", &["-o", "link", "show", "lo"]).contains("lo:"));
+    let e = std::panic::catch_unwind(|| ns.sh("ip", &["link", "show", "nope0"])).unwrap_err();
+    let msg = *e.downcast::<String>().unwrap();
+    assert!(msg.contains("failed") && msg.contains("nope0"), "{msg}");
+    assert_eq!(ns.ip_json(&["link", "show", "lo"])[0]["ifname"], "lo");
 }

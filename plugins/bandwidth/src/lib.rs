@@ -15,9 +15,9 @@ pub mod tc;
 
 use cni::{CniResult, Interface, Plugin, Request};
 use config::Limits;
-use link::with_rtnl;
 use netlink_packet_route::tc::TcHandle;
 use tc::Tbf;
+use tether_netlink::{Rtnl, format_mac};
 
 /// Everything that can go wrong in this plugin.
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +29,13 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("{what}: {source}")]
     Netlink {
         what: String,
         source: rtnetlink::Error,
     },
+    /// Opening a namespace or a netlink connection failed.
+    #[error(transparent)]
+    Netns(#[from] tether_netlink::Error),
     /// Something that must exist does not (interfaces, qdiscs).
     #[error("{0}")]
     NotFound(String),
@@ -79,7 +77,7 @@ impl Plugin for BandwidthPlugin {
             .expect("the skel requires CNI_NETNS for ADD");
         let ifb = config::ifb_name(&req.conf.name, &req.container_id);
         let peer = link::veth_peer_index(netns, &req.ifname)?;
-        let made = with_rtnl(async |h| {
+        let made = on_host(async |h| {
             let veth = host_veth(&h, &result, peer, &req.ifname).await?;
             add_limits(&h, &veth, &limits, &ifb).await
         })?;
@@ -88,7 +86,7 @@ impl Plugin for BandwidthPlugin {
         {
             result.interfaces.push(Interface {
                 name: ifb.name,
-                mac: ifb.mac.as_deref().map(format_mac),
+                mac: ifb.mac.map(format_mac),
                 ..Default::default()
             });
         }
@@ -104,7 +102,7 @@ impl Plugin for BandwidthPlugin {
             .as_deref()
             .filter(|p| p.exists())
             .and_then(|ns| link::veth_peer_index(ns, &req.ifname).ok());
-        Ok(with_rtnl(async |h| {
+        Ok(on_host(async |h| {
             link::delete(&h, &ifb).await?;
             if let Some(index) = peer
                 && let Some(veth) = link::by_index(&h, index).await?
@@ -127,18 +125,17 @@ impl Plugin for BandwidthPlugin {
             .expect("the skel requires CNI_NETNS for CHECK");
         let ifb = config::ifb_name(&req.conf.name, &req.container_id);
         let peer = link::veth_peer_index(netns, &req.ifname)?;
-        Ok(with_rtnl(async |h| {
+        Ok(on_host(async |h| {
             let veth = host_veth(&h, result, peer, &req.ifname).await?;
             check_limits(&h, &veth, &limits, &ifb).await
         })?)
     }
 }
 
-fn format_mac(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// Runs `f` over a netlink connection in the plugin's own namespace, the host's: the veth's host
+/// end and the ifb live there.
+fn on_host<T>(f: impl AsyncFnOnce(rtnetlink::Handle) -> Result<T, Error>) -> Result<T, Error> {
+    Rtnl::current()?.block_on(f)
 }
 
 /// The host end of the container's veth, as the reference finds it: the peer (`peer`, its index

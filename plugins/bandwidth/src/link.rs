@@ -1,88 +1,18 @@
-//! Namespace entry, the rtnetlink runtime, and the links bandwidth needs: the container
-//! interface's veth peer, and the ifb device.
-//!
-//! Namespace switching is per OS thread, so [`in_netns`] runs its closure on a fresh scoped thread;
-//! the plugin's main thread (the host namespace) never moves.
+//! The links bandwidth needs: the container interface's veth peer, and the ifb device. Raw
+//! rtnetlink over a [`tether_netlink::Rtnl`], since the facade does not model ifb devices.
 
 use crate::Error;
-use futures::{StreamExt, TryStreamExt};
-use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::RouteNetlinkMessage;
+use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use nix::errno::Errno;
-use nix::sched::{CloneFlags, setns};
 use rtnetlink::{Handle, LinkIfb, LinkUnspec};
-use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::Path;
+use tether_netlink::{Rtnl, open_netns, rtnl_errno};
 
-/// Runs `f` on a short-lived thread inside the network namespace at `path`.
-pub fn in_netns<T: Send>(
-    path: &Path,
-    f: impl FnOnce() -> Result<T, Error> + Send,
-) -> Result<T, Error> {
-    let ns = File::open(path).map_err(|source| Error::Io {
-        what: format!("failed to open network namespace {}", path.display()),
-        source,
-    })?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| Error::Io {
-                what: format!("failed to enter network namespace {}", path.display()),
-                source: e.into(),
-            })?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// Runs `f` with an rtnetlink handle for the calling thread's namespace.
-pub fn with_rtnl<T>(f: impl AsyncFnOnce(Handle) -> Result<T, Error>) -> Result<T, Error> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|source| Error::Io {
-            what: "failed to start the netlink runtime".into(),
-            source,
-        })?;
-    rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| Error::Io {
-            what: "failed to open a netlink socket".into(),
-            source,
-        })?;
-        let task = tokio::spawn(conn);
-        let r = f(handle).await;
-        task.abort();
-        r
-    })
-}
-
-/// The errno of a netlink error, if it is one.
+/// The errno of a kernel NACK, if it is one.
 pub fn errno(e: &rtnetlink::Error) -> Option<Errno> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| Errno::from_raw(-c.get())),
-        _ => None,
-    }
-}
-
-/// Sends one request and waits for its acknowledgement.
-pub async fn request(
-    h: &Handle,
-    msg: RouteNetlinkMessage,
-    flags: u16,
-) -> Result<(), rtnetlink::Error> {
-    let mut req = NetlinkMessage::from(msg);
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-    let mut resp = h.clone().request(req)?;
-    while let Some(m) = resp.next().await {
-        if let NetlinkPayload::Error(e) = m.payload
-            && e.code.is_some()
-        {
-            return Err(rtnetlink::Error::NetlinkError(e));
-        }
-    }
-    Ok(())
+    rtnl_errno(e).map(Errno::from_raw)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +22,7 @@ pub struct Link {
     pub kind: Option<InfoKind>,
     pub mtu: u32,
     pub tx_qlen: u32,
-    pub mac: Option<Vec<u8>>,
+    pub mac: Option<[u8; 6]>,
     /// IFLA_LINK: for a veth, the peer's index (in the peer's namespace).
     pub link: Option<u32>,
 }
@@ -112,7 +42,7 @@ fn link_of(m: LinkMessage) -> Link {
             LinkAttribute::IfName(n) => l.name = n,
             LinkAttribute::Mtu(v) => l.mtu = v,
             LinkAttribute::TxQueueLen(v) => l.tx_qlen = v,
-            LinkAttribute::Address(b) => l.mac = Some(b),
+            LinkAttribute::Address(b) => l.mac = b.as_slice().try_into().ok(),
             LinkAttribute::Link(i) => l.link = Some(i),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
@@ -147,17 +77,16 @@ pub async fn by_index(h: &Handle, index: u32) -> Result<Option<Link>, Error> {
 
 /// The index (in the peer's namespace) of the veth peer of `ifname` in the namespace at `netns`.
 pub fn veth_peer_index(netns: &Path, ifname: &str) -> Result<u32, Error> {
-    in_netns(netns, || {
-        let l = with_rtnl(async |h| by_name(&h, ifname).await)?.ok_or_else(|| {
-            Error::NotFound(format!("interface {ifname} not found in the container"))
-        })?;
-        match (&l.kind, l.link) {
-            (Some(InfoKind::Veth), Some(peer)) if peer > 0 => Ok(peer),
-            _ => Err(Error::NotFound(format!(
-                "container interface {ifname} has no veth peer"
-            ))),
-        }
-    })
+    let ns = open_netns(netns)?;
+    let l = Rtnl::for_netns(ns.as_fd())?
+        .block_on(async |h| by_name(&h, ifname).await)?
+        .ok_or_else(|| Error::NotFound(format!("interface {ifname} not found in the container")))?;
+    match (&l.kind, l.link) {
+        (Some(InfoKind::Veth), Some(peer)) if peer > 0 => Ok(peer),
+        _ => Err(Error::NotFound(format!(
+            "container interface {ifname} has no veth peer"
+        ))),
+    }
 }
 
 /// Creates the ifb `name` (up, with the host veth's MTU and queue length), or takes over an

@@ -3,7 +3,7 @@
 //! match-all filter with a `mirred egress redirect` action (which rtnetlink builds).
 
 use crate::Error;
-use crate::link::{errno, request};
+use crate::link::errno;
 use futures::TryStreamExt;
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_REPLACE, Nla, NlasIterator};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -13,6 +13,7 @@ use netlink_packet_route::tc::{
 };
 use nix::errno::Errno;
 use rtnetlink::Handle;
+use tether_netlink::rtnl_ack;
 
 /// The queueing latency the reference sizes the tbf queue for.
 pub const LATENCY_MS: f64 = 25.0;
@@ -191,7 +192,7 @@ pub async fn set_root_tbf(h: &Handle, ifindex: u32, tbf: &Tbf) -> Result<(), Err
     m.header.handle = TcHandle { major: 1, minor: 0 };
     m.attributes.push(TcAttribute::Kind("tbf".into()));
     m.attributes.push(TcAttribute::Options(tbf.options()));
-    request(
+    rtnl_ack(
         h,
         RouteNetlinkMessage::NewQueueDiscipline(m),
         NLM_F_CREATE | NLM_F_REPLACE,
@@ -220,7 +221,7 @@ pub async fn delete_qdisc(
     let mut m = TcMessage::with_index(ifindex as i32);
     m.header.parent = parent;
     m.header.handle = q.handle;
-    match request(h, RouteNetlinkMessage::DelQueueDiscipline(m), 0).await {
+    match rtnl_ack(h, RouteNetlinkMessage::DelQueueDiscipline(m), 0).await {
         Ok(()) => Ok(()),
         Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ENODEV)) => Ok(()),
         Err(source) => Err(Error::Netlink {

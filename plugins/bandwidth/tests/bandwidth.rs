@@ -1,21 +1,37 @@
 //! The bandwidth binary against a real kernel: the qdiscs it programs (compared with the reference
 //! plugin's), measured throughput in both directions, CHECK, and DEL leaving nothing behind.
 
-mod common;
-
 use cni::CniResult;
-use common::{REFERENCE_DIR, TestHost, run_ok};
-use netns_fixtures::Netns;
+use cni::runtime::ConfList;
+use netns_fixtures::{CniHost, Netns, conflist, reference_plugin};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BANDWIDTH: &str = env!("CARGO_BIN_EXE_bandwidth");
 
+/// A host whose `CNI_PATH` has `bandwidth` (ours unless given), our bridge and host-local, and a
+/// container.
+fn host_with(bandwidth: &Path) -> (CniHost, Netns) {
+    let t = CniHost::chained(&[("bandwidth", bandwidth)]);
+    let ctr = t.container();
+    (t, ctr)
+}
+
+fn host() -> (CniHost, Netns) {
+    host_with(Path::new(BANDWIDTH))
+}
+
+fn reference_bandwidth() -> PathBuf {
+    reference_plugin("bandwidth")
+        .expect("/usr/lib/cni/bandwidth is missing: install Debian's containernetworking-plugins")
+}
+
 fn tc_json(ns: &Netns, args: &[&str]) -> Value {
-    let out = run_ok(ns.command("tc").arg("-j").args(args));
+    let out = ns.sh("tc", &[&["-j"], args].concat());
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("tc {args:?}: {e}: {out}"))
 }
 
@@ -30,10 +46,7 @@ fn host_veth(r: &CniResult) -> String {
 }
 
 fn ifb_links(ns: &Netns) -> Vec<String> {
-    let v: Value = serde_json::from_str(&run_ok(
-        ns.command("ip").args(["-j", "link", "show", "type", "ifb"]),
-    ))
-    .unwrap();
+    let v = ns.ip_json(&["link", "show", "type", "ifb"]);
     v.as_array()
         .unwrap()
         .iter()
@@ -75,11 +88,11 @@ fn redirect_target(ns: &Netns, dev: &str) -> Option<String> {
 const LIMITS: &str = r#"{"ingressRate": 8000000, "ingressBurst": 256000,
                          "egressRate": 4000000, "egressBurst": 128000}"#;
 
-fn shaped_attachment(t: &TestHost, version: &str) -> (cni::runtime::ConfList, CniResult) {
+fn shaped_attachment(t: &CniHost, ctr: &Netns, version: &str) -> (ConfList, CniResult) {
     let mut bw: Value = serde_json::from_str(LIMITS).unwrap();
     bw["type"] = json!("bandwidth");
-    let list = t.list(version, "bwnet", vec![t.bridge("10.95.0.0/24"), bw]);
-    let r = t.add(&list, &t.rt("c1")).expect("ADD");
+    let list = conflist(version, "bwnet", vec![t.bridge_conf("10.95.0.0/24"), bw]);
+    let r = t.add(&list, &ctr.attachment("c1", "eth0")).expect("ADD");
     (list, r)
 }
 
@@ -89,7 +102,7 @@ type Qdisc = Option<(String, Value)>;
 type Shaping = (Qdisc, Qdisc, Option<String>);
 
 /// What `tc` shows for the attachment.
-fn shaping(t: &TestHost, r: &CniResult) -> Shaping {
+fn shaping(t: &CniHost, r: &CniResult) -> Shaping {
     let veth = host_veth(r);
     let ifb = r
         .interfaces
@@ -105,8 +118,9 @@ fn shaping(t: &TestHost, r: &CniResult) -> Shaping {
 
 #[test]
 fn qdiscs_as_configured_and_as_the_reference_makes_them() {
-    let t = TestHost::new(&[("bandwidth", BANDWIDTH)]);
-    let (list, r) = shaped_attachment(&t, "1.0.0");
+    let (t, ctr) = host();
+    let c1 = ctr.attachment("c1", "eth0");
+    let (list, r) = shaped_attachment(&t, &ctr, "1.0.0");
     let ifb = r.interfaces.last().unwrap();
     assert!(
         ifb.name.starts_with("bwp") && ifb.name.len() == 15,
@@ -134,8 +148,8 @@ fn qdiscs_as_configured_and_as_the_reference_makes_them() {
     assert!(qdisc(&t.host, &host_veth(&r), true).is_some());
 
     // The reference plugin, same config, in its own host: the same kernel state.
-    let tr = TestHost::new(&[("bandwidth", &format!("{REFERENCE_DIR}/bandwidth"))]);
-    let (list_r, rr) = shaped_attachment(&tr, "1.0.0");
+    let (tr, ctr_r) = host_with(&reference_bandwidth());
+    let (list_r, rr) = shaped_attachment(&tr, &ctr_r, "1.0.0");
     let (veth_r, ifb_r, target_r) = shaping(&tr, &rr);
     assert_eq!(veth_q, veth_r, "ingress tbf differs from the reference's");
     assert_eq!(ifb_q, ifb_r, "egress tbf differs from the reference's");
@@ -148,22 +162,25 @@ fn qdiscs_as_configured_and_as_the_reference_makes_them() {
         ifb.name,
         "same ifb name"
     );
-    tr.del(&list_r, &tr.rt("c1")).unwrap();
+    tr.del(&list_r, &ctr_r.attachment("c1", "eth0")).unwrap();
 
-    t.check(&list, &t.rt("c1")).expect("CHECK");
+    t.check(&list, &c1).expect("CHECK");
     let veth = host_veth(&r);
-    run_ok(t.host.command("tc").args([
-        "qdisc", "replace", "dev", &veth, "root", "handle", "1:", "tbf", "rate", "1mbit", "burst",
-        "32000", "latency", "25ms",
-    ]));
+    t.host.sh(
+        "tc",
+        &[
+            "qdisc", "replace", "dev", &veth, "root", "handle", "1:", "tbf", "rate", "1mbit",
+            "burst", "32000", "latency", "25ms",
+        ],
+    );
     let e = t
-        .check(&list, &t.rt("c1"))
+        .check(&list, &c1)
         .expect_err("CHECK must see the changed rate");
     assert!(e.msg.contains("tbf"), "{e:?}");
 
     // DEL of the plugin alone (the bridge's DEL would delete the veth and hide leftovers).
     let bw = list.plugins[1].clone();
-    t.exec(&bw, "DEL", "1.0.0", "bwnet", &t.rt("c1"), Some(&r))
+    t.exec(&bw, "DEL", "1.0.0", "bwnet", &c1, Some(&r))
         .expect("DEL");
     assert!(ifb_links(&t.host).is_empty());
     assert_eq!(
@@ -172,9 +189,9 @@ fn qdiscs_as_configured_and_as_the_reference_makes_them() {
     );
     assert!(qdisc(&t.host, &veth, true).is_none());
     assert_eq!(redirect_target(&t.host, &veth), None);
-    t.exec(&bw, "DEL", "1.0.0", "bwnet", &t.rt("c1"), Some(&r))
+    t.exec(&bw, "DEL", "1.0.0", "bwnet", &c1, Some(&r))
         .expect("a second DEL succeeds");
-    t.del(&list, &t.rt("c1")).unwrap();
+    t.del(&list, &c1).unwrap();
 }
 
 /// Sends as fast as possible from `from` to a listener in `to` on `addr` for `secs` and returns
@@ -217,14 +234,15 @@ fn measure(from: &Netns, to: &Netns, addr: IpAddr, secs: f64) -> f64 {
 
 #[test]
 fn rate_limits_hold_in_both_directions() {
-    let t = TestHost::new(&[("bandwidth", BANDWIDTH)]);
-    let (list, r) = shaped_attachment(&t, "0.4.0");
+    let (t, ctr) = host();
+    let c1 = ctr.attachment("c1", "eth0");
+    let (list, r) = shaped_attachment(&t, &ctr, "0.4.0");
     let gw = r.ips[0].gateway.expect("bridge gateway");
     let ctr_ip = r.ips[0].address.ip();
     // Ingress: host -> container through the veth's tbf (8 Mbit/s).
-    let ingress = measure(&t.host, &t.ctr, ctr_ip, 2.0);
+    let ingress = measure(&t.host, &ctr, ctr_ip, 2.0);
     // Egress: container -> host through the ifb's tbf (4 Mbit/s).
-    let egress = measure(&t.ctr, &t.host, gw, 2.0);
+    let egress = measure(&ctr, &t.host, gw, 2.0);
     eprintln!("measured: ingress {ingress:.0} bit/s, egress {egress:.0} bit/s");
     assert!(
         (0.5 * 8e6..=1.3 * 8e6).contains(&ingress),
@@ -234,20 +252,20 @@ fn rate_limits_hold_in_both_directions() {
         (0.5 * 4e6..=1.3 * 4e6).contains(&egress),
         "egress {egress:.0} bit/s is not near 4 Mbit/s"
     );
-    t.del(&list, &t.rt("c1")).unwrap();
+    t.del(&list, &c1).unwrap();
     assert!(ifb_links(&t.host).is_empty());
 }
 
 #[test]
 fn capability_versions_and_del_without_namespace() {
-    let t = TestHost::new(&[("bandwidth", BANDWIDTH)]);
+    let (t, ctr) = host();
     let bw = json!({"type": "bandwidth", "capabilities": {"bandwidth": true}});
-    let list = t.list(
+    let list = conflist(
         "0.4.0",
         "capnet",
-        vec![t.bridge("10.96.0.0/24"), bw.clone()],
+        vec![t.bridge_conf("10.96.0.0/24"), bw.clone()],
     );
-    let mut rt = t.rt("c9");
+    let mut rt = ctr.attachment("c9", "eth0");
     rt.capability_args.insert(
         "bandwidth".into(),
         json!({"egressRate": 1000000, "egressBurst": 100000}),
@@ -291,7 +309,7 @@ fn capability_versions_and_del_without_namespace() {
 
     // DEL when the runtime's namespace path is already gone still removes the ifb.
     let mut gone = rt.clone();
-    gone.netns = t.path("no-such-netns");
+    gone.netns = t.dir().join("no-such-netns");
     t.exec(&bw, "DEL", "0.4.0", "capnet", &gone, Some(&r))
         .expect("DEL without a namespace");
     assert!(ifb_links(&t.host).is_empty());

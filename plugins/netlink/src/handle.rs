@@ -2,19 +2,17 @@
 //! request shapes every operation uses (ack, get-one, dump).
 
 use std::fmt::Display;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
-use nix::sched::{CloneFlags, setns};
 use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
-use tokio::runtime::Runtime;
 
-use crate::error::{Error, Result, from_errno, from_io, from_rtnl};
+use crate::error::{Error, Result, from_rtnl};
+use crate::raw::{Rtnl, rtnl_ack};
 
 /// How often a dump that the kernel flags as inconsistent (`NLM_F_DUMP_INTR`: the table changed
 /// while we read it) is restarted before giving up.
@@ -26,8 +24,7 @@ const DUMP_RETRIES: usize = 10;
 /// matter which thread later uses it. Each handle owns a current-thread tokio runtime that drives
 /// the rtnetlink connection only while one of its methods runs.
 pub struct NsHandle {
-    handle: rtnetlink::Handle,
-    rt: Runtime,
+    conn: Rtnl,
     restarts: AtomicUsize,
 }
 
@@ -40,8 +37,7 @@ impl std::fmt::Debug for NsHandle {
 impl NsHandle {
     /// A handle for the calling thread's network namespace.
     pub fn current() -> Result<NsHandle> {
-        let sock = Socket::new(NETLINK_ROUTE).map_err(|e| from_io("open", "netlink socket", e))?;
-        NsHandle::from_socket(sock)
+        NsHandle::open(None)
     }
 
     /// A handle for the namespace behind `ns` (see [`crate::open_netns`]).
@@ -49,39 +45,14 @@ impl NsHandle {
     /// The socket is created on a short-lived thread that entered the namespace; the calling
     /// thread's namespace never changes.
     pub fn for_netns(ns: BorrowedFd<'_>) -> Result<NsHandle> {
-        let sock = std::thread::scope(|s| {
-            s.spawn(|| -> Result<Socket> {
-                // This thread exists only to create the socket and dies right after, so it never
-                // needs to switch back.
-                setns(ns, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| from_errno("enter", "network namespace", e as i32))?;
-                Socket::new(NETLINK_ROUTE).map_err(|e| from_io("open", "netlink socket", e))
-            })
-            .join()
-            .expect("netlink socket thread panicked")
-        })?;
-        NsHandle::from_socket(sock)
+        NsHandle::open(Some(ns))
     }
 
-    fn from_socket(sock: Socket) -> Result<NsHandle> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| from_io("start", "netlink runtime", e))?;
-        let (mut conn, handle, _) = {
-            // Registering the socket with the reactor needs the runtime's context.
-            let _guard = rt.enter();
-            // SAFETY: the fd comes from `into_raw_fd`, so TokioSocket becomes its only owner.
-            let sock = unsafe { TokioSocket::from_raw_fd(sock.into_raw_fd()) };
-            rtnetlink::from_socket(sock)
-        };
+    fn open(ns: Option<BorrowedFd<'_>>) -> Result<NsHandle> {
         // Our dumps read the NLMSG_DONE header too: the kernel may flag an inconsistent dump
         // (NLM_F_DUMP_INTR) only there.
-        conn.set_forward_done(true);
-        rt.spawn(conn);
         Ok(NsHandle {
-            handle,
-            rt,
+            conn: Rtnl::open(ns, true)?,
             restarts: AtomicUsize::new(0),
         })
     }
@@ -100,21 +71,8 @@ impl NsHandle {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<()> {
-        let mut handle = self.handle.clone();
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        self.rt
-            .block_on(async move {
-                let mut replies = handle.request(req)?;
-                while let Some(reply) = replies.next().await {
-                    if let NetlinkPayload::Error(e) = reply.payload
-                        && e.code.is_some()
-                    {
-                        return Err(rtnetlink::Error::NetlinkError(e));
-                    }
-                }
-                Ok(())
-            })
+        self.conn
+            .block_on(async |handle| rtnl_ack(&handle, msg, flags).await)
             .map_err(|e| from_rtnl(op, obj, e))
     }
 
@@ -126,10 +84,9 @@ impl NsHandle {
         obj: impl Display,
         msg: RouteNetlinkMessage,
     ) -> Result<Option<RouteNetlinkMessage>> {
-        let mut handle = self.handle.clone();
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST;
-        let res = self.rt.block_on(async move {
+        let res = self.conn.block_on(async |mut handle| {
             let mut replies = handle.request(req)?;
             let mut found = None;
             while let Some(reply) = replies.next().await {
@@ -157,10 +114,9 @@ impl NsHandle {
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>> {
         for _ in 0..DUMP_RETRIES {
-            let mut handle = self.handle.clone();
             let mut req = NetlinkMessage::from(msg.clone());
             req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-            let res = self.rt.block_on(async move {
+            let res = self.conn.block_on(async |mut handle| {
                 let mut replies = handle.request(req)?;
                 let mut out = Vec::new();
                 let mut interrupted = false;

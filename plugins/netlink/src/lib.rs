@@ -3,6 +3,7 @@
 //! [`NsHandle`] talks to one network namespace through a netlink socket created inside it, so no
 //! thread ever has to switch namespaces around the calls. Errors carry the operation and object
 //! and map the interesting errnos (EEXIST, ENODEV/ENOENT, EBUSY, EPERM) to variants in one place.
+//! [`Rtnl`] is the escape hatch to raw rtnetlink for what the facade does not cover.
 
 mod addr;
 mod error;
@@ -10,6 +11,7 @@ mod handle;
 mod link;
 mod mac;
 mod ns;
+mod raw;
 mod route;
 mod sysctl;
 
@@ -19,6 +21,7 @@ pub use handle::NsHandle;
 pub use ipnetwork::IpNetwork;
 pub use link::{BridgePort, Link};
 pub use mac::{format_mac, parse_mac};
-pub use ns::open_netns;
+pub use ns::{in_netns, open_netns};
+pub use raw::{Rtnl, rtnl_ack, rtnl_errno};
 pub use route::{RouteInfo, RouteSpec};
 pub use sysctl::{sysctl_get, sysctl_set};

@@ -35,22 +35,32 @@ pub fn open_netns(path: &Path) -> Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// Runs `f` on a short-lived thread that entered `ns` (or directly when `ns` is `None`). The
-/// calling thread's namespace never changes.
+/// Runs `f` on a short-lived thread that entered the network namespace behind `ns` (see
+/// [`open_netns`]) and returns its value: for what follows the calling thread's namespace, such as
+/// `/proc/sys/net` files, sockets or [`crate::NsHandle::current`].
+///
+/// The calling thread's namespace never changes. Failing to enter the namespace is the `Err`; a
+/// panic in `f` is resumed on the caller with its message.
+pub fn in_netns<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // This thread exists only for `f` and dies right after, so it never switches back.
+            setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| from_errno("enter", "network namespace", e as i32))?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// [`in_netns`] for `Some(ns)`; runs `f` directly on the calling thread for `None`.
 pub(crate) fn run_in<T: Send>(
     ns: Option<BorrowedFd<'_>>,
     f: impl FnOnce() -> Result<T> + Send,
 ) -> Result<T> {
-    let Some(ns) = ns else {
-        return f();
-    };
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(ns, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| from_errno("enter", "network namespace", e as i32))?;
-            f()
-        })
-        .join()
-        .expect("namespace thread panicked")
-    })
+    match ns {
+        Some(ns) => in_netns(ns, f)?,
+        None => f(),
+    }
 }

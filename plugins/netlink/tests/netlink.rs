@@ -510,3 +510,81 @@ fn dumps_stay_complete_while_the_table_changes() {
     // results above went through the restart path.
     assert!(h.dump_restarts() > 0, "no dump was ever interrupted");
 }
+
+#[test]
+fn in_netns_runs_on_a_thread_inside_and_keeps_the_caller_out() {
+    let ns = netns();
+    let inode = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let mine = inode("/proc/thread-self/ns/net").unwrap();
+    let theirs = ns.run(|| inode("/proc/thread-self/ns/net").unwrap());
+    let seen = tether_netlink::in_netns(ns.as_fd(), || inode("/proc/thread-self/ns/net"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, theirs);
+    assert_ne!(seen, mine);
+    assert_eq!(inode("/proc/thread-self/ns/net").unwrap(), mine);
+
+    // A handle made inside keeps acting there.
+    let h = tether_netlink::in_netns(ns.as_fd(), NsHandle::current)
+        .unwrap()
+        .unwrap();
+    h.create_bridge("made0", None, false).unwrap();
+    ip(&ns, &["link", "show", "made0"]);
+
+    // Not a namespace: the error, and `f` never runs.
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    let mut ran = false;
+    let e = tether_netlink::in_netns(file.as_fd(), || ran = true).unwrap_err();
+    assert!(!ran);
+    assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
+
+    // A panic inside reaches the caller with its message.
+    let p = std::panic::catch_unwind(|| {
+        tether_netlink::in_netns(ns.as_fd(), || panic!("boom inside")).ok()
+    })
+    .unwrap_err();
+    assert_eq!(p.downcast_ref::<&str>(), Some(&"boom inside"));
+}
+
+#[test]
+fn raw_rtnetlink_dumps_and_hand_built_requests() {
+    use futures::TryStreamExt;
+    use rtnetlink::LinkBridge;
+    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use tether_netlink::{Rtnl, rtnl_ack, rtnl_errno};
+
+    let ns = netns();
+    let r = Rtnl::for_netns(ns.as_fd()).unwrap();
+    let create = |name: &str| {
+        let msg = RouteNetlinkMessage::NewLink(LinkBridge::new(name).build());
+        r.block_on(async |h| rtnl_ack(&h, msg, NLM_F_CREATE | NLM_F_EXCL).await)
+    };
+    create("raw0").unwrap();
+    ip(&ns, &["link", "show", "raw0"]);
+    let e = create("raw0").unwrap_err();
+    assert_eq!(rtnl_errno(&e), Some(libc::EEXIST), "{e}");
+
+    // rtnetlink's own dump builders work over it (they reject a forwarded NLMSG_DONE).
+    let names = r.block_on(async |h| {
+        h.link()
+            .get()
+            .execute()
+            .map_ok(|m| m.header.index)
+            .try_collect::<Vec<u32>>()
+            .await
+    });
+    assert_eq!(names.unwrap().len(), 2, "lo and raw0");
+    let qdiscs = r.block_on(async |h| h.qdisc().get().execute().try_collect::<Vec<_>>().await);
+    assert!(qdiscs.is_ok(), "{qdiscs:?}");
+
+    // `current` is the calling thread's namespace: here, ours, where raw0 does not exist.
+    let ours = Rtnl::current().unwrap();
+    let found =
+        ours.block_on(async |h| h.link().get().match_name("raw0").execute().try_next().await);
+    assert_eq!(
+        found.as_ref().err().and_then(rtnl_errno),
+        Some(libc::ENODEV),
+        "{found:?}"
+    );
+}

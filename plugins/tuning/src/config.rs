@@ -153,7 +153,7 @@ pub fn parse(stdin: &[u8], cni_args_mac: Option<&str>) -> Result<Tuning, Error> 
     {
         return Err(Error::Config(format!(
             "MAC address {} is a multicast address; an interface needs a unicast one",
-            format_mac(&m)
+            tether_netlink::format_mac(m)
         )));
     }
     Ok(Tuning {
@@ -185,25 +185,7 @@ pub fn data_dir(raw: &serde_json::Value) -> PathBuf {
 
 /// `aa:bb:cc:dd:ee:ff` (or with `-`), case-insensitive.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(mac)
-}
-
-pub fn format_mac(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    tether_netlink::parse_mac(&s.replace('-', ":"))
 }
 
 /// Turns a sysctl key into its file under `/proc/sys/net`, refusing anything that could name a

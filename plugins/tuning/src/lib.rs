@@ -13,11 +13,13 @@ pub mod link;
 pub mod saved;
 
 use cni::{CniResult, Plugin, Request};
-use config::{Tuning, format_mac, parse_mac};
-use link::{Change, LinkState, in_netns, with_rtnl};
+use config::{Tuning, parse_mac};
+use link::{Change, LinkState};
 use saved::Saved;
 use std::io::{ErrorKind, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use tether_netlink::{Rtnl, format_mac};
 
 /// Everything that can go wrong in this plugin.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,9 @@ pub enum Error {
         what: String,
         source: rtnetlink::Error,
     },
+    /// Entering the container's namespace or opening a netlink connection failed.
+    #[error(transparent)]
+    Netns(#[from] tether_netlink::Error),
     /// The container is not as the config says (CHECK), or lacks the interface.
     #[error("{0}")]
     Mismatch(String),
@@ -80,7 +85,7 @@ impl Plugin for TuningPlugin {
                 .iter_mut()
                 .filter(|i| i.name == req.ifname)
             {
-                i.mac = Some(format_mac(&mac));
+                i.mac = Some(format_mac(mac));
             }
         }
         Ok(result)
@@ -103,7 +108,7 @@ impl Plugin for TuningPlugin {
             match in_netns(netns, || restore(&saved, &req.ifname)) {
                 Ok(()) => {}
                 // The namespace went away while we looked: nothing left to restore.
-                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+                Err(Error::Netns(tether_netlink::Error::NotFound(_))) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -126,6 +131,13 @@ impl Plugin for TuningPlugin {
             check_in_netns(&t, &sysctls, &req.ifname)
         })?)
     }
+}
+
+/// Runs `f` on a short-lived thread inside the network namespace at `path`: sysctl files under
+/// `/proc/sys/net` and netlink sockets opened there are the namespace's.
+fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
+    let ns = tether_netlink::open_netns(path)?;
+    tether_netlink::in_netns(ns.as_fd(), f)?
 }
 
 fn sysctl_paths(t: &Tuning, ifname: &str) -> Result<Vec<(PathBuf, String)>, Error> {
@@ -162,8 +174,8 @@ fn write_sysctl(p: &Path, value: &str) -> Result<(), Error> {
         })
 }
 
-fn get_link(ifname: &str) -> Result<LinkState, Error> {
-    with_rtnl(async |h| link::get(&h, ifname).await)?
+fn get_link(rtnl: &Rtnl, ifname: &str) -> Result<LinkState, Error> {
+    rtnl.block_on(async |h| link::get(&h, ifname).await)?
         .ok_or_else(|| Error::Mismatch(format!("interface {ifname} not found in the container")))
 }
 
@@ -181,9 +193,11 @@ fn add_in_netns(
             originals.sysctl.insert(p.display().to_string(), v);
         }
     }
-    let link = t.touches_link().then(|| get_link(ifname)).transpose()?;
+    // Netlink, like the sysctls, from this thread: the connection is the container's.
+    let rtnl = t.touches_link().then(Rtnl::current).transpose()?;
+    let link = rtnl.as_ref().map(|r| get_link(r, ifname)).transpose()?;
     if let Some(l) = &link {
-        originals.mac = t.mac.and(l.mac.as_deref().map(format_mac));
+        originals.mac = t.mac.and(l.mac.map(format_mac));
         originals.mtu = t.mtu.map(|_| l.mtu);
         originals.promisc = t.promisc.map(|_| l.promisc);
         originals.allmulti = t.allmulti.map(|_| l.allmulti);
@@ -200,15 +214,15 @@ fn add_in_netns(
         for (p, v) in sysctls {
             write_sysctl(p, v)?;
         }
-        if let Some(l) = &link {
+        if let (Some(rtnl), Some(l)) = (&rtnl, &link) {
             let c = Change {
-                mac: t.mac.map(|m| m.to_vec()),
+                mac: t.mac,
                 mtu: t.mtu,
                 promisc: t.promisc,
                 allmulti: t.allmulti,
                 tx_qlen: t.tx_qlen,
             };
-            with_rtnl(async |h| link::apply(&h, l.index, ifname, &c).await)?;
+            rtnl.block_on(async |h| link::apply(&h, l.index, ifname, &c).await)?;
         }
         Ok(())
     })();
@@ -254,7 +268,7 @@ fn restore(s: &Saved, ifname: &str) -> Result<(), Error> {
                 errors.push(format!("saved MAC {m:?} is invalid"));
                 None
             }
-            Some((_, Some(b))) => Some(b.to_vec()),
+            Some((_, Some(b))) => Some(b),
             None => None,
         };
         // One attribute per change, so that one refusal does not stop the others.
@@ -280,17 +294,19 @@ fn restore(s: &Saved, ifname: &str) -> Result<(), Error> {
                 ..Default::default()
             },
         ];
-        let r = with_rtnl(async |h| {
-            let Some(l) = link::get(&h, ifname).await? else {
-                return Ok(Vec::new());
-            };
-            let mut errs = Vec::new();
-            for c in &changes {
-                if let Err(e) = link::apply(&h, l.index, ifname, c).await {
-                    errs.push(e.to_string());
+        let r = Rtnl::current().map_err(Error::from).and_then(|rtnl| {
+            rtnl.block_on(async |h| {
+                let Some(l) = link::get(&h, ifname).await? else {
+                    return Ok(Vec::new());
+                };
+                let mut errs = Vec::new();
+                for c in &changes {
+                    if let Err(e) = link::apply(&h, l.index, ifname, c).await {
+                        errs.push(e.to_string());
+                    }
                 }
-            }
-            Ok(errs)
+                Ok(errs)
+            })
         });
         match r {
             Ok(errs) => errors.extend(errs),
@@ -328,19 +344,19 @@ fn check_in_netns(t: &Tuning, sysctls: &[(PathBuf, String)], ifname: &str) -> Re
     if !t.touches_link() {
         return Ok(());
     }
-    let l = get_link(ifname)?;
+    let l = get_link(&Rtnl::current()?, ifname)?;
     let mismatch = |what: &str, have: String, want: String| {
         Err(Error::Mismatch(format!(
             "{what} of {ifname} is {have}, the config says {want}"
         )))
     };
     if let Some(m) = t.mac
-        && l.mac.as_deref() != Some(&m[..])
+        && l.mac != Some(m)
     {
         return mismatch(
             "MAC",
-            l.mac.as_deref().map(format_mac).unwrap_or_default(),
-            format_mac(&m),
+            l.mac.map(format_mac).unwrap_or_default(),
+            format_mac(m),
         );
     }
     if let Some(m) = t.mtu

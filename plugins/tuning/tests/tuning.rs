@@ -1,14 +1,20 @@
 //! The tuning binary against a real kernel: values land inside the container (and only there),
 //! CHECK sees drift, DEL puts the originals back, bad configs change nothing.
 
-mod common;
-
 use cni::CniResult;
-use common::{TestHost, ip, ip_json, sysctl};
-use netns_fixtures::Netns;
+use cni::runtime::{ConfList, RuntimeConf};
+use netns_fixtures::{CniHost, Netns, conflist};
 use serde_json::{Value, json};
+use std::path::Path;
 
 const TUNING: &str = env!("CARGO_BIN_EXE_tuning");
+
+/// A host whose `CNI_PATH` has our tuning, bridge and host-local, and a container.
+fn host() -> (CniHost, Netns) {
+    let t = CniHost::chained(&[("tuning", Path::new(TUNING))]);
+    let ctr = t.container();
+    (t, ctr)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LinkState {
@@ -20,7 +26,7 @@ struct LinkState {
 }
 
 fn link_state(ns: &Netns, dev: &str) -> LinkState {
-    let v = ip_json(ns, &["link", "show", "dev", dev]);
+    let v = ns.ip_json(&["link", "show", "dev", dev]);
     let l = &v[0];
     let flags: Vec<&str> = l["flags"]
         .as_array()
@@ -38,31 +44,28 @@ fn link_state(ns: &Netns, dev: &str) -> LinkState {
     }
 }
 
-fn setup(
-    t: &TestHost,
-    subnet: &str,
-) -> (cni::runtime::ConfList, cni::runtime::RuntimeConf, CniResult) {
-    let list = t.list("1.0.0", "tnet", vec![t.bridge(subnet)]);
-    let rt = t.rt("c1");
+fn setup(t: &CniHost, ctr: &Netns, subnet: &str) -> (ConfList, RuntimeConf, CniResult) {
+    let list = conflist("1.0.0", "tnet", vec![t.bridge_conf(subnet)]);
+    let rt = ctr.attachment("c1", "eth0");
     let r0 = t.add(&list, &rt).expect("bridge ADD");
     (list, rt, r0)
 }
 
 #[test]
 fn values_applied_in_the_container_and_restored_on_del() {
-    let t = TestHost::new(&[("tuning", TUNING)]);
-    let (list, rt, r0) = setup(&t, "10.91.0.0/24");
-    let before = link_state(&t.ctr, "eth0");
-    let somaxconn = sysctl(&t.ctr, "net.core.somaxconn");
-    let arp_filter = sysctl(&t.ctr, "net.ipv4.conf.eth0.arp_filter");
-    let host_somaxconn = sysctl(&t.host, "net.core.somaxconn");
+    let (t, ctr) = host();
+    let (list, rt, r0) = setup(&t, &ctr, "10.91.0.0/24");
+    let before = link_state(&ctr, "eth0");
+    let somaxconn = ctr.sysctl("net.core.somaxconn");
+    let arp_filter = ctr.sysctl("net.ipv4.conf.eth0.arp_filter");
+    let host_somaxconn = t.host.sysctl("net.core.somaxconn");
     assert!(!before.promisc && !before.allmulti);
     assert_ne!(somaxconn, "1234");
     assert_eq!(arp_filter, "0");
 
     let tuning = json!({
         "type": "tuning",
-        "dataDir": t.path("tuning"),
+        "dataDir": t.dir().join("tuning"),
         "sysctl": {"net.core.somaxconn": "1234", "net.ipv4.conf.IFNAME.arp_filter": "1"},
         "mac": "02:11:22:33:44:55", "mtu": 1400, "promisc": true, "allmulti": true, "txQLen": 777
     });
@@ -76,7 +79,7 @@ fn values_applied_in_the_container_and_restored_on_del() {
     assert_eq!(r1.ips, r0.ips, "prevResult passes through");
 
     assert_eq!(
-        link_state(&t.ctr, "eth0"),
+        link_state(&ctr, "eth0"),
         LinkState {
             mac: "02:11:22:33:44:55".into(),
             mtu: 1400,
@@ -85,15 +88,15 @@ fn values_applied_in_the_container_and_restored_on_del() {
             txqlen: 777
         }
     );
-    assert_eq!(sysctl(&t.ctr, "net.core.somaxconn"), "1234");
-    assert_eq!(sysctl(&t.ctr, "net.ipv4.conf.eth0.arp_filter"), "1");
-    assert_eq!(sysctl(&t.host, "net.core.somaxconn"), host_somaxconn);
-    let backup = t.path("tuning/c1_eth0.json");
+    assert_eq!(ctr.sysctl("net.core.somaxconn"), "1234");
+    assert_eq!(ctr.sysctl("net.ipv4.conf.eth0.arp_filter"), "1");
+    assert_eq!(t.host.sysctl("net.core.somaxconn"), host_somaxconn);
+    let backup = t.dir().join("tuning/c1_eth0.json");
     assert!(backup.exists());
 
     t.exec(&tuning, "CHECK", "1.0.0", "tnet", &rt, Some(&r1))
         .expect("CHECK of an untouched container");
-    ip(&t.ctr, &["link", "set", "eth0", "mtu", "1450"]);
+    ctr.sh("ip", &["link", "set", "eth0", "mtu", "1450"]);
     let e = t
         .exec(&tuning, "CHECK", "1.0.0", "tnet", &rt, Some(&r1))
         .expect_err("CHECK must see the MTU drift");
@@ -101,23 +104,23 @@ fn values_applied_in_the_container_and_restored_on_del() {
 
     t.exec(&tuning, "DEL", "1.0.0", "tnet", &rt, Some(&r1))
         .expect("tuning DEL");
-    assert_eq!(link_state(&t.ctr, "eth0"), before);
-    assert_eq!(sysctl(&t.ctr, "net.core.somaxconn"), somaxconn);
-    assert_eq!(sysctl(&t.ctr, "net.ipv4.conf.eth0.arp_filter"), arp_filter);
+    assert_eq!(link_state(&ctr, "eth0"), before);
+    assert_eq!(ctr.sysctl("net.core.somaxconn"), somaxconn);
+    assert_eq!(ctr.sysctl("net.ipv4.conf.eth0.arp_filter"), arp_filter);
     assert!(!backup.exists());
     t.exec(&tuning, "DEL", "1.0.0", "tnet", &rt, Some(&r1))
         .expect("a second DEL succeeds");
-    assert_eq!(link_state(&t.ctr, "eth0"), before);
+    assert_eq!(link_state(&ctr, "eth0"), before);
 
     t.del(&list, &rt).unwrap();
 }
 
 #[test]
 fn invalid_configs_change_nothing() {
-    let t = TestHost::new(&[("tuning", TUNING)]);
-    let (list, rt, r0) = setup(&t, "10.92.0.0/24");
-    let before = link_state(&t.ctr, "eth0");
-    let somaxconn = sysctl(&t.ctr, "net.core.somaxconn");
+    let (t, ctr) = host();
+    let (list, rt, r0) = setup(&t, &ctr, "10.92.0.0/24");
+    let before = link_state(&ctr, "eth0");
+    let somaxconn = ctr.sysctl("net.core.somaxconn");
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let cases: Vec<(Value, u32)> = vec![
         (
@@ -142,7 +145,7 @@ fn invalid_configs_change_nothing() {
         ),
     ];
     for (sysctls, code) in cases {
-        let conf = json!({"type": "tuning", "dataDir": t.path("tuning"), "sysctl": sysctls,
+        let conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"), "sysctl": sysctls,
                           "mtu": 1300});
         let e = t
             .exec(&conf, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
@@ -154,7 +157,7 @@ fn invalid_configs_change_nothing() {
         json!({"mtu": 70000}),
         json!({"txQLen": 100, "mac": "02:00:00:00:00:00", "mtu": 1}),
     ] {
-        let mut conf = json!({"type": "tuning", "dataDir": t.path("tuning"),
+        let mut conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"),
                               "sysctl": {"net.core.somaxconn": "999"}});
         for (k, v) in extra.as_object().unwrap() {
             conf[k] = v.clone();
@@ -164,14 +167,15 @@ fn invalid_configs_change_nothing() {
             .expect_err(&format!("{extra} accepted"));
         assert!(e.msg.contains("MTU"), "{e:?}");
     }
-    let bad_mac = json!({"type": "tuning", "dataDir": t.path("tuning"), "mac": "02:00:00:00:00"});
+    let bad_mac =
+        json!({"type": "tuning", "dataDir": t.dir().join("tuning"), "mac": "02:00:00:00:00"});
     assert_eq!(
         t.exec(&bad_mac, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
             .unwrap_err()
             .code,
         7
     );
-    let unchained = json!({"type": "tuning", "dataDir": t.path("tuning"), "mtu": 1300});
+    let unchained = json!({"type": "tuning", "dataDir": t.dir().join("tuning"), "mtu": 1300});
     assert_eq!(
         t.exec(&unchained, "ADD", "1.0.0", "tnet", &rt, None)
             .unwrap_err()
@@ -179,27 +183,27 @@ fn invalid_configs_change_nothing() {
         7
     );
 
-    assert_eq!(link_state(&t.ctr, "eth0"), before);
-    assert_eq!(sysctl(&t.ctr, "net.core.somaxconn"), somaxconn);
+    assert_eq!(link_state(&ctr, "eth0"), before);
+    assert_eq!(ctr.sysctl("net.core.somaxconn"), somaxconn);
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
         hostname
     );
-    assert!(!t.path("tuning/c1_eth0.json").exists());
+    assert!(!t.dir().join("tuning/c1_eth0.json").exists());
     t.del(&list, &rt).unwrap();
 }
 
 #[test]
 fn conflist_with_mac_capability_at_040() {
-    let t = TestHost::new(&[("tuning", TUNING)]);
+    let (t, ctr) = host();
     let tuning = json!({"type": "tuning", "capabilities": {"mac": true},
-                        "dataDir": t.path("tuning"), "mtu": 1300});
-    let list = t.list(
+                        "dataDir": t.dir().join("tuning"), "mtu": 1300});
+    let list = conflist(
         "0.4.0",
         "tnet",
-        vec![t.bridge("10.93.0.0/24"), tuning.clone()],
+        vec![t.bridge_conf("10.93.0.0/24"), tuning.clone()],
     );
-    let mut rt = t.rt("c2");
+    let mut rt = ctr.attachment("c2", "eth0");
     rt.capability_args
         .insert("mac".into(), json!("02:aa:bb:cc:dd:ee"));
     rt.args = vec![
@@ -209,35 +213,39 @@ fn conflist_with_mac_capability_at_040() {
     let r = t.add(&list, &rt).expect("ADD");
     let eth0 = r.interfaces.iter().find(|i| i.name == "eth0").unwrap();
     assert_eq!(eth0.mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
-    let l = link_state(&t.ctr, "eth0");
+    let l = link_state(&ctr, "eth0");
     assert_eq!((l.mac.as_str(), l.mtu), ("02:aa:bb:cc:dd:ee", 1300));
     t.check(&list, &rt).expect("CHECK");
     t.del(&list, &rt).expect("DEL");
-    assert!(!t.path("tuning/c2_eth0.json").exists());
+    assert!(!t.dir().join("tuning/c2_eth0.json").exists());
     t.del(&list, &rt).expect("DEL again");
     // args.cni.mac wins over CNI_ARGS MAC (which the bridge applied first).
-    let tuning = json!({"type": "tuning", "dataDir": t.path("tuning"),
+    let tuning = json!({"type": "tuning", "dataDir": t.dir().join("tuning"),
                         "args": {"cni": {"mac": "02:00:00:00:00:0a"}}});
-    let list = t.list("0.4.0", "tnet2", vec![t.bridge("10.93.0.0/24"), tuning]);
+    let list = conflist(
+        "0.4.0",
+        "tnet2",
+        vec![t.bridge_conf("10.93.0.0/24"), tuning],
+    );
     let r = t.add(&list, &rt).expect("ADD");
-    assert_eq!(link_state(&t.ctr, "eth0").mac, "02:00:00:00:00:0a");
+    assert_eq!(link_state(&ctr, "eth0").mac, "02:00:00:00:00:0a");
     let eth0 = r.interfaces.iter().find(|i| i.name == "eth0").unwrap();
     assert_eq!(eth0.mac.as_deref(), Some("02:00:00:00:00:0a"));
     t.del(&list, &rt).expect("DEL");
-    assert!(!t.path("tuning/c2_eth0.json").exists());
+    assert!(!t.dir().join("tuning/c2_eth0.json").exists());
 }
 
 #[test]
 fn del_when_the_namespace_is_gone() {
-    let t = TestHost::new(&[("tuning", TUNING)]);
-    let (list, rt, r0) = setup(&t, "10.94.0.0/24");
-    let tuning = json!({"type": "tuning", "dataDir": t.path("tuning"), "mtu": 1400});
+    let (t, ctr) = host();
+    let (list, rt, r0) = setup(&t, &ctr, "10.94.0.0/24");
+    let tuning = json!({"type": "tuning", "dataDir": t.dir().join("tuning"), "mtu": 1400});
     t.exec(&tuning, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
         .expect("ADD");
-    let backup = t.path("tuning/c1_eth0.json");
+    let backup = t.dir().join("tuning/c1_eth0.json");
     assert!(backup.exists());
     let mut gone = rt.clone();
-    gone.netns = t.path("no-such-netns");
+    gone.netns = t.dir().join("no-such-netns");
     t.exec(&tuning, "DEL", "1.0.0", "tnet", &gone, Some(&r0))
         .expect("DEL without a namespace succeeds");
     assert!(
