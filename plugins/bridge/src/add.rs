@@ -17,7 +17,7 @@ use tether_netfilter::Netfilter;
 use tether_netlink::{IFA_F_TENTATIVE, Link, NsHandle, RouteSpec, sysctl_get, sysctl_set};
 
 use crate::config::{Config, format_mac};
-use crate::lock::{BridgeLock, lock_dir};
+use crate::lock::lock_bridge;
 use crate::names::{alias, host_veth_name};
 use crate::plan::{Plan, plan, route_gateway};
 use crate::undo::Undo;
@@ -66,7 +66,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     let bridge_addrs = plan.as_ref().map_or(&[][..], |p| &p.bridge_addrs[..]);
 
     let bridge = {
-        let _lock = BridgeLock::acquire(&lock_dir(), &conf.bridge)?;
+        let _lock = lock_bridge(&conf.bridge)?;
         let bridge = ensure_bridge(&host, &conf)?;
         for addr in bridge_addrs {
             ensure_addr(&host, &bridge, *addr, conf.force_address)?;

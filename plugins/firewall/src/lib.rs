@@ -1,5 +1,5 @@
 //! `firewall`: lets a container's traffic through the host's `FORWARD` chain and optionally
-//! isolates its bridge (chained after an interface plugin; config version 0.4.0 or newer).
+//! isolates its bridge (chained after an interface plugin; every spec version, 0.1.0 to 1.1.0).
 //!
 //! The reference's iptables layout (see [`rules`]), applied with one `iptables-save` and at most
 //! one `iptables-restore` per family. Only the iptables backend exists: `firewalld` is refused
@@ -8,19 +8,18 @@
 //! without `prevResult` (and GC removes those of attachments that are gone).
 
 mod config;
-mod lock;
 pub mod rules;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use cni::{Attachment, CniResult, Error, ErrorCode, Plugin, Request};
-use tether_netfilter::{Batch, Family, Netfilter, SavedTable, Table, comment};
+use tether_netfilter::lock::netfilter_lock;
+use tether_netfilter::{
+    Batch, Family, Netfilter, OnSaveError, SavedTable, SweepError, Table, comment, per_family,
+};
 
 pub use config::{Config, IngressPolicy};
-
-/// Re-plan from a fresh save this many times when a batch went stale.
-const ATTEMPTS: usize = 3;
 
 pub struct Firewall;
 
@@ -38,50 +37,21 @@ fn read(nf: &Netfilter, family: Family) -> Result<SavedTable, Error> {
     Ok(SavedTable::parse(&text, Table::Filter))
 }
 
-/// Save, plan, apply (nothing when the plan is empty); re-plan when the batch went stale.
-///
-/// For teardown, an IPv6 filter table that cannot even be read (IPv6 disabled, no ip6tables)
-/// cannot hold rules of ours (their ADD would have failed), so DEL and GC go on without it.
+/// [`tether_netfilter::sweep`] over the filter table, with the firewall's errors. DEL and GC pass
+/// [`OnSaveError::SkipV6`].
 fn sweep(
     nf: &Netfilter,
     family: Family,
-    teardown: bool,
+    on_save_error: OnSaveError,
     mut plan: impl FnMut(&SavedTable) -> Result<Batch, Error>,
 ) -> Result<(), Error> {
-    let mut attempt = 1;
-    loop {
-        let table = match read(nf, family) {
-            Ok(t) => t,
-            Err(e) if attempt == 1 && teardown && family == Family::V6 => {
-                tracing::warn!(error = %e, "IPv6 filter table unreadable; nothing of ours can be there");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let batch = plan(&table)?;
-        match batch.apply(nf) {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < ATTEMPTS => {
-                tracing::debug!(error = %e, "batch went stale, reading the table again");
-                attempt += 1;
-            }
-            Err(e) => return Err(nf_err("applying the firewall rules")(e)),
-        }
-    }
-}
-
-/// Runs `f` for each family on its own thread (separate tools, separate tables).
-fn per_family<T: Send>(families: &[Family], f: impl Fn(Family) -> T + Sync) -> Vec<T> {
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = families
-            .iter()
-            .map(|&family| s.spawn(move || f(family)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("per-family worker panicked"))
-            .collect()
+    tether_netfilter::sweep(nf, family, &[Table::Filter], on_save_error, |t| {
+        Ok((plan(t.table(Table::Filter))?, ()))
+    })
+    .map_err(|e| match e {
+        SweepError::Save(e) => nf_err("reading the filter table")(e),
+        SweepError::Plan(e) => e,
+        SweepError::Apply(e) => nf_err("applying the firewall rules")(e),
     })
 }
 
@@ -147,10 +117,6 @@ impl Plugin for Firewall {
         "firewall"
     }
 
-    fn versions(&self) -> &'static [&'static str] {
-        &["0.4.0", "1.0.0", "1.1.0"]
-    }
-
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
         let cfg = config::parse(req)?;
         let prev = req
@@ -169,14 +135,14 @@ impl Plugin for Firewall {
             |_: &str, cid: &str, ifname: &str| cid == req.container_id && ifname == req.ifname;
         let nf = Netfilter::new();
         let fams: Vec<Family> = by_family.iter().map(|(f, _)| *f).collect();
-        let guard = lock::acquire();
+        let guard = netfilter_lock();
         let results = per_family(&fams, |family| {
             let ips = &by_family
                 .iter()
                 .find(|(f, _)| *f == family)
                 .expect("family from the list")
                 .1;
-            sweep(&nf, family, false, |t| {
+            sweep(&nf, family, OnSaveError::Fail, |t| {
                 let mut b = Batch::new(family);
                 rules::plan_add(&mut b, &cfg, t, &text, is_mine, ips, bridge)
                     .map_err(nf_err("building the firewall rules"))?;
@@ -206,7 +172,7 @@ impl Plugin for Firewall {
             .flat_map(|p| p.ips.iter().map(|i| i.address.ip()))
             .collect();
         let nf = Netfilter::new();
-        let _guard = lock::acquire();
+        let _guard = netfilter_lock();
         first_err(per_family(&Family::ALL, |family| {
             remove(&nf, family, &is_mine, &known)
         }))
@@ -248,7 +214,7 @@ impl Plugin for Firewall {
                     .any(|a| a.container_id == cid && a.ifname == ifname)
         };
         let nf = Netfilter::new();
-        let _guard = lock::acquire();
+        let _guard = netfilter_lock();
         first_err(per_family(&Family::ALL, |family| {
             remove(&nf, family, &is_stale, &[])
         }))
@@ -268,7 +234,7 @@ fn remove(
         .copied()
         .filter(|ip| Family::from(*ip) == family)
         .collect();
-    sweep(nf, family, true, |t| {
+    sweep(nf, family, OnSaveError::SkipV6, |t| {
         let mut b = Batch::new(family);
         for r in rules::attachment_rules(t, select).chain(rules::reference_rules(t, &known)) {
             b.delete_saved(Table::Filter, r);

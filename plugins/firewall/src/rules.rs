@@ -35,10 +35,10 @@ pub const STAGE2: &str = "CNI-ISOLATION-STAGE-2";
 const FORWARD_COMMENT: &str = "CNI firewall plugin rules";
 const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
 
-/// The reference writes `CNI firewall plugin rules (ingressPolicy: same-bridge)`; parentheses are
-/// outside the netfilter crate's comment alphabet, so ours reads without them.
+/// The reference's comment on its isolation rules, `CNI firewall plugin rules (ingressPolicy:
+/// same-bridge)`; ours for `isolated` follows the same pattern.
 fn policy_comment(p: IngressPolicy) -> String {
-    format!("CNI firewall plugin rules ingressPolicy: {}", p.as_str())
+    format!("CNI firewall plugin rules (ingressPolicy: {})", p.as_str())
 }
 
 fn host(ip: IpAddr) -> IpNetwork {
@@ -326,7 +326,7 @@ mod tests {
         assert!(
             pos("-I FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD")
                 < pos(
-                    "-I FORWARD -m comment --comment \"CNI firewall plugin rules ingressPolicy: same-bridge\" -j CNI-ISOLATION-STAGE-1"
+                    "-I FORWARD -m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge)\" -j CNI-ISOLATION-STAGE-1"
                 )
         );
         pos(
@@ -336,7 +336,7 @@ mod tests {
             "-A CNI-FORWARD -s 10.0.0.5/32 -m comment --comment \"tether net=n id=c1 if=eth0\" -j ACCEPT",
         );
         pos(
-            "-I CNI-ISOLATION-STAGE-1 -i br0 -o br0 -m comment --comment \"CNI firewall plugin rules ingressPolicy: isolated\" -j DROP",
+            "-I CNI-ISOLATION-STAGE-1 -i br0 -o br0 -m comment --comment \"CNI firewall plugin rules (ingressPolicy: isolated)\" -j DROP",
         );
         pos("-I CNI-ISOLATION-STAGE-1 -i br0 ! -o br0");
         pos("-I CNI-ISOLATION-STAGE-2 -o br0");

@@ -27,8 +27,13 @@ fn host(which: Impl) -> Host {
 
 /// Network `n` on bridge `cni-fw<n>`, subnets 10.90.<n>.0/24 and fd90:<n>::/64.
 fn list(h: &Host, name: &str, n: u8, policy: &str) -> cni::runtime::ConfList {
+    list_at(h, "1.0.0", name, n, policy)
+}
+
+/// [`list`] at spec version `version`.
+fn list_at(h: &Host, version: &str, name: &str, n: u8, policy: &str) -> cni::runtime::ConfList {
     conflist(
-        "1.0.0",
+        version,
         name,
         &format!("cni-fw{n}"),
         &[&format!("10.90.{n}.0/24"), &format!("fd90:{n}::/64")],
@@ -233,7 +238,12 @@ fn versions_and_backends() {
         )
         .unwrap()
         .unwrap();
-    assert_eq!(out["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
+    assert_eq!(
+        out["supportedVersions"],
+        json!([
+            "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+        ])
+    );
     let a = h.container("ctr-a");
     let e = h
         .exec(
@@ -254,6 +264,68 @@ fn versions_and_backends() {
         )
         .unwrap_err();
     assert!(e.msg.contains("prevResult"), "{e:?}");
+}
+
+/// Old spec versions: ADD gets a `prevResult` in the old format (0.2.0: `ip4`/`ip6`, no
+/// interfaces), DEL none at all (runtimes send it from 0.4.0 on), so DEL must find the rules by
+/// their comments alone. The result comes back in the version asked for.
+#[test]
+fn add_and_del_at_old_versions() {
+    // 0.2.0 results list no interfaces, so no bridge for an ingress policy: `open` there.
+    for (version, policy) in [("0.3.1", "same-bridge"), ("0.2.0", "open")] {
+        let h = host(Impl::Tether);
+        let l = list_at(&h, version, "fwold", 1, policy);
+        let before = h.snapshot();
+        let a = start(&h, &l, "ctr-a");
+        let b = start(&h, &l, "ctr-b");
+        let c = h.container("ctr-c");
+        let r = h.add(&l, &c, json!({})).expect("ADD");
+        assert_eq!(r.cni_version, version);
+        assert!(reaches(&a, &b) && reaches(&b, &a), "{version}");
+        let rules = firewall_rules(&h.snapshot(), "ctr-a");
+        // One ACCEPT in and one out per address, both families.
+        assert_eq!(rules.len(), 4, "{version}: {rules:#?}");
+        if policy == "same-bridge" {
+            assert!(
+                h.save(false, "filter")
+                    .contains("-A FORWARD -m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge)\" -j CNI-ISOLATION-STAGE-1"),
+                "{version}"
+            );
+        }
+        for c in [&a.c, &b.c, &c] {
+            h.del(&l, c, json!({}))
+                .unwrap_or_else(|e| panic!("{version}: DEL {}: {e:?}", c.id));
+        }
+        let (gone, new) = diff(&before, &h.snapshot());
+        assert!(gone.is_empty(), "{version}: {gone:#?}");
+        let left: Vec<&String> = new.iter().filter(|l| !is_shared_base(l)).collect();
+        assert!(left.is_empty(), "{version}: {left:#?}");
+    }
+}
+
+/// The shared layout, comments included, is the reference's to the letter: the jumps from
+/// FORWARD and the isolation chains (the per-address rules differ: ours carry comments).
+#[test]
+fn shared_rules_are_the_references() {
+    let shared = |which: Impl| {
+        let h = host(which);
+        let l = list(&h, "fwnet", 1, "same-bridge");
+        let a = h.container("ctr-a");
+        h.add(&l, &a, json!({}))
+            .unwrap_or_else(|e| panic!("{which:?} ADD: {e:?}"));
+        h.snapshot()
+            .into_iter()
+            .filter(|l| l.contains(" filter "))
+            .filter(|l| l.contains("-A FORWARD ") || l.contains("CNI-ISOLATION-STAGE-"))
+            .collect::<Vec<_>>()
+    };
+    let ours = shared(Impl::Tether);
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("\"CNI firewall plugin rules (ingressPolicy: same-bridge)\"")),
+        "{ours:#?}"
+    );
+    assert_eq!(ours, shared(Impl::Reference));
 }
 
 /// Podman's CNI conflist (0.4.0): bridge, portmap, firewall, tuning. Run with our chained plugins

@@ -1,6 +1,7 @@
 //! Rules as data and the one-transaction [`Batch`].
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnetwork::IpNetwork;
 
@@ -87,6 +88,14 @@ impl Rule {
     pub fn jump(self, target: &str) -> Result<Rule> {
         validate::chain(target)?;
         Ok(self.plain(&["-j", target]))
+    }
+
+    /// `--to-destination <ip>:<port>` (after `-j DNAT`), IPv6 in brackets (`[fd00::5]:80`) as
+    /// ip6tables needs it and `iptables-save` prints it. Typed, so the brackets never need a
+    /// place in the free-form [`Rule::arg`] alphabet.
+    pub fn to_destination(self, ip: IpAddr, port: u16) -> Rule {
+        // A SocketAddr built from an IpAddr has no IPv6 scope id or flow info to print.
+        self.plain(&["--to-destination", &SocketAddr::new(ip, port).to_string()])
     }
 
     /// Any other token (`-p`, `tcp`, `--dport`, `80`, `--to-destination`, `10.0.0.2:80`, ...),
@@ -285,6 +294,22 @@ mod tests {
              -F TETHER-x\n-X TETHER-x\nCOMMIT\n\
              *filter\n-I FORWARD -i br0 -p tcp --dport 80 -j ACCEPT\nCOMMIT\n"
         );
+    }
+
+    #[test]
+    fn dnat_targets_render_as_iptables_save_prints_them() {
+        let v4 = Rule::new()
+            .jump("DNAT")
+            .unwrap()
+            .to_destination("10.88.0.5".parse().unwrap(), 80);
+        assert_eq!(v4.text(), "-j DNAT --to-destination 10.88.0.5:80");
+        let v6 = Rule::new()
+            .jump("DNAT")
+            .unwrap()
+            .to_destination("fd00::5".parse().unwrap(), 8080);
+        assert_eq!(v6.text(), "-j DNAT --to-destination [fd00::5]:8080");
+        let mapped = Rule::new().to_destination("::ffff:10.0.0.1".parse().unwrap(), 1);
+        assert_eq!(mapped.text(), "--to-destination [::ffff:10.0.0.1]:1");
     }
 
     #[test]

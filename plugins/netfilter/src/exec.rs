@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::{Error, Family, Result, Table};
+use crate::{Error, Family, Result, SavedTables, Table};
 
 /// Total attempts for one command when it fails transiently (see [`Error::is_transient`]).
 const ATTEMPTS: u32 = 6;
@@ -123,6 +123,22 @@ impl Netfilter {
         }
     }
 
+    /// Reads `tables` of one family with one exec: `iptables-save -t <table>` for one table, a
+    /// whole `iptables-save` for several (with nf_tables, saving one table fetches the whole
+    /// ruleset anyway, so a full dump costs about as much as one table and less than two execs).
+    /// A table not created yet reads as empty; no table runs nothing.
+    pub fn save_tables(&self, family: Family, tables: &[Table]) -> Result<SavedTables> {
+        let text = match tables {
+            [] => String::new(),
+            [one] => self.save(family, *one)?,
+            _ => {
+                let program = self.tools.save(family);
+                self.retrying(|| self.run(program, &[], ""))?
+            }
+        };
+        Ok(SavedTables::parse(family, &text, tables))
+    }
+
     fn retrying(&self, mut f: impl FnMut() -> Result<String>) -> Result<String> {
         let mut attempt = 0;
         loop {
@@ -140,7 +156,9 @@ impl Netfilter {
 
     /// Runs one command with `input` on stdin, returns its stdout.
     fn run(&self, program: &PathBuf, args: &[&str], input: &str) -> Result<String> {
-        let command = format!("{} {}", program.display(), args.join(" "));
+        let command = format!("{} {}", program.display(), args.join(" "))
+            .trim_end()
+            .to_string();
         let mut cmd = Command::new(program);
         cmd.args(args)
             // The transient-error check reads stderr: keep it in English.

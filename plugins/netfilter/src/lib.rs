@@ -13,14 +13,20 @@
 //!
 //! Every string that ends up as an iptables argument is validated ([`validate`]); addresses come
 //! typed as [`IpNetwork`].
+//!
+//! Plugins that plan from the current rules use [`sweep`] (save, plan, apply, re-plan when the
+//! batch went stale) under [`lock::netfilter_lock`], one family per thread ([`per_family`]).
 
 mod batch;
 mod exec;
+pub mod lock;
 mod masq;
 mod saved;
+mod sweep;
 pub mod validate;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 pub use ipnetwork::IpNetwork;
 
@@ -30,7 +36,8 @@ pub use masq::{
     MASQ_CHAIN_PREFIX, chain_name, comment, masquerade_add, masquerade_check, masquerade_del,
     masquerade_gc, parse_comment,
 };
-pub use saved::{SavedRule, SavedTable, delete_rules_with_comment};
+pub use saved::{SavedRule, SavedTable, SavedTables, delete_rules_with_comment};
+pub use sweep::{OnSaveError, PLAN_ATTEMPTS, SweepError, per_family, sweep};
 
 /// IP family: the v4 and v6 tables are separate commands (`iptables*` vs `ip6tables*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,6 +133,14 @@ pub enum Error {
     /// `masquerade_check` found the rules missing or different.
     #[error("{0}")]
     Check(String),
+    /// A [`lock::FileLock`] could not be taken; `action` says which step failed.
+    #[error("{action} {}: {source}", path.display())]
+    Lock {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

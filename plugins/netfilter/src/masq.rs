@@ -16,7 +16,9 @@ use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha256};
 
 use crate::validate::{self, CHAIN_MAX, IFNAME_MAX};
-use crate::{Batch, Error, Family, Netfilter, Result, Rule, SavedRule, SavedTable, Table};
+use crate::{
+    Batch, Error, Family, Netfilter, OnSaveError, Result, Rule, SavedRule, SavedTable, Table,
+};
 
 /// Prefix of the per-container masquerade chains. Never change it (nor [`chain_name`] or
 /// [`comment`]): rules written by older versions must still be found by DEL and GC.
@@ -25,9 +27,6 @@ pub const MASQ_CHAIN_PREFIX: &str = "TETHER-";
 /// At most this many hex digits of the hash (80 bits): plenty against collisions.
 const HASH_HEX_MAX: usize = 20;
 const POSTROUTING: &str = "POSTROUTING";
-/// DEL and GC read the table and retry this many times in all when a concurrent change made their
-/// delete batch stale.
-const SLOW_ATTEMPTS: usize = 3;
 
 /// `prefix` + the first hex digits of sha256("network\0container_id\0ifname"), at most 28
 /// characters (iptables' limit).
@@ -200,26 +199,17 @@ fn del_by_save(nf: &Netfilter, family: Family, text: &str, chain: &str) -> Resul
     })
 }
 
-/// Save the nat table, build a batch from it, apply; on failure (a concurrent change made the
-/// batch stale) start over from a fresh save, a bounded number of times.
-fn sweep<T>(
+/// [`crate::sweep`] over the nat table. Every error is returned: the bridge reports an unreadable
+/// IPv6 table rather than assume it holds nothing.
+fn sweep<T: Default>(
     nf: &Netfilter,
     family: Family,
     mut plan: impl FnMut(&SavedTable) -> (Batch, T),
 ) -> Result<T> {
-    let mut attempt = 1;
-    loop {
-        let saved = SavedTable::parse(&nf.save(family, Table::Nat)?, Table::Nat);
-        let (batch, value) = plan(&saved);
-        match batch.apply(nf) {
-            Ok(()) => return Ok(value),
-            Err(e) if attempt < SLOW_ATTEMPTS => {
-                tracing::debug!(error = %e, "teardown batch went stale, reading the table again");
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crate::sweep(nf, family, &[Table::Nat], OnSaveError::Fail, |saved| {
+        Ok::<_, Error>(plan(saved.table(Table::Nat)))
+    })
+    .map_err(Error::from)
 }
 
 /// Deletes every rule outside `chains` that `is_ours` or that jumps to one of `chains`, then

@@ -3,7 +3,7 @@
 
 use ipnetwork::IpNetwork;
 
-use crate::{Batch, Table};
+use crate::{Batch, Family, Table};
 
 /// One `-A CHAIN ...` line of a saved table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,38 @@ impl SavedTable {
     }
 }
 
+/// Several tables of one family, read together ([`Netfilter::save_tables`](crate::Netfilter::save_tables)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedTables {
+    pub family: Family,
+    tables: Vec<SavedTable>,
+}
+
+impl SavedTables {
+    /// Parses the sections of `tables` out of one `iptables-save` output; a missing section is
+    /// an empty table.
+    pub fn parse(family: Family, saved: &str, tables: &[Table]) -> SavedTables {
+        SavedTables {
+            family,
+            tables: tables
+                .iter()
+                .map(|&t| SavedTable::parse(saved, t))
+                .collect(),
+        }
+    }
+
+    /// `table`, if it was read.
+    pub fn get(&self, table: Table) -> Option<&SavedTable> {
+        self.tables.iter().find(|t| t.table == table)
+    }
+
+    /// `table`. Panics if it was not read: asking for a table one did not read is a bug.
+    pub fn table(&self, table: Table) -> &SavedTable {
+        self.get(table)
+            .unwrap_or_else(|| panic!("the {table} table was not read"))
+    }
+}
+
 /// Adds to `batch` a `-D` for every rule of `saved` whose comment starts with `prefix`, and
 /// returns how many. The generic cleanup for rules found by comment (portmap, firewall).
 pub fn delete_rules_with_comment(batch: &mut Batch, saved: &SavedTable, prefix: &str) -> usize {
@@ -182,6 +214,16 @@ COMMIT
         assert_eq!(t.rules[2].comment(), Some("x \"q\" y'z"));
         assert!(t.has_chain("TETHER-abc"));
         assert!(SavedTable::parse(SAVED, Table::Raw).rules.is_empty());
+    }
+
+    #[test]
+    fn parses_several_tables_of_one_dump() {
+        let t = SavedTables::parse(Family::V4, SAVED, &[Table::Nat, Table::Filter, Table::Raw]);
+        assert_eq!(t.table(Table::Nat), &SavedTable::parse(SAVED, Table::Nat));
+        assert_eq!(t.table(Table::Filter).rules.len(), 1);
+        assert_eq!(t.table(Table::Filter).rules[0].chain, "INPUT");
+        assert!(t.table(Table::Raw).rules.is_empty(), "missing section");
+        assert!(t.get(Table::Mangle).is_none(), "not asked for");
     }
 
     #[test]

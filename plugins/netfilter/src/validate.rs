@@ -64,15 +64,17 @@ pub fn chain(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Comments: `[A-Za-z0-9_.:=/ "-]`, at most 255 characters. They are always quoted in the batch;
-/// `"` is escaped the way `iptables-save` does it.
+/// Comments: `[A-Za-z0-9_.:=/() "-]`, at most 255 characters. They are always quoted in the
+/// batch, where the restore tokenizer gives parentheses no meaning (the reference firewall's
+/// `CNI firewall plugin rules (ingressPolicy: same-bridge)` needs them); `"` is escaped the way
+/// `iptables-save` does it.
 pub fn comment(text: &str) -> Result<()> {
     check_chars(
         "comment",
         text,
         COMMENT_MAX,
-        |c| c.is_ascii_alphanumeric() || "_.:=/ \"-".contains(c),
-        "A-Z a-z 0-9 _ . : = / space \" -",
+        |c| c.is_ascii_alphanumeric() || "_.:=/() \"-".contains(c),
+        "A-Z a-z 0-9 _ . : = / ( ) space \" -",
     )
 }
 
@@ -106,7 +108,8 @@ pub fn name_field(what: &'static str, value: &str) -> Result<()> {
 }
 
 /// Any other rule token (`-p`, `tcp`, `--dport`, `8080`, `--to-destination`, `10.0.0.2:80`, `!`):
-/// `[A-Za-z0-9_.:/,=!+-]`, no spaces or quotes.
+/// `[A-Za-z0-9_.:/,=!+-]`, no spaces or quotes. No brackets either: the one argument that needs
+/// them, an IPv6 DNAT target, has its typed builder ([`crate::Rule::to_destination`]).
 pub fn token(value: &str) -> Result<()> {
     check_chars(
         "rule argument",
@@ -152,6 +155,7 @@ mod tests {
     fn comments() {
         comment("tether net=mynet id=abc.def if=eth0").unwrap();
         comment("name: \"net\" id: \"cid\"").unwrap();
+        comment("CNI firewall plugin rules (ingressPolicy: same-bridge)").unwrap();
         comment(&"x".repeat(255)).unwrap();
         for bad in [
             "",
@@ -185,7 +189,16 @@ mod tests {
         ] {
             token(ok).unwrap();
         }
-        for bad in ["", "a b", "\"", "x\ny", "$(reboot)", "a;b"] {
+        for bad in [
+            "",
+            "a b",
+            "\"",
+            "x\ny",
+            "$(reboot)",
+            "a;b",
+            "[fd00::5]:80",
+            "(x)",
+        ] {
             assert!(token(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -108,34 +107,7 @@ fn a_big_batch_goes_through_the_pipe() {
 /// A fake `iptables-restore` that fails with `message` for the first `failures` calls, then runs
 /// the real one. Counts its calls in `dir/count`.
 fn flaky_restore(dir: &Path, failures: u32, message: &str) -> PathBuf {
-    let path = dir.join("flaky-restore");
-    let count = dir.join("count");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\n\
-             n=$(cat {count} 2>/dev/null || echo 0)\n\
-             echo $((n + 1)) > {count}\n\
-             if [ \"$n\" -lt {failures} ]; then\n\
-               cat > /dev/null\n\
-               echo 'iptables-restore: line 2 failed: {message}' >&2\n\
-               exit 4\n\
-             fi\n\
-             exec iptables-nft-restore \"$@\"\n",
-            count = count.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
-fn calls(dir: &Path) -> u32 {
-    std::fs::read_to_string(dir.join("count"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    wrapper(dir, Path::new("iptables-nft-restore"), failures, message)
 }
 
 fn one_chain() -> Batch {

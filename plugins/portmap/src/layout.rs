@@ -30,7 +30,7 @@
 //! netfilter sees it (and so localhost publishing does not work over IPv6).
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnetwork::IpNetwork;
 use tether_netfilter::{
@@ -85,20 +85,10 @@ fn subnet(n: &IpNetwork) -> IpNetwork {
     IpNetwork::new(n.network(), n.prefix()).expect("prefix came from a valid network")
 }
 
-/// `--to-destination` as iptables-save prints it.
+/// `--to-destination` as iptables-save prints it (and [`Rule::to_destination`] writes it):
+/// `10.88.0.5:80`, `[fd00::5]:80`.
 fn dnat_target(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
-}
-
-/// `--to-destination` as we can put it in a batch (see [`crate::v6dnat`]).
-fn dnat_token(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => crate::v6dnat::placeholder(a, port),
-    }
+    SocketAddr::new(ip, port).to_string()
 }
 
 /// `[-s src] [-d hostIP] -p proto -m proto --dport hp`: in iptables-save's order.
@@ -391,7 +381,7 @@ pub fn add_attachment(
         let dnat = port_match(m, None)?
             .comment(&text)?
             .jump("DNAT")?
-            .args(&["--to-destination", &dnat_token(addr.ip(), m.container_port)])?;
+            .to_destination(addr.ip(), m.container_port);
         b.append(Table::Nat, &chain, &dnat)?;
     }
     // Entry rules: one per protocol and per 15 distinct ports, inserted at the top so that the
@@ -619,8 +609,10 @@ mod tests {
         let text = b.text();
         assert!(!text.contains("8080"), "{text}");
         assert!(!text.contains("127.0.0.1"), "{text}");
-        let to = crate::v6dnat::placeholder("fd00::5".parse().unwrap(), 90);
-        assert!(text.contains(&format!("--to-destination {to}")), "{text}");
+        assert!(
+            text.contains("-j DNAT --to-destination [fd00::5]:90\n"),
+            "{text}"
+        );
         assert!(text.contains("-s fd00::/64"), "{text}");
     }
 

@@ -5,8 +5,8 @@
 //! containers (hairpin). See [`layout`] for the iptables layout and why it is safe.
 //!
 //! Beyond the reference plugin:
-//! - one `iptables-save` per table read and one `iptables-restore` per family per call, and no
-//!   exec at all for ADD/CHECK without mappings;
+//! - one `iptables-save` (nat and raw in one exec) and one `iptables-restore` per family per
+//!   call, and no exec at all for ADD/CHECK without mappings;
 //! - a host port already published by another attachment is refused, naming the holder;
 //! - DEL and GC find rules by the container id and interface in their comments, so they work
 //!   without `portMappings`, without `prevResult` and after the network was renamed;
@@ -16,23 +16,20 @@
 mod config;
 mod conntrack;
 pub mod layout;
-mod lock;
 mod nl;
-mod v6dnat;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use cni::{Attachment, CniResult, Error, ErrorCode, Plugin, Request};
 use ipnetwork::IpNetwork;
-use tether_netfilter::{Batch, Family, Netfilter, SavedTable, Table};
+use tether_netfilter::lock::netfilter_lock;
+use tether_netfilter::{
+    Batch, Family, Netfilter, OnSaveError, SavedTables, SweepError, Table, per_family,
+};
 
 pub use config::{Config, HostIp, Mapping, MarkChain, Proto};
 use layout::{Owner, Published};
-
-/// How many times a plan made from a save is retried when its batch fails (a concurrent change
-/// by a tool that does not take our lock made it stale).
-const ATTEMPTS: usize = 3;
 
 pub struct Portmap;
 
@@ -56,80 +53,41 @@ fn families(addrs: &[IpNetwork]) -> Vec<Family> {
     set.into_iter().collect()
 }
 
-/// Reads the tables a plan needs (`nat`, plus `raw` for IPv4 when asked).
-fn read(nf: &Netfilter, family: Family, with_raw: bool) -> Result<Tables, Error> {
-    let nat = SavedTable::parse(
-        &nf.save(family, Table::Nat)
-            .map_err(nf_err("reading the nat table"))?,
-        Table::Nat,
-    );
-    let raw = if with_raw && family == Family::V4 {
-        Some(SavedTable::parse(
-            &nf.save(family, Table::Raw)
-                .map_err(nf_err("reading the raw table"))?,
-            Table::Raw,
-        ))
+/// The tables a plan reads: `nat`, plus `raw` for IPv4 when asked (the `route_localnet` guard).
+fn tables(family: Family, with_raw: bool) -> &'static [Table] {
+    if with_raw && family == Family::V4 {
+        &[Table::Nat, Table::Raw]
     } else {
-        None
-    };
-    Ok(Tables { nat, raw })
+        &[Table::Nat]
+    }
 }
 
-struct Tables {
-    nat: SavedTable,
-    raw: Option<SavedTable>,
-}
-
-/// What a plan is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    Setup,
-    /// DEL/GC: an IPv6 table that cannot even be read (IPv6 disabled, no ip6tables) cannot hold
-    /// rules of ours (their ADD would have failed), so teardown goes on without it.
-    Teardown,
-}
-
-/// Save, plan, apply; re-plan from a fresh save when the batch went stale.
+/// [`tether_netfilter::sweep`] with portmap's errors. DEL and GC pass [`OnSaveError::SkipV6`].
 fn sweep<T: Default>(
     nf: &Netfilter,
     family: Family,
     with_raw: bool,
-    purpose: Purpose,
-    mut plan: impl FnMut(&Tables) -> Result<(Batch, T), Error>,
+    on_save_error: OnSaveError,
+    plan: impl FnMut(&SavedTables) -> Result<(Batch, T), Error>,
 ) -> Result<T, Error> {
-    let mut attempt = 1;
-    loop {
-        let tables = match read(nf, family, with_raw) {
-            Ok(t) => t,
-            Err(e) if attempt == 1 && purpose == Purpose::Teardown && family == Family::V6 => {
-                tracing::warn!(error = %e, "IPv6 tables unreadable; nothing of ours can be there");
-                return Ok(T::default());
+    tether_netfilter::sweep(nf, family, tables(family, with_raw), on_save_error, plan).map_err(
+        |e| match e {
+            SweepError::Save(e) => nf_err("reading the iptables rules")(e),
+            SweepError::Plan(e) => e,
+            SweepError::Apply(e) => {
+                Error::internal(format!("applying the port mapping rules: {e}"))
             }
-            Err(e) => return Err(e),
-        };
-        let (batch, value) = plan(&tables)?;
-        match v6dnat::apply(nf, &batch) {
-            Ok(()) => return Ok(value),
-            Err(e) if attempt < ATTEMPTS => {
-                tracing::debug!(error = %e, "batch went stale, reading the tables again");
-                attempt += 1;
-            }
-            Err(e) => {
-                return Err(Error::internal(format!(
-                    "applying the port mapping rules: {e}"
-                )));
-            }
-        }
-    }
+        },
+    )
 }
 
 /// Removes one attachment's rules in one family (by container id and ifname, any network name).
 /// Returns what its rules published.
 fn remove(nf: &Netfilter, family: Family, who: &Owner<'_>) -> Result<Vec<Published>, Error> {
     let extra = [who.chain()];
-    sweep(nf, family, false, Purpose::Teardown, |t| {
+    sweep(nf, family, false, OnSaveError::SkipV6, |t| {
         let r = layout::removal(
-            &t.nat,
+            t.table(Table::Nat),
             family,
             |_, cid, ifname| cid == who.container_id && ifname == who.ifname,
             &extra,
@@ -148,8 +106,9 @@ fn add_family(
 ) -> Result<(), Error> {
     let family = Family::of(addr);
     let own_chain = who.chain();
-    sweep(nf, family, true, Purpose::Setup, |t| {
-        let existing = layout::published(&t.nat, family);
+    sweep(nf, family, true, OnSaveError::Fail, |t| {
+        let nat = t.table(Table::Nat);
+        let existing = layout::published(nat, family);
         if let Some((m, holder)) = layout::conflict(cfg, who, family, &existing) {
             return Err(Error::internal(format!(
                 "host port {}/{} on {} is already published by container {} (interface {}, \
@@ -168,7 +127,7 @@ fn add_family(
         }
         if let MarkChain::External(chain) = &cfg.mark
             && cfg.snat
-            && !t.nat.has_chain(chain)
+            && !nat.has_chain(chain)
         {
             return Err(Error::invalid_config(format!(
                 "externalSetMarkChain {chain} does not exist in the {family:?} nat table"
@@ -178,7 +137,7 @@ fn add_family(
         // A repeated ADD, or one after the network was renamed: replace what this attachment
         // had. Our own chain is kept (re-declaring it below flushes it).
         let mut old = layout::removal(
-            &t.nat,
+            nat,
             family,
             |_, cid, ifname| cid == who.container_id && ifname == who.ifname,
             &[],
@@ -186,7 +145,7 @@ fn add_family(
         old.chains.remove(&own_chain);
         let build = |b: &mut Batch| -> tether_netfilter::Result<()> {
             old.add_to(b)?;
-            layout::ensure_base(b, cfg, family, &t.nat, t.raw.as_ref())?;
+            layout::ensure_base(b, cfg, family, nat, t.get(Table::Raw))?;
             layout::add_attachment(b, cfg, who, addr)
         };
         build(&mut b).map_err(nf_err("building the port mapping rules"))?;
@@ -272,22 +231,6 @@ fn flush_after_removal(gone: &[Published]) {
     }
 }
 
-/// Runs `f` for each family on its own thread: the v4 and v6 tools are separate processes
-/// working on separate tables, so their latencies need not add up.
-fn per_family<T: Send>(families: &[Family], f: impl Fn(Family) -> T + Sync) -> Vec<T> {
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = families
-            .iter()
-            .map(|&family| s.spawn(move || f(family)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("per-family worker panicked"))
-            .collect()
-    })
-}
-
 impl Plugin for Portmap {
     fn name(&self) -> &'static str {
         "portmap"
@@ -306,7 +249,7 @@ impl Plugin for Portmap {
         let fams = families(&addrs);
         let nf = Netfilter::new();
         let who = owner(req);
-        let guard = lock::acquire();
+        let guard = netfilter_lock();
         let results = per_family(&fams, |family| {
             let addr = addrs
                 .iter()
@@ -337,7 +280,7 @@ impl Plugin for Portmap {
         config::parse(req)?;
         let nf = Netfilter::new();
         let who = owner(req);
-        let guard = lock::acquire();
+        let guard = netfilter_lock();
         let mut gone = Vec::new();
         for res in per_family(&Family::ALL, |family| remove(&nf, family, &who)) {
             gone.extend(res?);
@@ -364,8 +307,10 @@ impl Plugin for Portmap {
                 .iter()
                 .find(|a| Family::of(a) == family)
                 .expect("a family comes from an address");
-            let t = read(&nf, family, true)?;
-            layout::check(&cfg, &who, addr, &t.nat, t.raw.as_ref()).map_err(|msg| {
+            let t = nf
+                .save_tables(family, tables(family, true))
+                .map_err(nf_err("reading the iptables rules"))?;
+            layout::check(&cfg, &who, addr, t.table(Table::Nat), t.get(Table::Raw)).map_err(|msg| {
                 Error::new(ErrorCode::Internal, format!("portmap CHECK failed: {msg}"))
             })
         });
@@ -381,25 +326,24 @@ impl Plugin for Portmap {
                     .iter()
                     .any(|a| a.container_id == cid && a.ifname == ifname)
         };
-        let guard = lock::acquire();
+        let guard = netfilter_lock();
         let results = per_family(&Family::ALL, |family| {
-            sweep(&nf, family, false, Purpose::Teardown, |t| {
+            sweep(&nf, family, false, OnSaveError::SkipV6, |t| {
+                let nat = t.table(Table::Nat);
                 // Chains nobody jumps to and that hold no rules: left by an interrupted ADD of
                 // an older version or by hand; nothing can be using them.
-                let orphans: Vec<String> = t
-                    .nat
+                let orphans: Vec<String> = nat
                     .chains
                     .iter()
                     .filter(|c| c.starts_with(layout::DN_PREFIX))
                     .filter(|c| {
-                        !t.nat
-                            .rules
+                        !nat.rules
                             .iter()
                             .any(|r| &r.chain == *c || r.target() == Some(c.as_str()))
                     })
                     .cloned()
                     .collect();
-                let r = layout::removal(&t.nat, family, is_stale, &orphans);
+                let r = layout::removal(nat, family, is_stale, &orphans);
                 let mut b = Batch::new(family);
                 r.add_to(&mut b)
                     .map_err(nf_err("removing stale port mappings"))?;

@@ -1,6 +1,9 @@
 //! Shared helpers: a throwaway namespace with a `Netfilter` bound to it, and normalized snapshots.
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
 use netns_fixtures::Netns;
 use tether_netfilter::{Family, IpNetwork, Netfilter, Tools};
 
@@ -108,4 +111,38 @@ pub fn ip(ns: &Netns, args: &str) {
         "ip {args}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// A stand-in for one of the tools: counts its calls in `dir/count`; fails the first `failures`
+/// calls with `iptables-restore: line 2 failed: <message>` on stderr (exit 4), then runs `real`
+/// with the same arguments.
+pub fn wrapper(dir: &Path, real: &Path, failures: u32, message: &str) -> PathBuf {
+    let path = dir.join("wrapper");
+    let count = dir.join("count");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n\
+             n=$(cat {count} 2>/dev/null || echo 0)\n\
+             echo $((n + 1)) > {count}\n\
+             if [ \"$n\" -lt {failures} ]; then\n\
+               cat > /dev/null\n\
+               echo 'iptables-restore: line 2 failed: {message}' >&2\n\
+               exit 4\n\
+             fi\n\
+             exec {real} \"$@\"\n",
+            count = count.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// How many times the [`wrapper`] in `dir` ran.
+pub fn calls(dir: &Path) -> u32 {
+    std::fs::read_to_string(dir.join("count"))
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or(0)
 }
