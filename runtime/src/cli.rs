@@ -44,8 +44,8 @@ pub struct Global {
     /// Where network configs (*.conflist) live [default: /etc/tether/net.d]
     #[arg(long, global = true, env = "TETHER_CONFIG_DIR", value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Directories to search for CNI plugins, ':'-separated. Searched after the directory tether is
-    /// installed in and before /opt/cni/bin
+    /// Directories to search for CNI plugins, ':'-separated; overrides cniPath of the config file
+    /// [default: the directory tether is installed in, then /opt/cni/bin]
     #[arg(long, global = true, env = "CNI_PATH", value_name = "DIRS")]
     pub cni_path: Option<String>,
     /// A JSON config file with defaults for root, configDir and cniPath
@@ -275,6 +275,10 @@ pub enum NetworkCmd {
         /// Do not masquerade traffic leaving the subnet
         #[arg(long)]
         no_masquerade: bool,
+        /// The conflist's cniVersion [default: the newest the plugins support, up to 1.1.0, which
+        /// `network prune` needs to send GC]
+        #[arg(long, value_name = "VERSION")]
+        cni_version: Option<String>,
     },
     /// List networks
     Ls,
@@ -350,7 +354,9 @@ fn paths(g: &Global) -> Result<Paths> {
             .map_err(|e| Error::usage(format!("config file {}: {e}", g.config.display())))?,
         Err(_) => ConfigFile::default(),
     };
-    let user_cni: Vec<PathBuf> = match (&g.cni_path, &file.cni_path) {
+    // An empty CNI_PATH counts as unset, so the config file or the defaults apply.
+    let flag = g.cni_path.as_deref().filter(|s| !s.is_empty());
+    let user_cni: Vec<PathBuf> = match (flag, &file.cni_path) {
         (Some(s), _) => network::split_path_list(s),
         (None, Some(Value::String(s))) => network::split_path_list(s),
         (None, Some(Value::Array(a))) => a
@@ -624,6 +630,7 @@ fn network_cmd(p: &Paths, n: NetworkCmd) -> Result<i32> {
             gateway,
             bridge,
             no_masquerade,
+            cni_version,
         } => {
             let subnet = subnet.parse().map_err(|e| {
                 Error::usage(format!(
@@ -645,6 +652,7 @@ fn network_cmd(p: &Paths, n: NetworkCmd) -> Result<i32> {
                     gateway,
                     bridge: bridge.as_deref(),
                     masquerade: !no_masquerade,
+                    cni_version: cni_version.as_deref(),
                 },
             )?;
             println!("{name}");
@@ -854,6 +862,41 @@ mod tests {
         let mut missing = Vec::new();
         walk(&cmd, "tether", &mut missing);
         assert_eq!(missing, Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_explicit_cni_path_replaces_the_default_search_path() {
+        let d = tempfile::tempdir().unwrap();
+        let global = |cni: Option<&str>, config: &str| Global {
+            root: None,
+            config_dir: None,
+            cni_path: cni.map(str::to_string),
+            config: d.path().join(config),
+            cgroup_manager: Manager::Auto,
+            log: "warn".into(),
+        };
+        let search = |cni: Option<&str>, config: &str| -> Vec<String> {
+            paths(&global(cni, config))
+                .unwrap()
+                .cni_path
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        };
+        let exe_dir = std::env::current_exe().unwrap();
+        let exe_dir = exe_dir.parent().unwrap().display().to_string();
+        assert_eq!(
+            search(None, "absent.json"),
+            [exe_dir, "/opt/cni/bin".into()]
+        );
+        assert_eq!(search(Some("/a::/b:/a"), "absent.json"), ["/a", "/b"]);
+        std::fs::write(d.path().join("list.json"), r#"{"cniPath": ["/c"]}"#).unwrap();
+        std::fs::write(d.path().join("str.json"), r#"{"cniPath": "/d:/e"}"#).unwrap();
+        assert_eq!(search(None, "list.json"), ["/c"]);
+        assert_eq!(search(None, "str.json"), ["/d", "/e"]);
+        // The flag (or CNI_PATH) beats the file; an empty one counts as unset.
+        assert_eq!(search(Some("/a"), "str.json"), ["/a"]);
+        assert_eq!(search(Some(""), "str.json"), ["/d", "/e"]);
     }
 
     #[test]

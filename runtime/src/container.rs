@@ -419,7 +419,18 @@ pub fn prune(paths: &Paths) -> Result<Vec<String>> {
         .collect();
     let mut lists: Vec<ConfList> = crate::network::list_networks(paths)
         .into_iter()
-        .map(|(l, _)| l)
+        .map(|(mut l, _)| {
+            // `run -p` adds portmap to bridge networks: its rules are theirs to collect too.
+            if crate::network::is_bridge_network(&l)
+                && cni::runtime::find_plugin("portmap", &paths.cni_path).is_ok()
+            {
+                crate::network::add_portmap(&mut l);
+            }
+            if l.name == crate::network::DEFAULT_NETWORK {
+                crate::network::negotiate_version(&mut l, &paths.cni_path);
+            }
+            l
+        })
         .collect();
     for st in store.list() {
         if let Ok(l) =

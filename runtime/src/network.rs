@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_NETWORK: &str = "bridge";
 pub const DEFAULT_BRIDGE: &str = "tether0";
 pub const DEFAULT_SUBNET: &str = "10.88.0.0/16";
-pub const CNI_VERSION: &str = "1.0.0";
+/// The spec version of the networks tether makes: 1.1.0 brings GC (what `network prune` relies on to
+/// collect leases, veths and rules nobody has a cache entry for any more) and STATUS.
+pub const CNI_VERSION: &str = "1.1.0";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetMode {
@@ -52,18 +54,21 @@ impl NetMode {
     }
 }
 
-/// The plugin search path: the directory `tether` is installed in (where the workspace builds the
-/// plugins), then the user's (`--cni-path`, `CNI_PATH` or the config file), then `/opt/cni/bin`.
+/// The plugin search path: the user's (`--cni-path`, `CNI_PATH` or the config file's `cniPath`)
+/// when given, as every CNI runtime treats `CNI_PATH`; otherwise the directory `tether` is installed
+/// in (where the workspace builds the plugins), then `/opt/cni/bin`.
 pub fn cni_search_path(user: &[PathBuf]) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        v.push(dir);
+    if user.is_empty() {
+        v.extend(
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf)),
+        );
+        v.push(PathBuf::from("/opt/cni/bin"));
+    } else {
+        v.extend(user.iter().cloned());
     }
-    v.extend(user.iter().cloned());
-    v.push(PathBuf::from("/opt/cni/bin"));
     let mut seen = Vec::new();
     v.retain(|p| {
         if seen.contains(p) {
@@ -143,8 +148,78 @@ pub fn builtin_bridge(paths: &Paths) -> ConfList {
     )
 }
 
-/// The conflist of a named network: the built-in `bridge`, or `<config_dir>/*.conflist` by name.
+/// Lowers `list.cni_version` to the newest version that every plugin of the list found on
+/// `cni_path` supports, asking each with VERSION as libcni's `ValidateNetworkList` does. Only for
+/// the lists tether generates: Debian's reference plugins, for example, stop at 1.0.0, and the
+/// built-in network must work with them too. Plugins that are missing or do not answer are left to
+/// fail on use, with their own error.
+pub fn negotiate_version(list: &mut ConfList, cni_path: &[PathBuf]) {
+    let mut types: Vec<&str> = Vec::new();
+    for p in &list.plugins {
+        for ty in [p.get("type"), p.pointer("/ipam/type")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !types.contains(&ty) {
+                types.push(ty);
+            }
+        }
+    }
+    let mut common: Vec<&str> = cni::version::ALL
+        .iter()
+        .copied()
+        .filter(|v| cni::version::at_least(&list.cni_version, v))
+        .collect();
+    let stdin = json!({ "cniVersion": list.cni_version }).to_string();
+    let search: Vec<String> = cni_path.iter().map(|p| p.display().to_string()).collect();
+    let env = [
+        ("CNI_COMMAND", "VERSION".to_string()),
+        ("CNI_PATH", search.join(":")),
+    ];
+    for ty in types {
+        let Ok(bin) = cni::runtime::find_plugin(ty, cni_path) else {
+            continue;
+        };
+        match cni::invoke::exec_plugin(&bin, &env, stdin.as_bytes()) {
+            Ok(Some(v)) => {
+                let supported: Vec<&str> = v
+                    .get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                common.retain(|c| supported.contains(c));
+            }
+            Ok(None) => tracing::debug!(plugin = ty, "VERSION printed nothing"),
+            Err(e) => tracing::debug!(plugin = ty, error = %e, "VERSION failed"),
+        }
+    }
+    if let Some(best) = common.last()
+        && *best != list.cni_version
+    {
+        tracing::info!(
+            network = %list.name,
+            from = %list.cni_version,
+            to = best,
+            "lowering cniVersion to what the plugins support"
+        );
+        list.cni_version = best.to_string();
+    }
+}
+
+/// The conflist of a named network: the built-in `bridge` (its version negotiated with the
+/// plugins), or `<config_dir>/*.conflist` by name, as written.
 pub fn load_network(paths: &Paths, name: &str) -> Result<ConfList> {
+    let mut l = load_network_file(paths, name)?;
+    if name == DEFAULT_NETWORK {
+        negotiate_version(&mut l, &paths.cni_path);
+    }
+    Ok(l)
+}
+
+fn load_network_file(paths: &Paths, name: &str) -> Result<ConfList> {
     if name == DEFAULT_NETWORK {
         return Ok(builtin_bridge(paths));
     }
@@ -165,7 +240,7 @@ pub fn conflist_for(paths: &Paths, mode: &NetMode, ports: &[PortMapping]) -> Res
         NetMode::None => single("none", "none"),
         NetMode::Host => single("host", "host"),
         NetMode::Container(_) => single("container", "container"),
-        NetMode::Network(name) => load_network(paths, name)?,
+        NetMode::Network(name) => load_network_file(paths, name)?,
     };
     if !ports.is_empty() {
         if !matches!(mode, NetMode::Network(_)) {
@@ -173,20 +248,38 @@ pub fn conflist_for(paths: &Paths, mode: &NetMode, ports: &[PortMapping]) -> Res
                 "-p publishes ports of a container with its own address: use it with --net=bridge or a network from `tether network create`",
             ));
         }
-        let has_portmap = list.plugins.iter().any(|p| {
-            p.pointer("/capabilities/portMappings")
-                .and_then(Value::as_bool)
-                == Some(true)
-        });
-        if !has_portmap {
-            list.plugins.push(json!({
-                "type": "portmap",
-                "capabilities": { "portMappings": true },
-                "snat": true,
-            }));
-        }
+        add_portmap(&mut list);
+    }
+    if *mode == NetMode::Network(DEFAULT_NETWORK.into()) {
+        negotiate_version(&mut list, &paths.cni_path);
     }
     Ok(list)
+}
+
+/// Appends the `portmap` plugin (with the `portMappings` capability) unless the list has a plugin
+/// with that capability already.
+pub fn add_portmap(list: &mut ConfList) {
+    let has_portmap = list.plugins.iter().any(|p| {
+        p.pointer("/capabilities/portMappings")
+            .and_then(Value::as_bool)
+            == Some(true)
+    });
+    if !has_portmap {
+        list.plugins.push(json!({
+            "type": "portmap",
+            "capabilities": { "portMappings": true },
+            "snat": true,
+        }));
+    }
+}
+
+/// Whether a list is a bridge network (one `tether run -p` would add `portmap` to).
+pub fn is_bridge_network(list: &ConfList) -> bool {
+    list.plugins
+        .first()
+        .and_then(|p| p.get("type"))
+        .and_then(Value::as_str)
+        == Some("bridge")
 }
 
 /// Fails with a message naming the binary and the search path if any plugin of `list` is missing.
@@ -276,6 +369,9 @@ pub struct CreateOpts<'a> {
     pub gateway: Option<std::net::IpAddr>,
     pub bridge: Option<&'a str>,
     pub masquerade: bool,
+    /// The conflist's `cniVersion`; by default the newest the plugins on the search path support,
+    /// up to [`CNI_VERSION`].
+    pub cni_version: Option<&'a str>,
 }
 
 /// Writes `<config_dir>/<name>.conflist`.
@@ -355,7 +451,7 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
             )));
         }
     }
-    let list = bridge_conflist(
+    let mut list = bridge_conflist(
         o.name,
         &bridge,
         o.subnet,
@@ -363,6 +459,16 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
         o.masquerade,
         &paths.ipam_dir(),
     );
+    match o.cni_version {
+        Some(v) if cni::version::ALL.contains(&v) => list.cni_version = v.to_string(),
+        Some(v) => {
+            return Err(Error::usage(format!(
+                "unknown --cni-version {v:?}: use one of {}",
+                cni::version::ALL.join(", ")
+            )));
+        }
+        None => negotiate_version(&mut list, &paths.cni_path),
+    }
     std::fs::create_dir_all(&paths.config_dir).ctx(at("create", &paths.config_dir))?;
     let path = paths.config_dir.join(format!("{}.conflist", o.name));
     let tmp = path.with_extension("conflist.tmp");
@@ -522,6 +628,7 @@ mod tests {
             gateway: None,
             bridge: None,
             masquerade: true,
+            cni_version: None,
         };
         let f = create_network(&p, &o).unwrap();
         assert!(f.ends_with("blue.conflist"));

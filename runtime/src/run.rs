@@ -442,10 +442,21 @@ fn create(paths: &Paths, plan: Plan) -> Result<(process::Child, Option<OwnedFd>)
                 c.abort();
             }
             // Unwind: DEL (when ADD ran), cgroup, state.
-            if let Err(ce) = container::cleanup(paths, &mut st, netns_fd.as_ref()) {
-                tracing::warn!(error = %ce, "cleanup after a failed start");
+            match container::cleanup(paths, &mut st, netns_fd.as_ref()) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                Err(ce) => {
+                    // Keep the record: it is all that still leads to the pinned namespace and
+                    // to what DEL could not remove, so `tether rm` can finish the job.
+                    tracing::warn!(error = %ce, "cleanup after a failed start");
+                    st.state.status = Status::Exited;
+                    st.state.finished_at = Some(state::now_rfc3339());
+                    if let Err(se) = store.save(&st) {
+                        tracing::warn!(error = %se, "saving the failed container's state");
+                    }
+                }
             }
-            let _ = std::fs::remove_dir_all(&dir);
             Err(e)
         }
     }

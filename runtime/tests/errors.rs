@@ -117,20 +117,103 @@ fn container_mode_with_unknown_or_stopped_target() {
     env.assert_clean();
 }
 
-#[test]
-fn missing_plugin_binary_names_the_binary_and_the_path() {
-    let env = Env::new();
+fn odd_network(env: &Env) {
     std::fs::create_dir_all(&env.config_dir).unwrap();
     std::fs::write(
         env.config_dir.join("odd.conflist"),
         r#"{"cniVersion":"1.0.0","name":"odd","plugins":[{"type":"no-such-plugin"}]}"#,
     )
     .unwrap();
+}
+
+#[test]
+fn missing_plugin_binary_names_the_binary_and_the_path() {
+    let env = Env::new();
+    odd_network(&env);
     let e = fails_cleanly(&env, &["run", "--net=odd", "--", "true"], "no-such-plugin");
-    assert!(
-        e.contains("/usr/lib/cni") && e.contains("/opt/cni/bin"),
-        "{e}"
+    // Exactly the CNI_PATH given: no default directories added to it.
+    let searched = format!("[{}]", netns_fixtures::bin_dir().display());
+    assert!(e.contains(&searched), "{e}");
+    assert!(e.contains("--cni-path"), "says what to do: {e}");
+
+    // Without any CNI_PATH: the directory tether is in, then /opt/cni/bin.
+    let mut c = env.cmd();
+    c.env_remove("CNI_PATH")
+        .args(["run", "--net=odd", "--", "true"]);
+    let r = run_with_timeout(c, std::time::Duration::from_secs(60));
+    let tether_dir = std::path::Path::new(TETHER).parent().unwrap().display();
+    let searched = format!("[{tether_dir}:/opt/cni/bin]");
+    assert!(r.fails_with("no-such-plugin").contains(&searched), "{r:#?}");
+    assert_eq!(env.state_entries(), Vec::<String>::new());
+}
+
+/// A directory with a `bridge` that fails ADD (and DEL too with `fail_del`) with its own CNI
+/// error, and our real host-local beside it.
+fn fake_bridge_dir(env: &Env, name: &str, fail_del: bool) -> std::path::PathBuf {
+    let dir = env.host.dir().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    let del = if fail_del {
+        ""
+    } else {
+        "[ \"$CNI_COMMAND\" = DEL ] && exit 0\n"
+    };
+    let script = format!(
+        "#!/bin/sh\n{del}echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"fake bridge from the explicit CNI_PATH\"}}'\nexit 1\n"
     );
+    let fake = dir.join("bridge");
+    std::fs::write(&fake, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(
+        netns_fixtures::bin_dir().join("host-local"),
+        dir.join("host-local"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn an_explicit_cni_path_wins_over_the_plugins_next_to_tether() {
+    require_plugins(&["bridge", "host-local"]);
+    let env = Env::new();
+    let dir = fake_bridge_dir(&env, "fake-cni", false);
+    let mut c = env.cmd();
+    c.env("CNI_PATH", &dir).args(["run", "--", "true"]);
+    let r = run_with_timeout(c, std::time::Duration::from_secs(60));
+    assert_eq!(r.code, Some(125), "{r:#?}");
+    r.fails_with("fake bridge from the explicit CNI_PATH");
+    env.assert_clean();
+    // The same through --cni-path, which also beats the environment.
+    let mut c = env.cmd();
+    c.args(["--cni-path", dir.to_str().unwrap(), "run", "--", "true"]);
+    run_with_timeout(c, std::time::Duration::from_secs(60))
+        .fails_with("fake bridge from the explicit CNI_PATH");
+    env.assert_clean();
+}
+
+#[test]
+fn a_failed_start_whose_del_fails_keeps_its_record_for_rm() {
+    require_plugins(&["bridge", "host-local"]);
+    let env = Env::new();
+    let dir = fake_bridge_dir(&env, "broken-cni", true);
+    let mut c = env.cmd();
+    c.env("CNI_PATH", &dir)
+        .args(["run", "--name", "half", "--", "true"]);
+    let r = run_with_timeout(c, std::time::Duration::from_secs(60));
+    assert_eq!(r.code, Some(125), "{r:#?}");
+    r.fails_with("fake bridge from the explicit CNI_PATH");
+    assert!(
+        r.stderr.contains("tether rm -f half"),
+        "says what to do: {r:#?}"
+    );
+    // The pinned namespace DEL never reached is still recorded...
+    let st = env.inspect("half");
+    assert_eq!(st["state"]["status"], "exited", "{st:#}");
+    let pinned = st["network"]["netnsPath"].as_str().unwrap().to_string();
+    assert!(std::path::Path::new(&pinned).exists(), "{st:#}");
+    // ...so `rm` with working plugins finishes the job.
+    env.tether(&["rm", "-f", "half"]).ok();
+    env.assert_clean();
 }
 
 #[test]

@@ -218,7 +218,10 @@ fn created_network_ls_inspect_rm() {
         "blue0",
     ])
     .ok();
-    assert!(env.config_dir.join("blue.conflist").is_file());
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.config_dir.join("blue.conflist")).unwrap())
+            .unwrap();
+    assert_eq!(conf["cniVersion"], "1.1.0", "our plugins speak 1.1.0");
     let ls = env.tether(&["network", "ls"]);
     assert!(
         ls.ok().contains("blue")
@@ -244,6 +247,30 @@ fn created_network_ls_inspect_rm() {
         .fails_with("reserved");
     env.tether(&["network", "create", "y", "--subnet", "nonsense"])
         .fails_with("CIDR");
+    env.tether(&[
+        "network",
+        "create",
+        "old",
+        "--subnet",
+        "10.91.0.0/24",
+        "--cni-version",
+        "1.0.0",
+    ])
+    .ok();
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.config_dir.join("old.conflist")).unwrap())
+            .unwrap();
+    assert_eq!(conf["cniVersion"], "1.0.0");
+    env.tether(&[
+        "network",
+        "create",
+        "z",
+        "--subnet",
+        "10.92.0.0/24",
+        "--cni-version",
+        "2.0",
+    ])
+    .fails_with("--cni-version");
     env.assert_clean();
 }
 
@@ -318,5 +345,92 @@ fn published_port_reaches_the_container() {
     });
     assert!(got, "{url} did not reach the container");
     env.tether(&["rm", "-f", "web"]).ok();
+    env.assert_clean();
+}
+
+fn host_veths(env: &Env) -> Vec<String> {
+    env.host_links()
+        .into_iter()
+        .filter(|l| l.starts_with("veth"))
+        .collect()
+}
+
+#[test]
+fn prune_gcs_what_no_cache_entry_remembers() {
+    require_plugins(&["bridge", "host-local"]);
+    let env = Env::new();
+    env.run_detached("keep", &[], &["sleep", "60"]);
+    let st = env.inspect("keep");
+    assert_eq!(st["network"]["conflist"]["cniVersion"], "1.1.0");
+    let keep_id = st["id"].as_str().unwrap().to_string();
+    // An attachment whose runtime forgot it: added by hand, then its cache entry lost.
+    let ns = env.host.container();
+    let netns = ns.path().display().to_string();
+    env.tether(&["cni", "add", "bridge", &netns, "--container-id", "ghost"])
+        .ok();
+    assert_eq!(env.leases().len(), 2);
+    assert_eq!(host_veths(&env).len(), 2);
+    let ghost_rules = |env: &Env| {
+        env.nat_rules()
+            .into_iter()
+            .filter(|r| r.contains("id=ghost "))
+            .count()
+    };
+    assert!(ghost_rules(&env) > 0, "{:#?}", env.nat_rules());
+    std::fs::remove_file(env.root.join("cni/results/bridge-ghost-eth0")).unwrap();
+    assert_eq!(env.cni_cache().len(), 1);
+
+    env.tether(&["network", "prune"]).ok();
+    assert_eq!(env.leases().len(), 1, "ghost's lease collected");
+    assert_eq!(host_veths(&env).len(), 1, "ghost's veth collected");
+    assert_eq!(ghost_rules(&env), 0, "{:#?}", env.nat_rules());
+    let inside = ns.command("ip").args(["-o", "link"]).output().unwrap();
+    assert!(!text(&inside).contains("eth0"), "{}", text(&inside));
+    // The running container's attachment is valid and untouched.
+    assert!(
+        env.nat_rules()
+            .iter()
+            .any(|r| r.contains(&format!("id={keep_id} ")))
+    );
+    env.tether(&["exec", "keep", "ping", "-c1", "-W2", "10.88.0.1"])
+        .ok();
+    env.tether(&["rm", "-f", "keep"]).ok();
+    env.assert_clean();
+}
+
+#[test]
+fn the_builtin_network_speaks_1_0_0_to_plugins_that_stop_there() {
+    // Debian's reference plugins support CNI up to 1.0.0: the built-in network lowers its
+    // version for them instead of failing.
+    let reference = std::path::Path::new("/usr/lib/cni");
+    for p in ["bridge", "host-local", "portmap"] {
+        assert!(
+            reference.join(p).is_file(),
+            "Debian's containernetworking-plugins must be installed in /usr/lib/cni"
+        );
+    }
+    let env = Env::new();
+    let mut c = env.cmd();
+    c.env("CNI_PATH", reference).args([
+        "run", "-d", "--name", "r", "-p", "8090:80", "--", "sleep", "60",
+    ]);
+    run_with_timeout(c, Duration::from_secs(60)).ok();
+    let st = env.inspect("r");
+    assert_eq!(st["network"]["conflist"]["cniVersion"], "1.0.0", "{st:#}");
+    let addr = st["network"]["result"]["ips"][0]["address"]
+        .as_str()
+        .unwrap();
+    assert!(addr.starts_with("10.88."), "{addr}");
+    let mut c = env.cmd();
+    c.env("CNI_PATH", reference).args(["network", "prune"]);
+    run_with_timeout(c, Duration::from_secs(60)).ok();
+    assert_eq!(
+        env.leases().len(),
+        1,
+        "prune keeps a running container's lease"
+    );
+    let mut c = env.cmd();
+    c.env("CNI_PATH", reference).args(["rm", "-f", "r"]);
+    run_with_timeout(c, Duration::from_secs(60)).ok();
     env.assert_clean();
 }

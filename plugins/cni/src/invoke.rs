@@ -52,7 +52,7 @@ pub fn exec_plugin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for k in ["PATH", "TETHER_LOG", "RUST_LOG"] {
+    for k in ["PATH", "TETHER_LOG", "TETHER_LOG_FILE", "RUST_LOG"] {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }

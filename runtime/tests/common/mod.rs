@@ -69,15 +69,16 @@ impl Env {
         }
     }
 
-    /// `tether` inside the fake host with this test's state. Plugins: ours next to the binary,
-    /// then Debian's reference plugins (drop-ins for bridge, host-local, portmap).
+    /// `tether` inside the fake host with this test's state. Plugins: ours only, the workspace's
+    /// binaries next to `tether`, named explicitly so a plugin the build lacks fails the test
+    /// instead of being found elsewhere.
     pub fn cmd(&self) -> Command {
         let mut c = self.host.command(TETHER);
         c.env("TETHER_ROOT", &self.root)
             .env("TETHER_CONFIG_DIR", &self.config_dir)
             .env("TETHER_CGROUP_PARENT", &self.cgroup_parent)
             .env("TETHER_CONFIG", self.host.dir().join("no-config.json"))
-            .env("CNI_PATH", "/usr/lib/cni")
+            .env("CNI_PATH", netns_fixtures::bin_dir())
             .env_remove("TETHER_CGROUP_MANAGER")
             .env_remove("CNI_ARGS")
             .env_remove("CAP_ARGS")
