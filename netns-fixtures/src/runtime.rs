@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use cni::runtime::{ConfList, Invoker, RuntimeConf};
-use cni::{CniResult, Error};
+use cni::{Attachment, CniResult, Error};
 use serde_json::{Value, json};
 
 use crate::{Netns, TestHost};
@@ -81,6 +81,11 @@ impl CniHost {
         self.t.run(|| self.invoker.check(list, rt))
     }
 
+    /// GC through the whole list with these valid attachments, inside the host namespace.
+    pub fn gc(&self, list: &ConfList, valid: &[Attachment]) -> Result<(), Error> {
+        self.t.run(|| self.invoker.gc(list, valid))
+    }
+
     /// Runs one plugin of `CNI_PATH` directly, inside the host namespace, with the config a
     /// runtime derives for it from a list of `version` called `network` (`cniVersion`, `name`,
     /// and `prev` as `prevResult` in that version's format): for the steps of a chain one at a
@@ -103,21 +108,36 @@ impl CniHost {
         let ty = plugin["type"]
             .as_str()
             .expect("plugin config without a type");
-        let binary = self.bin_dir().join(ty);
+        self.exec_binary(&self.bin_dir().join(ty), command, Some(rt), &conf)
+    }
+
+    /// Runs `binary` (any plugin, on `CNI_PATH` or not) inside the host namespace with `conf`
+    /// on stdin as it is, `CNI_PATH` set to [`CniHost::bin_dir`], and the attachment's
+    /// `CNI_CONTAINERID`/`CNI_NETNS`/`CNI_IFNAME` (and its `CNI_ARGS`) when `rt` is given: for
+    /// commands without an attachment (GC, VERSION) and hand-made configs.
+    pub fn exec_binary(
+        &self,
+        binary: &Path,
+        command: &str,
+        rt: Option<&RuntimeConf>,
+        conf: &Value,
+    ) -> Result<Option<Value>, Error> {
         let mut env = vec![
             ("CNI_COMMAND", command.to_string()),
-            ("CNI_CONTAINERID", rt.container_id.clone()),
-            ("CNI_NETNS", rt.netns.display().to_string()),
-            ("CNI_IFNAME", rt.ifname.clone()),
             ("CNI_PATH", self.bin_dir().display().to_string()),
         ];
-        let args: Vec<String> = rt.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if !args.is_empty() {
-            env.push(("CNI_ARGS", args.join(";")));
+        if let Some(rt) = rt {
+            env.push(("CNI_CONTAINERID", rt.container_id.clone()));
+            env.push(("CNI_NETNS", rt.netns.display().to_string()));
+            env.push(("CNI_IFNAME", rt.ifname.clone()));
+            let args: Vec<String> = rt.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if !args.is_empty() {
+                env.push(("CNI_ARGS", args.join(";")));
+            }
         }
         let stdin = conf.to_string();
         self.t
-            .run(|| cni::invoke::exec_plugin(&binary, &env, stdin.as_bytes()))
+            .run(|| cni::invoke::exec_plugin(binary, &env, stdin.as_bytes()))
     }
 }
 

@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 use cni::{CniResult, Error, ErrorCode, Interface, Request};
 use ipnetwork::IpNetwork;
 use tether_netfilter::Netfilter;
-use tether_netlink::{IFA_F_TENTATIVE, Link, NsHandle, RouteSpec, sysctl_get, sysctl_set};
+use tether_netlink::{
+    IFA_F_TENTATIVE, Link, NsHandle, RTPROT_BOOT, RouteSpec, VethSpec, sysctl_get, sysctl_set,
+};
 
 use crate::config::{Config, format_mac};
 use crate::lock::lock_bridge;
 use crate::names::{alias, host_veth_name};
 use crate::plan::{Plan, plan, route_gateway};
 use crate::undo::Undo;
-use crate::{alias as ifalias, nf, nl};
+use crate::{nf, nl};
 
 /// `IFA_F_DADFAILED`
 const IFA_F_DADFAILED: u32 = 0x08;
@@ -74,16 +76,18 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         bridge
     };
 
+    // The alias records the attachment for GC (the name is a hash); a pair whose alias cannot
+    // be set is deleted again by create_veth_with.
+    let record = alias(&conf.network, &req.container_id, &req.ifname);
     let host_idx = host
-        .create_veth(
-            &veth,
-            conf.mtu,
-            Some(bridge.index),
-            &req.ifname,
-            ns_fd.as_fd(),
-            conf.mac,
-            conf.mtu,
-        )
+        .create_veth_with(&VethSpec {
+            mtu: conf.mtu,
+            master: Some(bridge.index),
+            alias: record.as_deref(),
+            peer_mac: conf.mac,
+            peer_mtu: conf.mtu,
+            ..VethSpec::new(&veth, &req.ifname, ns_fd.as_fd())
+        })
         .map_err(|e| match e {
             tether_netlink::Error::Exists(_) => Error::invalid_env(format!(
                 "create veth {veth} / {} in {}: {e} (a concurrent ADD for the same container and interface?)",
@@ -96,11 +100,6 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     undo.push(format!("delete veth {veth}"), move || {
         host_ref.del_link(host_idx).map_err(|e| e.to_string())
     });
-    if let Some(a) = alias(&conf.network, &req.container_id, &req.ifname) {
-        ifalias::set_alias(host_idx, &a).map_err(|e| {
-            Error::internal(format!("record attachment on {veth} (ifalias {a:?}): {e}"))
-        })?;
-    }
     host.set_bridge_port(
         host_idx,
         conf.hairpin_mode.then_some(true),
@@ -348,6 +347,8 @@ fn configure_container(
             scope: r.scope.and_then(|s| u8::try_from(s).ok()),
             mtu: r.mtu,
             advmss: r.advmss,
+            // As the reference (Go netlink's default), so `ip route` tells the same story.
+            protocol: Some(RTPROT_BOOT),
             ..RouteSpec::new(r.dst)
         };
         match cont.add_route(&spec) {

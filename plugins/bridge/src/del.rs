@@ -12,7 +12,7 @@ use tether_netlink::NsHandle;
 
 use crate::config::Config;
 use crate::names::{host_veth_name, parse_alias};
-use crate::{alias as ifalias, nf, nl};
+use crate::{nf, nl};
 
 pub fn del(req: &Request) -> Result<(), Error> {
     let conf = Config::parse(req)?;
@@ -98,8 +98,10 @@ fn del_in_container(req: &Request, known: &mut Vec<IpNetwork>) -> Result<(), Err
 /// is not compared: a network renamed between ADD and DEL must not leak the veth.
 fn del_host_veth(req: &Request) -> Result<(), Error> {
     let name = host_veth_name(&req.container_id, &req.ifname);
-    let Some(link) = ifalias::link_by_name(&name)
-        .map_err(|e| Error::internal(format!("look up host veth {name}: {e}")))?
+    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
+    let Some(link) = host
+        .link_by_name(&name)
+        .map_err(nl(format!("look up host veth {name}")))?
     else {
         return Ok(());
     };
@@ -113,7 +115,6 @@ fn del_host_veth(req: &Request) -> Result<(), Error> {
         tracing::warn!(%name, alias = ?link.alias, "host veth belongs to another attachment, left alone");
         return Ok(());
     }
-    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
     match host.del_link(link.index) {
         Ok(()) | Err(tether_netlink::Error::NotFound(_)) => Ok(()),
         Err(e) => Err(nl(format!("delete host veth {name}"))(e)),

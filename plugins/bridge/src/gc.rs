@@ -11,7 +11,7 @@ use tether_netlink::NsHandle;
 
 use crate::config::Config;
 use crate::names::parse_alias;
-use crate::{alias as ifalias, nf, nl};
+use crate::{nf, nl};
 
 pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
     let conf = Config::parse(req)?;
@@ -53,7 +53,8 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
 }
 
 fn gc_veths(conf: &Config, is_valid: &dyn Fn(&str, &str) -> bool) -> Result<usize, Error> {
-    let links = ifalias::links().map_err(|e| Error::internal(format!("list host links: {e}")))?;
+    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
+    let links = host.links().map_err(nl("list host links"))?;
     let stale: Vec<_> = links
         .into_iter()
         .filter(|l| l.kind.as_deref() == Some("veth"))
@@ -64,10 +65,6 @@ fn gc_veths(conf: &Config, is_valid: &dyn Fn(&str, &str) -> bool) -> Result<usiz
                 .is_some_and(|(net, cid, ifname)| net == conf.network && !is_valid(cid, ifname))
         })
         .collect();
-    if stale.is_empty() {
-        return Ok(0);
-    }
-    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
     let mut removed = 0;
     for l in stale {
         match host.del_link(l.index) {

@@ -29,12 +29,11 @@
 //!
 //! Differences a careful observer can see: the host veth is `veth` + 8 hex digits of
 //! sha256(cid NUL ifname) with the alias `tether:<net>:<cid>:<ifname>`; masquerade chains are
-//! `TETHER-<hash>` (see tether-netfilter); routes we add have protocol `static` (the reference's
-//! are `boot`); 1.1.0 results carry each interface's `mtu`; the IPAM runs before the bridge is
-//! touched, so a full pool or a non-bridge link named like the bridge changes nothing.
+//! `TETHER-<hash>` (see tether-netfilter); 1.1.0 results carry each interface's `mtu`; the IPAM
+//! runs before the bridge is touched, so a full pool or a non-bridge link named like the bridge
+//! changes nothing.
 
 mod add;
-mod alias;
 mod check;
 pub mod config;
 mod del;

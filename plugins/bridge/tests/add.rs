@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tether_netlink::{IFA_F_NODAD, IFA_F_TENTATIVE, format_mac};
+use tether_netlink::{IFA_F_NODAD, IFA_F_TENTATIVE, RTPROT_BOOT, format_mac};
 
 const VERSIONS: &[&str] = &[
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
@@ -131,18 +131,20 @@ fn kernel_state_matches_the_result() {
             assert_eq!(a.flags & IFA_F_TENTATIVE, 0, "{a:?}");
         }
     }
+    // The routes we add carry protocol `boot`, as the reference's do.
     let routes4 = c.routes(false).unwrap();
     assert!(
         routes4.iter().any(|rt| rt.dst.prefix() == 0
             && rt.gw == Some("10.11.0.1".parse().unwrap())
-            && rt.oif == Some(eth0.index)),
+            && rt.oif == Some(eth0.index)
+            && rt.protocol == RTPROT_BOOT),
         "{routes4:?}"
     );
     let routes6 = c.routes(true).unwrap();
     assert!(
-        routes6
-            .iter()
-            .any(|rt| rt.dst.prefix() == 0 && rt.gw == Some("fd11::1".parse().unwrap())),
+        routes6.iter().any(|rt| rt.dst.prefix() == 0
+            && rt.gw == Some("fd11::1".parse().unwrap())
+            && rt.protocol == RTPROT_BOOT),
         "{routes6:?}"
     );
     assert_eq!(

@@ -116,6 +116,28 @@ fn check_passes_after_add_and_fails_for_each_missing_object() {
     env.check(&healthy, "healthy", &conf, &rh).ok_empty();
 }
 
+/// Interface indexes are per namespace, so the container end can have the host end's index:
+/// each is still the other's peer, and CHECK must say so.
+#[test]
+fn check_passes_when_both_veth_ends_have_the_same_index() {
+    let env = Env::new();
+    let conf = conf11(&env, &["10.44.0.0/24"]);
+    let ctr = env.th.container();
+    // In the fresh host the bridge becomes link 2 and the host veth 3; one link more in the
+    // container (lo is 1) makes its eth0 3 too.
+    ctr.netlink().create_bridge("pad0", None, false).unwrap();
+    let r = env.add(&ctr, "c1", &conf).ok();
+    let hv = env.link(&host_veth(&r)).expect("host veth");
+    let eth0 = ctr.netlink().link_by_name("eth0").unwrap().expect("eth0");
+    assert_eq!(hv.index, eth0.index, "the test needs equal indexes");
+    assert_eq!(
+        (hv.peer_index, eth0.peer_index),
+        (Some(eth0.index), Some(hv.index))
+    );
+    env.check(&ctr, "c1", &conf, &r).ok_empty();
+    env.del(Some(&ctr), "c1", &conf, Some(&r)).ok_empty();
+}
+
 #[test]
 fn check_needs_040_and_a_prev_result() {
     let env = Env::new();

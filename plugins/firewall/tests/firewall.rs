@@ -331,8 +331,8 @@ fn shared_rules_are_the_references() {
 /// Podman's CNI conflist (0.4.0): bridge, portmap, firewall, tuning. Run with our chained plugins
 /// and, to show the test is fair, with the reference ones.
 fn podman_order(which: Impl) {
-    let portmap = ours("portmap");
-    let tuning = ours("tuning");
+    let portmap = netns_fixtures::plugin("portmap");
+    let tuning = netns_fixtures::plugin("tuning");
     let h = Host::new(
         which,
         &[

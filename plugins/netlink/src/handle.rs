@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
@@ -73,6 +73,35 @@ impl NsHandle {
     ) -> Result<()> {
         self.conn
             .block_on(async |handle| rtnl_ack(&handle, msg, flags).await)
+            .map_err(|e| from_rtnl(op, obj, e))
+    }
+
+    /// Like [`NsHandle::ack`], and returns the messages that came before the ACK (what the
+    /// kernel sends back for `NLM_F_ECHO`).
+    pub(crate) fn ack_echo(
+        &self,
+        op: &'static str,
+        obj: impl Display,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        self.conn
+            .block_on(async |mut handle| {
+                let mut replies = handle.request(req)?;
+                let mut out = Vec::new();
+                while let Some(reply) = replies.next().await {
+                    match reply.payload {
+                        NetlinkPayload::InnerMessage(m) => out.push(m),
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            return Err(rtnetlink::Error::NetlinkError(e));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(out)
+            })
             .map_err(|e| from_rtnl(op, obj, e))
     }
 

@@ -19,9 +19,9 @@ pub use addr::{Addr, IFA_F_NODAD, IFA_F_PERMANENT, IFA_F_TEMPORARY, IFA_F_TENTAT
 pub use error::{Error, Result};
 pub use handle::NsHandle;
 pub use ipnetwork::IpNetwork;
-pub use link::{BridgePort, Link};
+pub use link::{BridgePort, Link, VethSpec};
 pub use mac::{format_mac, parse_mac};
 pub use ns::{in_netns, open_netns};
 pub use raw::{Rtnl, rtnl_ack, rtnl_errno};
-pub use route::{RouteInfo, RouteSpec};
+pub use route::{RTPROT_BOOT, RTPROT_STATIC, RouteInfo, RouteSpec};
 pub use sysctl::{sysctl_get, sysctl_set};

@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use rtnetlink::packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
@@ -13,6 +13,9 @@ use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, Link
 use crate::error::{Error, Result};
 use crate::handle::NsHandle;
 use crate::mac::format_mac;
+
+/// `IFLA_IFALIAS` (linux/if_link.h).
+const IFLA_IFALIAS: u16 = 20;
 
 /// One network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +33,47 @@ pub struct Link {
     pub promisc: bool,
     /// `IFLA_LINK_NETNSID`: set when the link's peer (`peer_index`) lives in another namespace.
     pub link_netnsid: Option<i32>,
-    /// `IFLA_LINK`: for a veth, the peer's index (in the `link_netnsid` namespace when set).
+    /// `IFLA_LINK`: for a veth, the peer's index (in the `link_netnsid` namespace when set). It
+    /// may equal `index`: indexes are per namespace, so a peer elsewhere can have the same one.
     pub peer_index: Option<u32>,
     /// Bridge-port settings, present when the link is enslaved to a bridge.
     pub bridge_port: Option<BridgePort>,
+    /// `IFLA_IFALIAS` (`ip link set DEV alias TEXT`); `None` when unset or empty.
+    pub alias: Option<String>,
+}
+
+/// A veth pair for [`NsHandle::create_veth_with`]: start from [`VethSpec::new`] and set what
+/// differs from the defaults (`..VethSpec::new(..)`).
+#[derive(Debug, Clone, Copy)]
+pub struct VethSpec<'a> {
+    /// The end created in the handle's namespace, up.
+    pub name: &'a str,
+    pub mtu: Option<u32>,
+    /// Bridge to enslave the host end to.
+    pub master: Option<u32>,
+    /// `IFLA_IFALIAS` of the host end.
+    pub alias: Option<&'a str>,
+    /// The end created directly inside `peer_ns`, down.
+    pub peer_name: &'a str,
+    pub peer_ns: BorrowedFd<'a>,
+    pub peer_mac: Option<[u8; 6]>,
+    pub peer_mtu: Option<u32>,
+}
+
+impl<'a> VethSpec<'a> {
+    /// `name` here and `peer_name` in `peer_ns`, with everything else unset.
+    pub fn new(name: &'a str, peer_name: &'a str, peer_ns: BorrowedFd<'a>) -> VethSpec<'a> {
+        VethSpec {
+            name,
+            mtu: None,
+            master: None,
+            alias: None,
+            peer_name,
+            peer_ns,
+            peer_mac: None,
+            peer_mtu: None,
+        }
+    }
 }
 
 /// The bridge-port settings we manage.
@@ -57,6 +97,7 @@ impl Link {
             link_netnsid: None,
             peer_index: None,
             bridge_port: None,
+            alias: None,
         };
         for attr in m.attributes {
             match attr {
@@ -65,9 +106,11 @@ impl Link {
                 LinkAttribute::Mtu(v) => link.mtu = v,
                 LinkAttribute::Controller(i) if i != 0 => link.master = Some(i),
                 LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
-                LinkAttribute::Link(i) if i != 0 && i != m.header.index => {
-                    link.peer_index = Some(i)
-                }
+                // 0: a veth whose peer is gone. The link's own index is a real answer too: the
+                // kernel leaves IFLA_LINK out when it equals the index, except when the peer is in
+                // another namespace (IFLA_LINK_NETNSID), where it always sends it.
+                LinkAttribute::Link(i) if i != 0 => link.peer_index = Some(i),
+                LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -89,6 +132,15 @@ impl Link {
                 }
                 _ => {}
             }
+        }
+        // Kernels without "rtnetlink: always put IFLA_LINK for links with a link-netnsid" leave
+        // IFLA_LINK out whenever it equals the index: a veth with a peer elsewhere and no
+        // IFLA_LINK has a peer of its own index.
+        if link.peer_index.is_none()
+            && link.link_netnsid.is_some()
+            && link.kind.as_deref() == Some("veth")
+        {
+            link.peer_index = Some(link.index);
         }
         link
     }
@@ -158,7 +210,8 @@ impl NsHandle {
 
     /// Creates a veth pair in one request: `host_name` here (already up, enslaved to `master`
     /// when given) and `peer_name` directly inside `peer_ns` (down, so the caller can finish
-    /// configuring it). Returns the host end's index.
+    /// configuring it). Returns the host end's index. [`NsHandle::create_veth_with`] takes the
+    /// same as a [`VethSpec`], plus an alias.
     #[allow(clippy::too_many_arguments)] // mirrors the netlink request one-to-one
     pub fn create_veth(
         &self,
@@ -170,38 +223,77 @@ impl NsHandle {
         peer_mac: Option<[u8; 6]>,
         peer_mtu: Option<u32>,
     ) -> Result<u32> {
+        self.create_veth_with(&VethSpec {
+            mtu: host_mtu,
+            master,
+            peer_mac,
+            peer_mtu,
+            ..VethSpec::new(host_name, peer_name, peer_ns)
+        })
+    }
+
+    /// Creates the veth pair `spec` describes (see [`NsHandle::create_veth`]) and returns the
+    /// host end's index. With `spec.alias`, a failure to set it deletes the new pair again, so
+    /// the call either creates an aliased pair or nothing.
+    pub fn create_veth_with(&self, spec: &VethSpec<'_>) -> Result<u32> {
         // The kernel resolves IFLA_NET_NS_FD while handling the request; `peer_ns` is borrowed
         // for the whole call, so the fd stays open until then.
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer_name)
-            .setns_by_fd(peer_ns.as_raw_fd());
-        if let Some(mac) = peer_mac {
+            .name(spec.peer_name)
+            .setns_by_fd(spec.peer_ns.as_raw_fd());
+        if let Some(mac) = spec.peer_mac {
             peer = peer.address(mac.to_vec());
         }
-        if let Some(mtu) = peer_mtu {
+        if let Some(mtu) = spec.peer_mtu {
             peer = peer.mtu(mtu);
         }
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(host_name)
+            .name(spec.name)
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
-        if let Some(m) = master {
+        if let Some(m) = spec.master {
             host = host.controller(m);
         }
-        if let Some(mtu) = host_mtu {
+        if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }
-        let what = format!("veth {host_name} (peer {peer_name} in another netns)");
-        self.ack(
+        let what = format!(
+            "veth {} (peer {} in another netns)",
+            spec.name, spec.peer_name
+        );
+        // NLM_F_ECHO: recent kernels answer with the new link, which saves a lookup by name
+        // (older ones only acknowledge). The alias cannot ride along: the kernel ignores
+        // IFLA_IFALIAS in an RTM_NEWLINK that creates a link.
+        let echoed = self.ack_echo(
             "create",
             &what,
             RouteNetlinkMessage::NewLink(host.build()),
-            NLM_F_CREATE | NLM_F_EXCL,
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
         )?;
-        let link = self
-            .link_by_name(host_name)?
-            .ok_or_else(|| Error::NotFound(format!("create {what}: gone right after creation")))?;
-        Ok(link.index)
+        let index = match echoed
+            .into_iter()
+            .filter_map(as_link)
+            .find(|l| l.name == spec.name && l.index != 0)
+        {
+            Some(l) => l.index,
+            None => {
+                self.link_by_name(spec.name)?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("create {what}: gone right after creation"))
+                    })?
+                    .index
+            }
+        };
+        if let Some(alias) = spec.alias
+            && let Err(e) = self.set_alias(index, alias)
+        {
+            // Deleting one end deletes the pair.
+            if let Err(undo) = self.del_link(index) {
+                tracing::warn!(error = %undo, %what, "alias failed, and so did deleting the pair");
+            }
+            return Err(e);
+        }
+        Ok(index)
     }
 
     /// Applies an `ip link set`-style change (RTM_NEWLINK without NLM_F_CREATE).
@@ -255,6 +347,18 @@ impl NsHandle {
         )
     }
 
+    /// Sets `IFLA_IFALIAS`, a free-form description of up to 255 bytes; `""` removes it.
+    pub fn set_alias(&self, idx: u32, alias: &str) -> Result<()> {
+        // Sent without the NUL that `LinkAttribute::IfAlias` appends: the kernel counts it
+        // against the 255-byte limit, so a 255-byte alias would be refused (ERANGE).
+        let attr = DefaultNla::new(IFLA_IFALIAS, alias.as_bytes().to_vec());
+        self.change(
+            "set alias of",
+            idx,
+            LinkUnspec::new_with_index(idx).append_extra_attribute(LinkAttribute::Other(attr)),
+        )
+    }
+
     /// Renames a link (it must be down).
     pub fn set_name(&self, idx: u32, name: &str) -> Result<()> {
         self.change("rename", idx, LinkUnspec::new_with_index(idx).name(name))
@@ -302,5 +406,51 @@ impl NsHandle {
             Err(Error::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+
+    use super::Link;
+
+    fn veth(index: u32, attrs: Vec<LinkAttribute>) -> Link {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes = attrs;
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Veth,
+            )]));
+        Link::from_message(m)
+    }
+
+    #[test]
+    fn peer_index_from_ifla_link() {
+        // As current kernels report a peer elsewhere with the same index: IFLA_LINK is sent.
+        let l = veth(
+            7,
+            vec![LinkAttribute::LinkNetNsId(0), LinkAttribute::Link(7)],
+        );
+        assert_eq!(l.peer_index, Some(7));
+        // Older kernels leave it out when it equals the index.
+        let l = veth(7, vec![LinkAttribute::LinkNetNsId(0)]);
+        assert_eq!(l.peer_index, Some(7));
+        // Peer in the same namespace, and a peer that is gone (IFLA_LINK 0).
+        let l = veth(7, vec![LinkAttribute::Link(8)]);
+        assert_eq!((l.peer_index, l.link_netnsid), (Some(8), None));
+        let l = veth(7, vec![LinkAttribute::Link(0)]);
+        assert_eq!(l.peer_index, None);
+        let l = veth(7, vec![]);
+        assert_eq!(l.peer_index, None);
+    }
+
+    #[test]
+    fn empty_alias_is_none() {
+        let l = veth(3, vec![LinkAttribute::IfAlias(String::new())]);
+        assert_eq!(l.alias, None);
+        let l = veth(3, vec![LinkAttribute::IfAlias("a:b".into())]);
+        assert_eq!(l.alias.as_deref(), Some("a:b"));
     }
 }

@@ -17,6 +17,12 @@ use crate::handle::NsHandle;
 /// `RT_TABLE_LOCAL`: the kernel's own local/broadcast routes.
 const RT_TABLE_LOCAL: u32 = 255;
 
+/// `RTPROT_BOOT`: the protocol of routes that the Go netlink library (and so the reference CNI
+/// plugins) adds.
+pub const RTPROT_BOOT: u8 = 3;
+/// `RTPROT_STATIC`: what `ip route add` (and [`RouteSpec`] by default) adds.
+pub const RTPROT_STATIC: u8 = 4;
+
 /// A route to add or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -32,6 +38,9 @@ pub struct RouteSpec {
     pub scope: Option<u8>,
     pub mtu: Option<u32>,
     pub advmss: Option<u32>,
+    /// `RTPROT_*`. When adding, `None` means [`RTPROT_STATIC`]; when deleting, `None` matches
+    /// any protocol.
+    pub protocol: Option<u8>,
 }
 
 impl RouteSpec {
@@ -46,6 +55,7 @@ impl RouteSpec {
             scope: None,
             mtu: None,
             advmss: None,
+            protocol: None,
         }
     }
 }
@@ -64,6 +74,9 @@ impl std::fmt::Display for RouteSpec {
         }
         if let Some(t) = self.table {
             write!(f, " table {t}")?;
+        }
+        if let Some(p) = self.protocol {
+            write!(f, " proto {p}")?;
         }
         Ok(())
     }
@@ -98,6 +111,7 @@ impl RouteInfo {
             scope: self.scope,
             mtu: None,
             advmss: None,
+            protocol: Some(self.protocol),
         }
     }
 }
@@ -134,7 +148,11 @@ fn message(spec: &RouteSpec, deleting: bool) -> Result<RouteMessage> {
     b = b.scope(scope);
     if deleting {
         // 0 = wildcard for the kernel's delete matching.
-        b = b.protocol(RouteProtocol::Unspec).kind(RouteType::Unspec);
+        b = b
+            .protocol(RouteProtocol::from(spec.protocol.unwrap_or(0)))
+            .kind(RouteType::Unspec);
+    } else if let Some(p) = spec.protocol {
+        b = b.protocol(RouteProtocol::from(p));
     }
     let mut msg = b.build();
     let mut metrics = Vec::new();

@@ -5,8 +5,8 @@ use std::os::fd::AsFd;
 
 use netns_fixtures::Netns;
 use tether_netlink::{
-    Error, IFA_F_NODAD, IFA_F_TENTATIVE, IpNetwork, NsHandle, RouteSpec, format_mac, open_netns,
-    parse_mac, sysctl_get, sysctl_set,
+    Error, IFA_F_NODAD, IFA_F_TENTATIVE, IpNetwork, NsHandle, RTPROT_BOOT, RTPROT_STATIC,
+    RouteSpec, VethSpec, format_mac, open_netns, parse_mac, sysctl_get, sysctl_set,
 };
 
 fn netns() -> Netns {
@@ -587,4 +587,187 @@ fn raw_rtnetlink_dumps_and_hand_built_requests() {
         Some(libc::ENODEV),
         "{found:?}"
     );
+}
+
+#[test]
+fn veth_with_an_alias_and_alias_changes() {
+    let host = netns();
+    let ctr = netns();
+    let h = handle(&host);
+    let br = h.create_bridge("br0", None, false).unwrap();
+    let alias = "tether:net:0123abcd:eth0";
+    let idx = h
+        .create_veth_with(&VethSpec {
+            master: Some(br.index),
+            alias: Some(alias),
+            mtu: Some(1400),
+            peer_mtu: Some(1300),
+            ..VethSpec::new("veth0", "eth0", ctr.as_fd())
+        })
+        .unwrap();
+    let hv = h.link_by_index(idx).unwrap().expect("host end");
+    assert_eq!(hv.name, "veth0");
+    assert_eq!(hv.alias.as_deref(), Some(alias));
+    assert_eq!((hv.master, hv.mtu, hv.up), (Some(br.index), 1400, true));
+    // The same through a dump and through iproute2; the peer has no alias.
+    let listed = h.links().unwrap();
+    let l = listed.iter().find(|l| l.index == idx).unwrap();
+    assert_eq!(l.alias.as_deref(), Some(alias));
+    assert!(
+        listed
+            .iter()
+            .filter(|l| l.index != idx)
+            .all(|l| l.alias.is_none())
+    );
+    assert_eq!(
+        ip_json(&host, &["link", "show", "veth0"])[0]["ifalias"],
+        alias
+    );
+    let cv = handle(&ctr).link_by_name("eth0").unwrap().expect("peer");
+    assert_eq!((cv.alias, cv.mtu, cv.up), (None, 1300, false));
+
+    h.set_alias(idx, "changed").unwrap();
+    assert_eq!(
+        ip_json(&host, &["link", "show", "veth0"])[0]["ifalias"],
+        "changed"
+    );
+    assert_eq!(
+        h.link_by_name("veth0").unwrap().unwrap().alias.as_deref(),
+        Some("changed")
+    );
+    // "" removes it.
+    h.set_alias(idx, "").unwrap();
+    assert_eq!(h.link_by_index(idx).unwrap().unwrap().alias, None);
+    assert!(ip_json(&host, &["link", "show", "veth0"])[0]["ifalias"].is_null());
+    assert!(matches!(h.set_alias(4242, "x"), Err(Error::NotFound(_))));
+
+    // An alias the kernel refuses (IFALIASZ is 256 with the NUL): the error, and no pair is
+    // left behind on either side.
+    let long = "x".repeat(256);
+    let e = h
+        .create_veth_with(&VethSpec {
+            alias: Some(&long),
+            ..VethSpec::new("veth1", "eth1", ctr.as_fd())
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("alias"), "{e}");
+    assert!(h.link_by_name("veth1").unwrap().is_none());
+    assert!(handle(&ctr).link_by_name("eth1").unwrap().is_none());
+    // 255 bytes fit.
+    let max = "y".repeat(255);
+    let idx = h
+        .create_veth_with(&VethSpec {
+            alias: Some(&max),
+            ..VethSpec::new("veth1", "eth1", ctr.as_fd())
+        })
+        .unwrap();
+    assert_eq!(h.link_by_index(idx).unwrap().unwrap().alias, Some(max));
+}
+
+#[test]
+fn veth_peer_may_have_the_same_index_in_another_namespace() {
+    // Two fresh namespaces number their links alike (lo is 1): the pair gets index 2 in both.
+    let (a, b) = (netns(), netns());
+    let (ha, hb) = (handle(&a), handle(&b));
+    let ia = ha
+        .create_veth("va", None, None, "vb", b.as_fd(), None, None)
+        .unwrap();
+    let lb = hb.link_by_name("vb").unwrap().expect("peer");
+    assert_eq!(ia, lb.index, "the test needs equal indexes on both sides");
+    let la = ha.link_by_index(ia).unwrap().unwrap();
+    assert!(la.link_netnsid.is_some() && lb.link_netnsid.is_some());
+    assert_eq!(la.peer_index, Some(lb.index), "{la:?}");
+    assert_eq!(lb.peer_index, Some(la.index), "{lb:?}");
+    // iproute2 reads the same IFLA_LINK.
+    assert_eq!(ip_json(&a, &["link", "show", "va"])[0]["link_index"], ia);
+
+    // A veth with its peer in the same namespace never has its own index as peer, and a link
+    // without a peer has none.
+    let (ha2, _) = (pair(&a, &ha), ());
+    let peer = ha.link_by_name("b").unwrap().unwrap();
+    let own = ha.link_by_index(ha2).unwrap().unwrap();
+    assert_eq!((own.peer_index, own.link_netnsid), (Some(peer.index), None));
+    assert_eq!(ha.link_by_name("lo").unwrap().unwrap().peer_index, None);
+}
+
+#[test]
+fn route_protocol_is_set_listed_and_matched_on_delete() {
+    let ns = netns();
+    let h = handle(&ns);
+    let a = pair(&ns, &h);
+    h.add_addr(a, net("10.3.0.1/24"), false).unwrap();
+    h.add_addr(a, net("fd00:3::1/64"), true).unwrap();
+    let boot4 = RouteSpec {
+        gw: Some("10.3.0.254".parse().unwrap()),
+        protocol: Some(RTPROT_BOOT),
+        ..RouteSpec::new(net("192.0.2.0/24"))
+    };
+    let boot6 = RouteSpec {
+        oif: Some(a),
+        protocol: Some(RTPROT_BOOT),
+        ..RouteSpec::new(net("fd00:77::/64"))
+    };
+    let default4 = RouteSpec {
+        gw: Some("10.3.0.254".parse().unwrap()),
+        ..RouteSpec::new(net("0.0.0.0/0"))
+    };
+    for r in [&boot4, &boot6, &default4] {
+        h.add_route(r).unwrap();
+    }
+    let proto = |v6: bool, dst: &str| {
+        h.routes(v6)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.dst == net(dst))
+            .map(|r| r.protocol)
+    };
+    assert_eq!(proto(false, "192.0.2.0/24"), Some(RTPROT_BOOT));
+    assert_eq!(proto(true, "fd00:77::/64"), Some(RTPROT_BOOT));
+    assert_eq!(
+        proto(false, "0.0.0.0/0"),
+        Some(RTPROT_STATIC),
+        "the default"
+    );
+    // iproute2 agrees (it leaves `proto boot` out unless asked for details).
+    let by_iproute = |args: &[&str], dst: &str| {
+        let j = ip_json(&ns, args);
+        let r = j
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dst"] == dst)
+            .cloned();
+        r.unwrap_or_else(|| panic!("{dst} missing: {j}"))["protocol"].clone()
+    };
+    assert_eq!(by_iproute(&["-d", "route", "show"], "192.0.2.0/24"), "boot");
+    assert_eq!(by_iproute(&["-d", "route", "show"], "default"), "static");
+    assert_eq!(
+        by_iproute(&["-d", "-6", "route", "show"], "fd00:77::/64"),
+        "boot"
+    );
+
+    // Deleting with another protocol matches nothing, in both families; with none, any.
+    for (r, v6, dst) in [
+        (&boot4, false, "192.0.2.0/24"),
+        (&boot6, true, "fd00:77::/64"),
+    ] {
+        let wrong = RouteSpec {
+            protocol: Some(RTPROT_STATIC),
+            ..r.clone()
+        };
+        assert!(
+            matches!(h.del_route(&wrong), Err(Error::NotFound(_))),
+            "{wrong}"
+        );
+        assert!(wrong.to_string().ends_with(" proto 4"), "{wrong}");
+        assert_eq!(proto(v6, dst), Some(RTPROT_BOOT));
+        h.del_route(r).unwrap();
+        assert_eq!(proto(v6, dst), None);
+    }
+    h.del_route(&RouteSpec {
+        protocol: None,
+        ..default4.clone()
+    })
+    .unwrap();
+    assert_eq!(proto(false, "0.0.0.0/0"), None);
 }

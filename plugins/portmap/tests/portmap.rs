@@ -156,10 +156,9 @@ fn udp_published_while_a_client_is_sending() {
 /// a policy route ahead of the `local` table and `route_localnet` on its own interface (so its
 /// kernel sends to, and accepts replies from, 127.0.0.1 on a real link).
 fn route_localhost_via(ns: &netns_fixtures::Netns, via: &str, dev: &str) {
-    sh(ns, "ip", &["rule", "add", "pref", "100", "lookup", "local"]);
-    sh(ns, "ip", &["rule", "del", "pref", "0"]);
-    sh(
-        ns,
+    ns.sh("ip", &["rule", "add", "pref", "100", "lookup", "local"]);
+    ns.sh("ip", &["rule", "del", "pref", "0"]);
+    ns.sh(
         "ip",
         &[
             "rule",
@@ -172,8 +171,7 @@ fn route_localhost_via(ns: &netns_fixtures::Netns, via: &str, dev: &str) {
             "100",
         ],
     );
-    sh(
-        ns,
+    ns.sh(
         "ip",
         &[
             "route",
@@ -187,8 +185,7 @@ fn route_localhost_via(ns: &netns_fixtures::Netns, via: &str, dev: &str) {
             "100",
         ],
     );
-    sh(
-        ns,
+    ns.sh(
         "sysctl",
         &["-qw", &format!("net.ipv4.conf.{dev}.route_localnet=1")],
     );
@@ -226,11 +223,8 @@ fn forged_localhost_packets_are_dropped() {
     assert_tcp_blocked(&b.ns, sa(localhost, 8081));
 
     // Control: without the guard both attacks succeed, so the checks above can fail.
-    sh(
-        &h.host,
-        "iptables",
-        &["-t", "raw", "-F", "TETHER-LOCALNET-GUARD"],
-    );
+    h.host
+        .sh("iptables", &["-t", "raw", "-F", "TETHER-LOCALNET-GUARD"]);
     assert_tcp(outside, sa(localhost, 8081), "A");
     assert_tcp(&b.ns, sa(localhost, 9999), "HOST");
 }
@@ -402,8 +396,7 @@ fn gc_removes_only_stale_attachments_of_its_network() {
         .map(|x| Echo::start(&x.ns, 80, &x.id))
         .collect();
     // An empty per-attachment chain nobody jumps to (an interrupted ADD of an older version).
-    sh(
-        &h.host,
+    h.host.sh(
         "iptables",
         &["-t", "nat", "-N", "TETHER-DN-0123456789abcdef"],
     );
@@ -450,7 +443,7 @@ fn check_notices_missing_rules() {
         .find(|l| l.starts_with("-A TETHER-DN-") && l.contains("-j DNAT"))
         .expect("a v6 DNAT rule");
     let chain = dnat.split_whitespace().nth(1).unwrap();
-    sh(&h.host, "ip6tables", &["-t", "nat", "-F", chain]);
+    h.host.sh("ip6tables", &["-t", "nat", "-F", chain]);
     let e = h.check(&l, &a, caps.clone()).expect_err("CHECK must fail");
     assert!(e.msg.contains("DNAT") && e.msg.contains("8080"), "{e:?}");
     // A new ADD of the attachment writes everything again.

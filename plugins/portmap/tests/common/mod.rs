@@ -1,10 +1,10 @@
-//! A fake host for chained-plugin tests on top of `netns_fixtures::TestHost` (and its
-//! `Outside` neighbour): containers as namespaces, a `CNI_PATH` of symlinks (our portmap/firewall plus an interface plugin), conflists
-//! run through `cni::runtime::Invoker` exactly as a runtime runs them, and echo servers/clients
-//! whose sockets live in the namespaces.
+//! A fake host for chained-plugin tests on top of `netns_fixtures::CniHost` (and its `Outside`
+//! neighbour): containers as namespaces, a `CNI_PATH` of our portmap/firewall (or the
+//! reference's) plus an interface plugin, conflists run through `cni::runtime::Invoker` exactly
+//! as a runtime runs them, and echo servers/clients whose sockets live in the namespaces.
 //!
-//! Interface plugins (`bridge`, `host-local`, `loopback`): ours from the target dir when they have
-//! been built (CI builds every binary first), else Debian's reference ones, which are drop-ins.
+//! Interface plugins (`bridge`, `host-local`): ours from the target dir when they have been built
+//! (CI builds every binary first), else Debian's reference ones, which are drop-ins.
 //! `TETHER_TEST_IFACE_PLUGINS=tether|reference` forces one or the other.
 
 #![allow(dead_code)]
@@ -16,29 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cni::runtime::{ConfList, Invoker, RuntimeConf};
+use cni::runtime::{ConfList, RuntimeConf};
 use cni::{CniResult, Error};
-use netns_fixtures::{Netns, Outside, TestHost};
+use netns_fixtures::{CniHost, Netns};
 use serde_json::{Value, json};
-
-pub fn netns() -> Netns {
-    Netns::new().unwrap_or_else(|e| panic!("cannot create a network namespace: {e}"))
-}
-
-#[track_caller]
-pub fn sh(ns: &Netns, prog: &str, args: &[&str]) -> String {
-    let out = ns
-        .command(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{prog}: {e}"));
-    assert!(
-        out.status.success(),
-        "{prog} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Which implementation of a chained plugin a host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,36 +29,14 @@ pub enum Impl {
 }
 
 fn reference(name: &str) -> PathBuf {
-    let p = Path::new("/usr/lib/cni").join(name);
-    assert!(
-        p.is_file(),
-        "{} missing: install Debian's containernetworking-plugins",
-        p.display()
-    );
-    p
+    netns_fixtures::reference_plugin(name).unwrap_or_else(|| {
+        panic!("/usr/lib/cni/{name} missing: install Debian's containernetworking-plugins")
+    })
 }
 
-/// Our binaries live next to the test's `deps/` directory.
-pub fn ours(name: &str) -> PathBuf {
-    let p = netns_fixtures::bin_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} missing: run `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
-}
-
-/// The directory to put on `CNI_PATH`: `chained` (name, our binary) as ours or the reference's,
+/// The plugins to put on `CNI_PATH`: `chained` (name, our binary) as ours or the reference's,
 /// and the interface plugins.
-pub fn plugin_dir(
-    dir: &Path,
-    which: Impl,
-    iface: Option<Impl>,
-    chained: &[(&str, &str)],
-) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
+fn plugins(which: Impl, iface: Option<Impl>, chained: &[(&str, &str)]) -> Vec<(String, PathBuf)> {
     let tether_iface = match (iface, std::env::var("TETHER_TEST_IFACE_PLUGINS").as_deref()) {
         (Some(i), _) => i == Impl::Tether,
         (None, Ok("tether")) => true,
@@ -86,34 +45,35 @@ pub fn plugin_dir(
             .iter()
             .all(|n| netns_fixtures::bin_dir().join(n).is_file()),
     };
+    let mut out = Vec::new();
     for name in ["bridge", "host-local"] {
         let target = if tether_iface {
-            ours(name)
+            netns_fixtures::plugin(name)
         } else {
             reference(name)
         };
-        std::os::unix::fs::symlink(target, bin.join(name)).unwrap();
+        out.push((name.to_string(), target));
     }
     for (name, our_path) in chained {
         let target = match which {
             Impl::Tether => PathBuf::from(our_path),
             Impl::Reference => reference(name),
         };
-        std::os::unix::fs::symlink(target, bin.join(name)).unwrap();
+        out.push((name.to_string(), target));
     }
-    bin
+    out
 }
 
-/// A [`TestHost`] (derefs to it, and through it to the host [`Netns`]) that runs conflists.
+/// A [`CniHost`] (derefs to it, and through it to the `TestHost` and the host [`Netns`]) whose
+/// attachments are [`Container`]s on `eth0`.
 pub struct Host {
-    pub t: TestHost,
-    pub invoker: Invoker,
+    pub h: CniHost,
 }
 
 impl std::ops::Deref for Host {
-    type Target = TestHost;
-    fn deref(&self) -> &TestHost {
-        &self.t
+    type Target = CniHost;
+    fn deref(&self) -> &CniHost {
+        &self.h
     }
 }
 
@@ -129,49 +89,41 @@ impl Host {
 
     /// Like [`Host::new`], with the interface plugins' implementation forced.
     pub fn with_iface(which: Impl, iface: Option<Impl>, chained: &[(&str, &str)]) -> Host {
-        let t = TestHost::new();
-        let bin = plugin_dir(t.dir(), which, iface, chained);
-        let invoker = Invoker::new(vec![bin], t.state_dir().join("cache"));
-        Host { t, invoker }
+        let list = plugins(which, iface, chained);
+        let list: Vec<(&str, &Path)> = list
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect();
+        Host {
+            h: CniHost::new(&list),
+        }
     }
 
     pub fn container(&self, id: &str) -> Container {
         Container {
-            ns: self.t.container(),
+            ns: self.h.container(),
             id: id.to_string(),
         }
     }
 
-    /// A neighbour on the host's "LAN" (`outside0` here, `eth0` there). It has no route to the
-    /// container subnets: it can only use the host's own address.
-    pub fn add_outside(&self) -> Outside {
-        self.t.host.add_outside()
-    }
-
     fn rt(&self, c: &Container, caps: Value) -> RuntimeConf {
         RuntimeConf {
-            container_id: c.id.clone(),
-            netns: c.ns.path(),
-            ifname: "eth0".into(),
-            args: vec![],
             capability_args: caps.as_object().cloned().unwrap_or_default(),
+            ..c.ns.attachment(&c.id, "eth0")
         }
     }
 
     /// ADD through the list, run inside the host namespace as a runtime on that host would.
     pub fn add(&self, list: &ConfList, c: &Container, caps: Value) -> Result<CniResult, Error> {
-        let rt = self.rt(c, caps);
-        self.t.host.run(|| self.invoker.add(list, &rt))
+        self.h.add(list, &self.rt(c, caps))
     }
 
     pub fn del(&self, list: &ConfList, c: &Container, caps: Value) -> Result<(), Error> {
-        let rt = self.rt(c, caps);
-        self.t.host.run(|| self.invoker.del(list, &rt))
+        self.h.del(list, &self.rt(c, caps))
     }
 
     pub fn check(&self, list: &ConfList, c: &Container, caps: Value) -> Result<(), Error> {
-        let rt = self.rt(c, caps);
-        self.t.host.run(|| self.invoker.check(list, &rt))
+        self.h.check(list, &self.rt(c, caps))
     }
 
     pub fn gc(&self, list: &ConfList, valid: &[&Container]) -> Result<(), Error> {
@@ -182,7 +134,7 @@ impl Host {
                 ifname: "eth0".into(),
             })
             .collect();
-        self.t.host.run(|| self.invoker.gc(list, &valid))
+        self.h.gc(list, &valid)
     }
 
     /// Runs one plugin binary directly inside the host namespace (for commands a conflist of
@@ -194,19 +146,8 @@ impl Host {
         c: Option<&Container>,
         conf: &Value,
     ) -> Result<Option<Value>, Error> {
-        let mut env: Vec<(&str, String)> = vec![
-            ("CNI_COMMAND", command.to_string()),
-            ("CNI_PATH", self.invoker.cni_path[0].display().to_string()),
-        ];
-        if let Some(c) = c {
-            env.push(("CNI_CONTAINERID", c.id.clone()));
-            env.push(("CNI_NETNS", c.ns.path().display().to_string()));
-            env.push(("CNI_IFNAME", "eth0".into()));
-        }
-        let stdin = serde_json::to_vec(conf).unwrap();
-        self.t
-            .host
-            .run(|| cni::invoke::exec_plugin(binary, &env, &stdin))
+        let rt = c.map(|c| c.ns.attachment(&c.id, "eth0"));
+        self.h.exec_binary(binary, command, rt.as_ref(), conf)
     }
 
     /// `iptables-save -t <table>` (or ip6tables) of the host, without comments and counters.
@@ -216,7 +157,8 @@ impl Host {
         } else {
             "iptables-save"
         };
-        sh(&self.t.host, prog, &["-t", table])
+        self.h
+            .sh(prog, &["-t", table])
             .lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| match l.split_once(" [") {
@@ -249,7 +191,8 @@ impl Host {
 pub fn settle_ipv6(ns: &Netns) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        if sh(ns, "ip", &["-6", "-o", "addr", "show", "tentative"])
+        if ns
+            .sh("ip", &["-6", "-o", "addr", "show", "tentative"])
             .trim()
             .is_empty()
         {
@@ -304,12 +247,7 @@ pub fn conflist(
         }
     })];
     plugins.extend(chained);
-    ConfList::from_bytes(
-        json!({"cniVersion": version, "name": name, "plugins": plugins})
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap()
+    netns_fixtures::conflist(version, name, plugins)
 }
 
 /// The container's address of one family from a result.
