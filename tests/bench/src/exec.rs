@@ -21,6 +21,10 @@ pub struct Outcome {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub wall: Duration,
+    /// Wall-clock (realtime) instants of spawn and reaping, to line up with the child's own
+    /// log timestamps.
+    pub spawned_at: std::time::SystemTime,
+    pub reaped_at: std::time::SystemTime,
     /// Peak RSS, only when the exec went through the [`RUSAGE_MODE`] wrapper.
     pub peak_kib: Option<u64>,
     /// User + system CPU time of the child and its waited-for descendants.
@@ -58,6 +62,7 @@ pub fn run(mut cmd: Command, stdin: &[u8]) -> io::Result<Outcome> {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let spawned_at = std::time::SystemTime::now();
     let start = Instant::now();
     let mut child = cmd.spawn()?;
     let pid = child.id() as libc::pid_t;
@@ -69,6 +74,7 @@ pub fn run(mut cmd: Command, stdin: &[u8]) -> io::Result<Outcome> {
     let (stdout, stderr) = drain(child.stdout.take(), child.stderr.take())?;
     let (status, usage) = wait4(pid)?;
     let wall = start.elapsed();
+    let reaped_at = std::time::SystemTime::now();
     // `child` is dropped without waiting: wait4 already reaped it.
     drop(child);
     let code = if libc::WIFEXITED(status) {
@@ -82,6 +88,8 @@ pub fn run(mut cmd: Command, stdin: &[u8]) -> io::Result<Outcome> {
         stdout,
         stderr,
         wall,
+        spawned_at,
+        reaped_at,
         peak_kib: None,
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
     })

@@ -134,7 +134,13 @@ fn timeline(side: &Side, work: &Path, at: usize, p: &mut Profile) -> io::Result<
             continue;
         };
         let text = String::from_utf8_lossy(&call.outcome.stderr);
-        let lines = timeline_lines(&text);
+        let lines = timeline_lines(
+            &text,
+            Some((
+                secs_of_day(call.outcome.spawned_at),
+                secs_of_day(call.outcome.reaped_at),
+            )),
+        );
         let title = format!(
             "{} bridge {kind}, container {at} on the bridge, TETHER_LOG=debug: {:.1} ms wall \
              (logging included)",
@@ -161,6 +167,15 @@ fn timeline(side: &Side, work: &Path, at: usize, p: &mut Profile) -> io::Result<
     Ok(())
 }
 
+/// Seconds since midnight UTC, like [`timestamp`].
+fn secs_of_day(t: std::time::SystemTime) -> f64 {
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    d.rem_euclid(86400.0)
+}
+
 /// Seconds since midnight of a tracing timestamp (`2026-01-01T12:34:56.789012Z`).
 fn timestamp(line: &str) -> Option<f64> {
     let ts = line.split_whitespace().next()?;
@@ -176,9 +191,15 @@ fn timestamp(line: &str) -> Option<f64> {
 
 /// "+offset ms  (+delta)  event" for each timestamped log line, in time order. A delegate's
 /// stderr arrives embedded in one event of ours (`stderr=<its log>`) after it finished; its lines
-/// carry their own timestamps, so they are split out and put where they happened.
-pub fn timeline_lines(stderr: &str) -> Vec<String> {
+/// carry their own timestamps, so they are split out and put where they happened. `exec` is when
+/// the harness spawned and reaped the process (same clock), so start-up and the work after the
+/// last event show too.
+pub fn timeline_lines(stderr: &str, exec: Option<(f64, f64)>) -> Vec<String> {
     let mut events: Vec<(f64, String)> = Vec::new();
+    if let Some((spawned, reaped)) = exec {
+        events.push((spawned, "[spawned by the runtime]".into()));
+        events.push((reaped, "[exited, reaped by the runtime]".into()));
+    }
     for line in stderr.lines() {
         let Some(t) = timestamp(line) else {
             continue;
@@ -333,13 +354,13 @@ mod tests {
         let log = "2026-01-01T10:00:00.001000Z DEBUG start\n\
                    2026-01-01T10:00:00.003500Z DEBUG iptables-restore family=V4 batch=\"*nat\\n:A - [0:0]\\n-A A -m comment --comment \\\"x y\\\" -j ACCEPT\\nCOMMIT\\n\"\n\
                    not a log line\n";
-        let t = timeline_lines(log);
+        let t = timeline_lines(log, None);
         assert_eq!(t.len(), 2);
         assert!(t[1].starts_with("    2.50 ms  (+  2.50)"), "{t:?}");
         let nested = "2026-01-01T10:00:00.009000Z DEBUG plugin stderr plugin=h stderr=2026-01-01T10:00:00.002000Z DEBUG invoked\n\
                       2026-01-01T10:00:00.004000Z DEBUG released\n\
                       2026-01-01T10:00:00.001000Z DEBUG start\n";
-        let t = timeline_lines(nested);
+        let t = timeline_lines(nested, None);
         assert_eq!(t.len(), 4, "{t:?}");
         assert!(t[0].ends_with("DEBUG start"), "{t:?}");
         assert!(
@@ -350,6 +371,14 @@ mod tests {
             t[3].starts_with("    8.00 ms") && t[3].ends_with("plugin stderr plugin=h"),
             "{t:?}"
         );
+        let t = timeline_lines(nested, Some((36000.0005, 36000.0100)));
+        assert_eq!(t.len(), 6, "{t:?}");
+        assert!(t[0].ends_with("[spawned by the runtime]"), "{t:?}");
+        assert!(
+            t[1].starts_with("    0.50 ms  (+  0.50)  DEBUG start"),
+            "{t:?}"
+        );
+        assert!(t[5].starts_with("    9.50 ms  (+  1.00)  [exited"), "{t:?}");
         let b = logged_batches(log);
         assert_eq!(
             b,
