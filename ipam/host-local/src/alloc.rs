@@ -2,6 +2,7 @@
 
 use crate::Error;
 use crate::config::Config;
+use crate::index::Index;
 use crate::range::RangeSet;
 use crate::store::{Leases, Owner, Store};
 use cni::{Attachment, CniResult, IpConfig};
@@ -13,30 +14,37 @@ use std::net::IpAddr;
 /// result instead of failing or leaking, unlike the reference, which refuses with "duplicate
 /// allocation is not allowed"). Requested addresses go to the set that contains them. On any
 /// failure the addresses this call created are released again; earlier leases stay.
+///
+/// The cost does not grow with the number of leases: the pair's leases come from the
+/// [`Index`], and a free address is found by creating candidate lease files with `O_EXCL`.
 pub fn add(cfg: &Config, store: &Store, id: &str, ifname: &str) -> Result<Vec<IpConfig>, Error> {
-    let mut leases = store.leases()?;
+    let mut index = Index::open(store)?;
+    let held = index.held_by(id, ifname)?;
     let mut created = Vec::new();
-    let result = add_sets(cfg, store, &mut leases, id, ifname, &mut created);
+    let result = add_sets(cfg, store, &held.ips, id, ifname, &mut created);
     if result.is_err() {
-        for ip in created {
+        for &ip in &created {
             if let Err(e) = store.release(ip) {
                 tracing::warn!(%ip, error = %e, "cannot undo lease of failed ADD");
+                index.mark_incomplete("a lease of a failed ADD is left");
             }
         }
+    } else if !created.is_empty() {
+        index.added(id, ifname, &held, &created);
     }
+    index.finish();
     result
 }
 
 fn add_sets(
     cfg: &Config,
     store: &Store,
-    leases: &mut Leases,
+    held: &[IpAddr],
     id: &str,
     ifname: &str,
     created: &mut Vec<IpAddr>,
 ) -> Result<Vec<IpConfig>, Error> {
     let mut requested = cfg.requested.clone();
-    let held = leases.held_by(id, ifname);
     let mut ips = Vec::with_capacity(cfg.range_sets.len());
     for (idx, set) in cfg.range_sets.iter().enumerate() {
         let want = requested
@@ -47,7 +55,7 @@ fn add_sets(
         let ip = match mine {
             Some(ip) => keep_existing(ip, want, id, ifname)?,
             None => {
-                let ip = allocate_in_set(store, leases, idx, set, id, ifname, want)
+                let ip = allocate_in_set(store, idx, set, id, ifname, want)
                     .map_err(|e| e.context(format!("failed to allocate for range set {idx}")))?;
                 created.push(ip);
                 ip
@@ -103,7 +111,6 @@ fn keep_existing(
 
 fn allocate_in_set(
     store: &Store,
-    leases: &mut Leases,
     idx: usize,
     set: &RangeSet,
     id: &str,
@@ -119,53 +126,43 @@ fn allocate_in_set(
                 "requested IP {ip} is the gateway of range {range}"
             )));
         }
-        let taken = |by: &Owner| {
-            Error::Request(format!(
-                "requested IP address {ip} is not available in range set {set}: it is leased to {by}"
-            ))
-        };
-        if let Some(by) = leases.get(ip) {
-            return Err(taken(by));
-        }
         if !store.reserve(ip, id, ifname)? {
-            return Err(taken(&Owner::Foreign));
+            let by = store.owner(ip).unwrap_or(Owner::Foreign);
+            return Err(Error::Request(format!(
+                "requested IP address {ip} is not available in range set {set}: it is leased to {by}"
+            )));
         }
-        leases.0.insert(ip, Owner::attachment(id, ifname));
         store.set_last_reserved(idx, ip)?;
         return Ok(ip);
     }
-    let exhausted = || {
-        Error::Exhausted(format!(
-            "no IP addresses available in range set {set}: all {} usable addresses are leased (DEL or GC stale containers)",
-            set.capacity()
-        ))
-    };
-    // The count is exact (leases were read under the lock), so an exhausted /64 is reported at
-    // once instead of walking 2^64 candidates.
-    if leases.free_in(set) == 0 {
-        return Err(exhausted());
-    }
+    // As the reference: the `O_EXCL` create of each candidate is both the test and the
+    // reservation, so no listing is needed. Every failed candidate is an existing file, so the
+    // walk ends after at most (leases + 1) candidates even in a /64, and after the whole set
+    // when it is exhausted.
     for (_, ip) in set.candidates(store.last_reserved(idx)) {
-        if leases.get(ip).is_some() {
-            continue;
-        }
         if store.reserve(ip, id, ifname)? {
-            leases.0.insert(ip, Owner::attachment(id, ifname));
             store.set_last_reserved(idx, ip)?;
             return Ok(ip);
         }
-        // Created behind the lock by someone else: skip it like any other lease.
-        leases.0.insert(ip, Owner::Foreign);
     }
-    Err(exhausted())
+    Err(Error::Exhausted(format!(
+        "no IP addresses available in range set {set}: all {} usable addresses are leased (DEL or GC stale containers)",
+        set.capacity()
+    )))
 }
 
 /// DEL: releases every address of `(id, ifname)`, whichever range set (or older config) it came
 /// from. Returns what was released.
 pub fn release(store: &Store, id: &str, ifname: &str) -> Result<Vec<IpAddr>, Error> {
-    let held = store.leases()?.held_by(id, ifname);
-    release_all(store, &held)?;
-    Ok(held)
+    let mut index = Index::open(store)?;
+    let held = index.held_by(id, ifname)?;
+    let result = release_all(store, &held.ips);
+    match result {
+        Ok(()) => index.released(id, ifname, &held),
+        Err(_) => index.mark_incomplete("a lease could not be released"),
+    }
+    index.finish();
+    result.map(|()| held.ips)
 }
 
 /// Releases all of `ips`, trying every one before reporting the first error.
@@ -180,12 +177,13 @@ fn release_all(store: &Store, ips: &[IpAddr]) -> Result<(), Error> {
 }
 
 /// GC: releases every lease whose `(id, ifname)` is not in `valid`. An id-only lease stays while
-/// any attachment of its container is valid; empty files (a writer died mid-create) go.
+/// any attachment of its container is valid; empty files (a writer died mid-create) go. It reads
+/// every lease anyway, so it also rebuilds the index (dropping entries of vanished leases).
 pub fn gc(store: &Store, valid: &[Attachment]) -> Result<Vec<IpAddr>, Error> {
-    let stale: Vec<IpAddr> = store
-        .leases()?
+    let mut leases = store.leases()?;
+    let stale: Vec<IpAddr> = leases
         .0
-        .into_iter()
+        .iter()
         .filter(|(_, owner)| match owner {
             Owner::Attachment { id, ifname } => !valid
                 .iter()
@@ -194,10 +192,18 @@ pub fn gc(store: &Store, valid: &[Attachment]) -> Result<Vec<IpAddr>, Error> {
             Owner::Empty => true,
             Owner::Foreign => false,
         })
-        .map(|(ip, _)| ip)
+        .map(|(ip, _)| *ip)
         .collect();
-    release_all(store, &stale)?;
-    Ok(stale)
+    let result = release_all(store, &stale);
+    for ip in &stale {
+        leases.0.remove(ip);
+    }
+    let mut index = Index::rebuild(store, &leases);
+    if result.is_err() {
+        index.mark_incomplete("a stale lease could not be released");
+    }
+    index.finish();
+    result.map(|()| stale)
 }
 
 /// CHECK: `(id, ifname)` holds a lease in every range set, and every `prevResult` address that
@@ -282,10 +288,12 @@ mod tests {
             add(&self.cfg, &self.store(), id, "eth0")
                 .map(|v| v.iter().map(|c| c.address.to_string()).collect())
         }
+        /// The reference's files (our index aside).
         fn files(&self) -> Vec<String> {
             let mut v: Vec<String> = std::fs::read_dir(self.cfg.dir())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n != crate::index::INDEX_DIR)
                 .collect();
             v.sort();
             v

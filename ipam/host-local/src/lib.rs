@@ -6,6 +6,9 @@
 //!   (the reference fails with "duplicate allocation is not allowed");
 //! - STATUS answers code 50 when a range set has no free address; GC releases every lease
 //!   whose attachment is not in the runtime's valid list;
+//! - ADD and DEL do not slow down as leases accumulate: they look the attachment up in an index
+//!   of our own ([`index`]) instead of reading every lease file, and rebuild it from the leases
+//!   after the reference (or anyone else) changed the directory;
 //! - an exhausted pool on ADD is code 50 too; configuration problems are code 7 (the reference
 //!   answers 999 for everything); DEL only needs the network name and `dataDir`, so a config
 //!   whose ranges became invalid still releases its leases.
@@ -13,6 +16,7 @@
 pub mod alloc;
 pub mod config;
 pub mod dns;
+pub mod index;
 pub mod range;
 pub mod store;
 

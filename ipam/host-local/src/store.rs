@@ -8,6 +8,10 @@
 //! - `last_reserved_ip.<N>` holding the last address handed out from range set `N`;
 //! - `lock`, `flock`-ed by every operation. The reference locks it around each range set; we hold
 //!   it for a whole operation, which excludes the reference just the same.
+//!
+//! Beside them we keep `.tether/`, an index of our own that the reference ignores (see
+//! [`crate::index`]), and mark the directory's and the lock's mtimes to know whether that index is
+//! still complete.
 
 use crate::Error;
 use crate::range::RangeSet;
@@ -15,11 +19,12 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, File, FileTimes, Metadata, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const LOCK_FILE: &str = "lock";
@@ -94,6 +99,11 @@ impl Leases {
     /// current-format lease for the pair, as in the reference's release: with a current-format
     /// lease present, an id-only file cannot be this interface's.
     pub fn held_by(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
+        self.holding(id, ifname).ips
+    }
+
+    /// [`Leases::held_by`], saying which kind of lease it found.
+    pub fn holding(&self, id: &str, ifname: &str) -> Held {
         let pick = |legacy: bool| -> Vec<IpAddr> {
             self.0
                 .iter()
@@ -103,9 +113,15 @@ impl Leases {
         };
         let current = pick(false);
         if current.is_empty() {
-            pick(true)
+            Held {
+                ips: pick(true),
+                legacy: true,
+            }
         } else {
-            current
+            Held {
+                ips: current,
+                legacy: false,
+            }
         }
     }
 
@@ -114,6 +130,14 @@ impl Leases {
         let used = self.0.keys().filter(|ip| set.allocatable(**ip)).count() as u128;
         set.capacity().saturating_sub(used)
     }
+}
+
+/// The leases of one attachment: its current-format leases, or (when it has none) the id-only
+/// leases of its container, flagged `legacy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    pub ips: Vec<IpAddr>,
+    pub legacy: bool,
 }
 
 /// How an operation uses the store.
@@ -131,7 +155,9 @@ pub enum Access {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    _lock: Flock<File>,
+    /// The directory itself, opened to read and set its mtime (see [`Store::in_sync`]).
+    dir_file: File,
+    lock: Flock<File>,
 }
 
 fn io_err(what: impl fmt::Display, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -157,7 +183,20 @@ impl Store {
                 .mode(0o755)
                 .create(&dir)
                 .map_err(io_err("cannot create lease directory", &dir))?;
-        } else if !dir.is_dir() {
+        }
+        let dir_file = match File::open(&dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && access != Access::Create => {
+                return Ok(None);
+            }
+            Err(e) => return Err(io_err("cannot open lease directory", &dir)(e)),
+        };
+        // (Create made it a directory above, or failed.)
+        if !dir_file
+            .metadata()
+            .map_err(io_err("cannot stat", &dir))?
+            .is_dir()
+        {
             return Ok(None);
         }
         let lock_path = dir.join(LOCK_FILE);
@@ -185,7 +224,11 @@ impl Store {
                 }
             }
         };
-        Ok(Some(Store { dir, _lock: lock }))
+        Ok(Some(Store {
+            dir,
+            dir_file,
+            lock,
+        }))
     }
 
     pub fn dir(&self) -> &Path {
@@ -218,21 +261,26 @@ impl Store {
             let owner = if !is_file {
                 Owner::Foreign
             } else {
-                // One read: a regular file returns all of its (tiny) content at once, and
-                // this runs once per lease on every operation.
-                match File::open(entry.path()).and_then(|mut f| f.read(&mut buf)) {
-                    Ok(n) if n < buf.len() => Owner::parse(&String::from_utf8_lossy(&buf[..n])),
-                    Ok(_) => Owner::Foreign,
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        tracing::warn!(path = %entry.path().display(), error = %e, "unreadable lease file: treating its address as taken");
-                        Owner::Foreign
-                    }
+                match read_owner(&entry.path(), &mut buf) {
+                    Some(o) => o,
+                    None => continue,
                 }
             };
             out.insert(ip, owner);
         }
         Ok(Leases(out))
+    }
+
+    /// Who holds `ip`, from its lease file alone; `None` when there is no such file.
+    pub fn owner(&self, ip: IpAddr) -> Option<Owner> {
+        let path = self.lease_path(ip);
+        // Not a regular file (a directory, a FIFO that would block an open, a symlink): an
+        // address we leave alone, as `leases` does.
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Ok(m) if m.is_file() => read_owner(&path, &mut [0u8; MAX_LEASE_FILE]),
+            _ => Some(Owner::Foreign),
+        }
     }
 
     /// Creates the lease file for `ip`. `false` when it exists: the `O_EXCL` create is the
@@ -274,6 +322,39 @@ impl Store {
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
+    /// Is the directory still as our last [`Store::mark_in_sync`] left it, apart from our own
+    /// changes since (which kept the index up to date)? The mark is the directory's mtime lying
+    /// exactly 1 ns after the lock file's: any create or unlink in the directory, by anyone,
+    /// sets its mtime to the current time, which lies after the marked value (we mark it 1 ns
+    /// before what the kernel last set), and a freshly created lock has the directory's time
+    /// or an earlier one, never 1 ns less. A same-tick change cannot hide either, as it could
+    /// with a plain "mtime unchanged" test on coarse (jiffy) timestamps.
+    pub fn in_sync(&self) -> bool {
+        match (self.dir_file.metadata(), self.lock.metadata()) {
+            (Ok(d), Ok(l)) => mtime_ns(&d) == mtime_ns(&l) + 1,
+            _ => false,
+        }
+    }
+
+    /// Records that the index is complete for the directory as it is now. Best effort: when the
+    /// times cannot be set (not our directory, a filesystem with coarse timestamps), the next
+    /// operation just reads every lease again.
+    pub fn mark_in_sync(&self) {
+        let ns = Duration::from_nanos(1);
+        let marked = (|| -> std::io::Result<()> {
+            let d = self.dir_file.metadata()?;
+            if mtime_ns(&d) == mtime_ns(&self.lock.metadata()?) + 1 {
+                return Ok(());
+            }
+            let t = d.modified()? - ns;
+            self.dir_file.set_times(FileTimes::new().set_modified(t))?;
+            self.lock.set_times(FileTimes::new().set_modified(t - ns))
+        })();
+        if let Err(e) = marked {
+            tracing::debug!(dir = %self.dir.display(), error = %e, "cannot mark the lease index complete");
+        }
+    }
+
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<(), Error> {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
         OpenOptions::new()
@@ -284,6 +365,24 @@ impl Store {
             .open(&path)
             .and_then(|mut f| f.write_all(ip.to_string().as_bytes()))
             .map_err(io_err("cannot write", &path))
+    }
+}
+
+fn mtime_ns(m: &Metadata) -> i128 {
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+}
+
+/// Reads one lease file; `None` when it is gone.
+fn read_owner(path: &Path, buf: &mut [u8]) -> Option<Owner> {
+    // One read: a regular file returns all of its (tiny) content at once.
+    match File::open(path).and_then(|mut f| f.read(buf)) {
+        Ok(n) if n < buf.len() => Some(Owner::parse(&String::from_utf8_lossy(&buf[..n]))),
+        Ok(_) => Some(Owner::Foreign),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable lease file: treating its address as taken");
+            Some(Owner::Foreign)
+        }
     }
 }
 

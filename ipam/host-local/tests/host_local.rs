@@ -719,3 +719,133 @@ fn operations_wait_for_the_shared_lock() {
     drop(held);
     w.ours("ADD", "second", &conf).ok();
 }
+
+/// Runs one call and counts its read(2)s: `/proc/<pid>/io` still answers for the zombie, so it is
+/// read before the child is reaped.
+fn counted_reads(mut child: Child) -> (Out, u64) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    use std::io::Read;
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let syscr = io
+        .lines()
+        .find_map(|l| l.strip_prefix("syscr: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let ok = child.wait().unwrap().success();
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap()
+    };
+    (Out { ok, json, stderr }, syscr)
+}
+
+/// ADD and DEL do not read every lease (the reference reads each lease file on both): their
+/// read(2) count is the same with 10 leases as with 400. Only the first operation after leases
+/// appeared behind our back reads them all, once, to rebuild the index.
+#[test]
+fn add_and_del_do_not_read_every_lease() {
+    let w = World::new();
+    let reads = |n: u32| -> (u64, u64, u64, u64) {
+        let name = format!("grow{n}");
+        let conf = w.conf("1.1.0", &name, json!({"subnet": "10.30.0.0/16"}));
+        std::fs::create_dir_all(w.net_dir(&name)).unwrap();
+        let base = u32::from(std::net::Ipv4Addr::new(10, 30, 1, 0));
+        for i in 0..n {
+            let ip = std::net::Ipv4Addr::from(base + i);
+            std::fs::write(
+                w.net_dir(&name).join(ip.to_string()),
+                format!("pre{i}\r\neth0"),
+            )
+            .unwrap();
+        }
+        let run = |cmd: &str, id: &str| {
+            let (out, reads) = counted_reads(w.spawn(&call(OURS, cmd, id), &conf));
+            assert!(out.ok, "{cmd} {id}: {} {}", out.json, out.stderr);
+            reads
+        };
+        let rebuild = run("ADD", "first");
+        let add = run("ADD", "m1");
+        let readd = run("ADD", "m1");
+        let del = run("DEL", "m1");
+        assert_eq!(w.leases(&name).len(), n as usize + 1);
+        (rebuild, add, readd, del)
+    };
+    let small = reads(10);
+    eprintln!("read(2)s with 10 leases (rebuild, ADD, re-ADD, DEL): {small:?}");
+    let large = reads(400);
+    eprintln!("read(2)s with 400 leases: {large:?}");
+    assert!(
+        large.0 >= small.0 + 390,
+        "the rebuild reads each lease once: {small:?} vs {large:?}"
+    );
+    // A little slack for how stdin happens to arrive.
+    assert!(large.1 <= small.1 + 2, "ADD: {small:?} vs {large:?}");
+    assert!(
+        large.2 <= small.2 + 2,
+        "repeated ADD: {small:?} vs {large:?}"
+    );
+    assert!(large.3 <= small.3 + 2, "DEL: {small:?} vs {large:?}");
+}
+
+/// Our index (`<network>/.tether`) beside the reference's files: the reference neither takes an
+/// index file for a lease nor minds it, our next operation after the reference's catches up
+/// with it, and the index is gone once the network has no containers.
+#[test]
+fn index_beside_the_reference() {
+    let w = World::new();
+    let conf = w.conf(REF_VERSION, "ix", json!({"subnet": "10.23.0.0/24"}));
+    let index = || -> BTreeSet<String> {
+        match std::fs::read_dir(w.net_dir("ix").join(".tether")) {
+            Err(_) => BTreeSet::new(),
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect(),
+        }
+    };
+    w.refr("ADD", "r1", &conf).ok();
+    assert!(index().is_empty());
+    assert_eq!(addrs(&w.ours("ADD", "c1", &conf).ok()), ["10.23.0.3/24"]);
+    assert_eq!(index(), set(&["c1@eth0", "r1@eth0"]));
+    // A repeated ADD of the reference's container right after the reference's ADD (no index
+    // entry yet) returns the reference's lease.
+    let r2 = w.refr("ADD", "r2", &conf).ok();
+    assert_eq!(w.ours("ADD", "r2", &conf).ok(), r2);
+    // The reference reads the files under `.tether` too when it looks for c1's leases: it
+    // removes only the lease, and our stale entry is dropped at our next operation, which
+    // does not hand c1 its released address back as if it still held it.
+    w.refr("DEL", "c1", &conf).empty_ok();
+    assert!(index().contains("c1@eth0"));
+    assert!(!w.leases("ix").contains("10.23.0.3"));
+    assert_eq!(addrs(&w.ours("ADD", "c1", &conf).ok()), ["10.23.0.5/24"]);
+    assert_eq!(index(), set(&["c1@eth0", "r1@eth0", "r2@eth0"]));
+    // The reference's duplicate check still sees our leases through all of this.
+    let msg = w.refr("ADD", "c1", &conf).err(999);
+    assert!(msg.contains("duplicate allocation"), "{msg}");
+    w.refr("DEL", "r1", &conf).empty_ok();
+    w.ours("DEL", "r2", &conf).empty_ok();
+    assert_eq!(index(), set(&["c1@eth0"]));
+    w.ours("DEL", "c1", &conf).empty_ok();
+    let left: BTreeSet<String> = std::fs::read_dir(w.net_dir("ix"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, set(&["last_reserved_ip.0", "lock"]));
+}
