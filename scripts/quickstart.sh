@@ -40,6 +40,8 @@ step "tether run -d --name web: a web server container on the default bridge net
 mkdir -p /run/www && echo "hello from container web" > /run/www/index.html
 tether run -d --name web -- busybox httpd -f -p 80 -h /run/www
 web_ip=$(tether inspect web | sed -n 's/.*"address": *"\([0-9.]*\)\/.*/\1/p' | head -1)
+web_id=$(tether inspect web | grep -o '"id": *"[0-9a-f]\{64\}"' | head -1 | grep -o '[0-9a-f]\{64\}')
+[ -n "$web_id" ] || { echo "no container id in tether inspect web" >&2; exit 1; }
 echo "web has address $web_ip"
 
 step "tether run --rm: a second container talks to the gateway, to web, and to the outside"
@@ -61,5 +63,6 @@ step "tether rm -f web: everything of the container goes away"
 tether rm -f web
 kill "$outside_httpd" 2>/dev/null || true
 echo "veths left: $(ip -br link show type veth | grep -vc uplink || true)"
-echo "NAT rules left for containers: $(iptables -t nat -S | grep -c 'TETHER-' || true)"
+# The network's masquerade chain (TETHER-MASQ-*) is shared and stays, like the bridge.
+echo "NAT rules left for containers: $(iptables -t nat -S | grep 'TETHER-' | grep -c "$web_id" || true)"
 echo "leases left: $(find /var/lib/cni /run/tether -type f -path '*networks*' ! -name lock ! -name 'last_reserved_ip*' 2>/dev/null | wc -l)"

@@ -171,7 +171,12 @@ fn container_that_exits_after_tether_died_is_cleaned_by_rm_or_prune() {
     let out = env.tether(&["network", "prune"]);
     assert!(out.ok().contains("gone2"), "{out:#?}");
     assert_eq!(env.leases(), Vec::<String>::new());
-    assert_eq!(env.nat_rules(), Vec::<String>::new());
+    let per_container: Vec<String> = env
+        .nat_rules()
+        .into_iter()
+        .filter(|r| is_per_container_rule(r))
+        .collect();
+    assert_eq!(per_container, Vec::<String>::new());
     assert_eq!(env.inspect("gone2")["state"]["status"], "exited");
     env.tether(&["rm", "gone2"]).ok();
     env.assert_clean();

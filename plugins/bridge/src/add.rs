@@ -4,7 +4,7 @@
 //! cannot change anything (config, the interface name in the container, a non-bridge link with
 //! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
 //! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
-//! up, routes → forwarding → masquerade → result.
+//! up, routes → forwarding → the network's shared masquerade chain → result.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -67,13 +67,13 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     let plan = ipam.as_ref().map(|r| plan(&conf, r)).transpose()?;
     let bridge_addrs = plan.as_ref().map_or(&[][..], |p| &p.bridge_addrs[..]);
 
-    let bridge = {
+    let (bridge, bridge_created) = {
         let _lock = lock_bridge(&conf.bridge)?;
-        let bridge = ensure_bridge(&host, &conf)?;
+        let (bridge, created) = ensure_bridge(&host, &conf)?;
         for addr in bridge_addrs {
             ensure_addr(&host, &bridge, *addr, conf.force_address)?;
         }
-        bridge
+        (bridge, created)
     };
 
     // The alias records the attachment for GC (the name is a hash); a pair whose alias cannot
@@ -126,26 +126,18 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             enable_forwarding(&p.bridge_addrs)?;
         }
         if conf.ip_masq {
+            // The network's shared chain (see tether-netfilter's masq module): nothing of it
+            // belongs to this container, so nothing goes on the undo stack, as for the bridge.
+            // A bridge this ADD created (a fresh host, after a reboot) means the chain is most
+            // likely missing too: then it is created without reading the table first.
             let addrs: Vec<IpNetwork> = p.ips.iter().map(|i| i.address).collect();
-            let network = &conf.network;
-            tether_netfilter::masquerade_add(
+            tether_netfilter::masquerade_ensure(
                 &Netfilter::new(),
-                network,
-                &req.container_id,
-                &req.ifname,
+                &conf.network,
                 &addrs,
+                bridge_created,
             )
             .map_err(nf("set up masquerading"))?;
-            undo.push("remove masquerading", move || {
-                tether_netfilter::masquerade_del(
-                    &Netfilter::new(),
-                    network,
-                    &req.container_id,
-                    &req.ifname,
-                    &addrs,
-                )
-                .map_err(|e| e.to_string())
-            });
         }
     }
 
@@ -206,7 +198,8 @@ fn not_a_bridge(l: &Link) -> Result<(), Error> {
 
 /// Creates the bridge or reuses it. Called under the bridge lock; `EEXIST` still means "someone
 /// else (another runtime, without our lock) created it": re-read and verify.
-fn ensure_bridge(host: &NsHandle, conf: &Config) -> Result<Link, Error> {
+/// Also says whether this call created it.
+fn ensure_bridge(host: &NsHandle, conf: &Config) -> Result<(Link, bool), Error> {
     let name = &conf.bridge;
     let existing = host
         .link_by_name(name)
@@ -248,7 +241,7 @@ fn ensure_bridge(host: &NsHandle, conf: &Config) -> Result<Link, Error> {
             .map_err(nl(format!("set bridge {name} up")))?;
         br.up = true;
     }
-    Ok(br)
+    Ok((br, created))
 }
 
 /// Puts `want` (gateway/prefix) on the bridge. As the reference: another IPv4 address, or an

@@ -1,7 +1,8 @@
 //! CHECK: every object ADD created and listed in `prevResult` is still there and still as ADD
 //! left it: the bridge, the host veth (a veth, on the bridge, peer of the container interface),
 //! the container interface (MAC, addresses, routes), the gateway addresses on the bridge, the
-//! masquerade rules. The IPAM is checked first.
+//! network's shared masquerade chain and jump for each of the container's subnets. The IPAM is
+//! checked first.
 
 use std::os::fd::AsFd;
 
@@ -132,14 +133,8 @@ pub fn check(req: &Request) -> Result<(), Error> {
 
     if conf.ip_masq && !prev.ips.is_empty() {
         let addrs: Vec<_> = prev.ips.iter().map(|i| i.address).collect();
-        tether_netfilter::masquerade_check(
-            &Netfilter::new(),
-            &conf.network,
-            &req.container_id,
-            &req.ifname,
-            &addrs,
-        )
-        .map_err(nf("check masquerading"))?;
+        tether_netfilter::masquerade_check(&Netfilter::new(), &conf.network, &addrs)
+            .map_err(nf("check masquerading"))?;
     }
     Ok(())
 }

@@ -1,18 +1,21 @@
-//! DEL: remove everything ADD created, found from `(network, container id, ifname)` alone.
+//! DEL: remove everything ADD created for this attachment, found from `(network, container id,
+//! ifname)` alone: the veth pair and the IPAM lease.
 //!
-//! Never fails because something is already gone (netns, link, rules, `prevResult`); every step
-//! runs even when an earlier one failed, and the first real failure is reported.
+//! No iptables at all: with `ipMasq` the network's masquerade chain and its jump are shared by
+//! every container of the subnet and stay for the next one, like the bridge and its gateway
+//! address (see tether-netfilter's masq module).
+//!
+//! Never fails because something is already gone (netns, link, `prevResult`); every step runs
+//! even when an earlier one failed, and the first real failure is reported.
 
 use std::os::fd::AsFd;
 
 use cni::{Error, Request};
-use ipnetwork::IpNetwork;
-use tether_netfilter::Netfilter;
 use tether_netlink::NsHandle;
 
 use crate::config::Config;
 use crate::names::{host_veth_name, parse_alias};
-use crate::{nf, nl};
+use crate::nl;
 
 pub fn del(req: &Request) -> Result<(), Error> {
     let conf = Config::parse(req)?;
@@ -24,28 +27,8 @@ pub fn del(req: &Request) -> Result<(), Error> {
         }
     };
 
-    // The addresses masquerading was set up for: from prevResult, else from the container
-    // interface while it still exists. Both only speed up the teardown.
-    let mut known: Vec<IpNetwork> = req
-        .prev_result
-        .as_ref()
-        .map(|r| r.ips.iter().map(|i| i.address).collect())
-        .unwrap_or_default();
-
-    keep(del_in_container(req, &mut known));
+    keep(del_in_container(req));
     keep(del_host_veth(req));
-    if conf.ip_masq {
-        keep(
-            tether_netfilter::masquerade_del(
-                &Netfilter::new(),
-                &conf.network,
-                &req.container_id,
-                &req.ifname,
-                &known,
-            )
-            .map_err(nf("remove masquerading")),
-        );
-    }
     if let Some(ipam) = &conf.ipam {
         keep(cni::delegate::del(ipam, req));
     }
@@ -58,7 +41,7 @@ pub fn del(req: &Request) -> Result<(), Error> {
 /// Deletes `CNI_IFNAME` in the container when the namespace still exists and the interface is a
 /// veth. Usually deleting the host end already removed it; this covers attachments whose host
 /// end we cannot name (made by the reference plugin before a switch to Tether).
-fn del_in_container(req: &Request, known: &mut Vec<IpNetwork>) -> Result<(), Error> {
+fn del_in_container(req: &Request) -> Result<(), Error> {
     let Some(path) = &req.netns else {
         return Ok(());
     };
@@ -80,12 +63,6 @@ fn del_in_container(req: &Request, known: &mut Vec<IpNetwork>) -> Result<(), Err
     if link.kind.as_deref() != Some("veth") {
         tracing::warn!(ifname = %req.ifname, kind = ?link.kind, "not a veth: not ours, left alone");
         return Ok(());
-    }
-    if known.is_empty() {
-        let addrs = cont
-            .addrs(Some(link.index))
-            .map_err(nl("list container addresses"))?;
-        known.extend(addrs.into_iter().filter(|a| a.scope == 0).map(|a| a.net));
     }
     match cont.del_link(link.index) {
         Ok(()) | Err(tether_netlink::Error::NotFound(_)) => Ok(()),

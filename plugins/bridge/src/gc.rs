@@ -1,17 +1,17 @@
-//! GC: remove the host veths and masquerade rules of every attachment of this network that the
-//! runtime no longer lists, then let the IPAM release its leases. The reference has no GC.
+//! GC: remove the host veths of every attachment of this network that the runtime no longer
+//! lists, then let the IPAM release its leases. The reference has no GC.
 //!
-//! Host veths are found by their alias record (`tether:<network>:<cid>:<ifname>`), masquerade
-//! rules by their comment; both carry the network, so attachments of other networks sharing the
-//! bridge are never touched. Every step runs; the first failure is reported.
+//! Host veths are found by their alias record (`tether:<network>:<cid>:<ifname>`), which carries
+//! the network, so attachments of other networks sharing the bridge are never touched. There is
+//! nothing per attachment in iptables: the network's masquerade chains are shared and stay, like
+//! the bridge. Every step runs; the first failure is reported.
 
 use cni::{Attachment, Error, Request};
-use tether_netfilter::Netfilter;
 use tether_netlink::NsHandle;
 
 use crate::config::Config;
 use crate::names::parse_alias;
-use crate::{nf, nl};
+use crate::nl;
 
 pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
     let conf = Config::parse(req)?;
@@ -26,19 +26,6 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         Ok(n) if n > 0 => tracing::info!(removed = n, "GC removed stale host veths"),
         Ok(_) => {}
         Err(e) => errors.push(e),
-    }
-
-    let pairs: Vec<(String, String)> = valid
-        .iter()
-        .map(|a| (a.container_id.clone(), a.ifname.clone()))
-        .collect();
-    match tether_netfilter::masquerade_gc(&Netfilter::new(), &conf.network, &pairs) {
-        Ok(n) if n > 0 => tracing::info!(removed = n, "GC removed stale masquerade rules"),
-        Ok(_) => {}
-        // Without ipMasq there may be no iptables on the host at all; leftovers from a time the
-        // network had ipMasq are then best effort.
-        Err(e) if !conf.ip_masq => tracing::warn!(error = %e, "masquerade GC skipped"),
-        Err(e) => errors.push(nf("GC masquerade rules")(e)),
     }
 
     if let Some(ipam) = &conf.ipam

@@ -1,22 +1,26 @@
 //! The `bridge` CNI plugin: a Linux bridge on the host, one veth pair per container (host end on
 //! the bridge, container end created directly in the container's namespace as `CNI_IFNAME`),
 //! addresses and routes from the IPAM plugin, optionally a gateway address on the bridge,
-//! forwarding and per-container masquerading.
+//! forwarding and masquerading (one shared chain per network and subnet).
 //!
 //! It behaves like the reference plugin (same keys, defaults, result shape and kernel state; see
 //! `config`) and improves on it where the reference is known to fail:
-//! - everything ADD creates is found again from `(network, container id, ifname)` alone: the host
-//!   veth has a deterministic name and an alias record, masquerade chains a deterministic name and
-//!   comment, so DEL never needs the container's namespace and GC can find leftovers;
+//! - everything ADD creates for a container is found again from `(network, container id,
+//!   ifname)` alone: the host veth has a deterministic name and an alias record, so DEL never
+//!   needs the container's namespace and GC can find leftovers;
+//! - masquerading is one shared chain per (network, subnet) and family, not a chain per
+//!   container: ADD reads the nat table once and writes only when the chain is missing, DEL
+//!   touches no iptables, and the work per container does not grow with the containers;
 //! - a failed ADD unwinds everything it created (`undo`), including the IPAM lease;
 //! - bridge creation and its gateway address are serialised by a per-bridge lock, and every
 //!   "ensure" treats `EEXIST` as success, so parallel ADDs on a fresh host do not race;
 //! - container addresses are added with `IFA_F_NODAD` (unless `enabledad`), so there is no
 //!   DAD wait, and nothing polls with sleeps.
 //!
-//! What stays on the host after the last DEL, as with the reference: the bridge, its gateway
-//! addresses, its pinned MAC, and the forwarding sysctls. A failed ADD keeps the bridge and its
-//! gateway address too (they are shared with concurrent ADDs).
+//! What stays on the host after the last DEL: as with the reference, the bridge, its gateway
+//! addresses, its pinned MAC, and the forwarding sysctls; with `ipMasq`, also the network's
+//! masquerade chains (`TETHER-MASQ-*`) and their `POSTROUTING` jumps. A failed ADD keeps these
+//! too (they are shared with concurrent ADDs).
 //!
 //! Keys (defaults as in the reference): `bridge` ("cni0"), `isGateway`, `isDefaultGateway`
 //! (implies `isGateway`), `forceAddress`, `ipMasq`, `mtu` (a bridge we create and both veth
@@ -28,8 +32,10 @@
 //! would silently drop isolation: `vlan` (non-zero), `vlanTrunk`, `macspoofchk`.
 //!
 //! Differences a careful observer can see: the host veth is `veth` + 8 hex digits of
-//! sha256(cid NUL ifname) with the alias `tether:<net>:<cid>:<ifname>`; masquerade chains are
-//! `TETHER-<hash>` (see tether-netfilter); 1.1.0 results carry each interface's `mtu`; the IPAM
+//! sha256(cid NUL ifname) with the alias `tether:<net>:<cid>:<ifname>`; masquerading is
+//! `TETHER-MASQ-<hash>` per network and subnet, matching the subnet rather than each container's
+//! address, with `RETURN` where the reference's chain has `ACCEPT` (see tether-netfilter's masq
+//! module); 1.1.0 results carry each interface's `mtu`; the IPAM
 //! runs before the bridge is touched, so a full pool or a non-bridge link named like the bridge
 //! changes nothing.
 

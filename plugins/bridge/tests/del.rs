@@ -1,7 +1,8 @@
 //! DEL: idempotent, independent of the container's namespace, and it leaves the host as it was
 //! before ADD, apart from what the bridge keeps for the next container (see `assert_clean`: the
-//! bridge link, its gateway addresses and connected routes; host-local's `lock` and
-//! `last_reserved_ip.*`).
+//! bridge link, its gateway addresses and connected routes; the network's shared masquerade
+//! chain `TETHER-MASQ-*` per subnet with its `POSTROUTING` jump, a shared base chain that DEL
+//! never touches; host-local's `lock` and `last_reserved_ip.*`).
 
 mod common;
 
@@ -18,10 +19,13 @@ fn del_restores_the_snapshot_and_is_idempotent() {
     let ctr = env.th.container();
     let r = env.add(&ctr, "c1", &conf).ok();
     let during = env.snapshot();
-    assert!(
-        during.iptables.iter().any(|l| l.contains("TETHER-")),
-        "{during:#?}"
-    );
+    let masq: Vec<&String> = during
+        .iptables
+        .iter()
+        .filter(|l| is_shared_masq(l))
+        .collect();
+    // Per family: the chain, its three rules, the jump.
+    assert_eq!(masq.len(), 2 * 5, "{masq:#?}");
     assert!(
         during.files.keys().any(|k| k.ends_with("10.30.0.2")),
         "{:?}",
@@ -29,7 +33,21 @@ fn del_restores_the_snapshot_and_is_idempotent() {
     );
 
     env.del(Some(&ctr), "c1", &conf, Some(&r)).ok_empty();
-    assert_clean(&before, &env.snapshot(), "tbr0");
+    let after = env.snapshot();
+    assert_clean(&before, &after, "tbr0");
+    // The shared chain stays as it was, and nothing in iptables names the container.
+    let kept: Vec<&String> = after
+        .iptables
+        .iter()
+        .filter(|l| is_shared_masq(l))
+        .collect();
+    assert_eq!(kept, masq);
+    for ip in result_ips(&r) {
+        assert!(
+            !after.iptables.iter().any(|l| l.contains(&format!("{ip}/"))),
+            "{ip} left in {after:#?}"
+        );
+    }
     assert!(ctr.netlink().link_by_name("eth0").unwrap().is_none());
     // Twice, and once more in every degraded form.
     env.del(Some(&ctr), "c1", &conf, Some(&r)).ok_empty();

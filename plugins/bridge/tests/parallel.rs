@@ -1,5 +1,6 @@
 //! 100 ADDs at once on a fresh host (no bridge yet): every one succeeds with its own address,
-//! the bridge gets exactly one gateway address; then 100 parallel DELs leave the host clean.
+//! the bridge gets exactly one gateway address and the network one masquerade jump per family;
+//! then 100 parallel DELs leave the host clean.
 
 mod common;
 
@@ -61,6 +62,20 @@ fn hundred_parallel_adds_then_dels() {
         .map(|r| r["interfaces"][0]["mac"].to_string())
         .collect();
     assert_eq!(macs.len(), 1, "the bridge MAC never changed: {macs:?}");
+    let masq: Vec<String> = env
+        .snapshot()
+        .iptables
+        .into_iter()
+        .filter(|l| is_shared_masq(l))
+        .collect();
+    for fam in ["v4", "v6"] {
+        let jumps = masq
+            .iter()
+            .filter(|l| l.starts_with(&format!("{fam} -A POSTROUTING")))
+            .count();
+        assert_eq!(jumps, 1, "{fam}: {masq:#?}");
+    }
+    assert_eq!(masq.len(), 2 * 5, "{masq:#?}");
     for (i, (ctr, r)) in ctrs.iter().zip(&results).enumerate().step_by(17) {
         env.check(ctr, &format!("ctr{i}"), &conf, r).ok_empty();
     }

@@ -110,6 +110,14 @@ impl Rule {
         tokens.iter().try_fold(self, |rule, t| rule.arg(t))
     }
 
+    /// The tokens as `iptables-restore` reads them (comments unquoted), for comparing with a
+    /// [`SavedRule`]'s `args`.
+    pub fn words(&self) -> impl Iterator<Item = &str> {
+        self.tokens.iter().map(|t| match t {
+            Token::Plain(w) | Token::Quoted(w) => w.as_str(),
+        })
+    }
+
     /// The rule specification as restore text.
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -181,6 +189,14 @@ impl Batch {
     pub fn new_chain(&mut self, table: Table, name: &str) -> Result<&mut Batch> {
         validate::chain(name)?;
         Ok(self.push(table, format!(":{name} - [0:0]")))
+    }
+
+    /// `-N NAME`: creates the user chain, and fails the batch if it exists. What makes "create
+    /// the chain and the one jump to it" safe without reading first: of several such batches
+    /// racing, exactly one commits.
+    pub fn create_chain(&mut self, table: Table, name: &str) -> Result<&mut Batch> {
+        validate::chain(name)?;
+        Ok(self.push(table, format!("-N {name}")))
     }
 
     /// `-A CHAIN rule`
@@ -287,11 +303,12 @@ mod tests {
         b.insert(Table::Filter, "FORWARD", &fwd).unwrap();
         b.flush_chain(Table::Nat, "TETHER-x").unwrap();
         b.delete_chain(Table::Nat, "TETHER-x").unwrap();
+        b.create_chain(Table::Nat, "TETHER-y").unwrap();
         assert_eq!(
             b.text(),
             "*nat\n:TETHER-x - [0:0]\n\
              -A POSTROUTING -s 10.0.0.2/32 -m comment --comment \"a \\\"b\\\" c\" -j TETHER-x\n\
-             -F TETHER-x\n-X TETHER-x\nCOMMIT\n\
+             -F TETHER-x\n-X TETHER-x\n-N TETHER-y\nCOMMIT\n\
              *filter\n-I FORWARD -i br0 -p tcp --dport 80 -j ACCEPT\nCOMMIT\n"
         );
     }
@@ -317,6 +334,7 @@ mod tests {
         let mut b = Batch::new(Family::V6);
         assert!(b.new_chain(Table::Nat, "bad chain").is_err());
         assert!(b.new_chain(Table::Nat, "X\n-F POSTROUTING").is_err());
+        assert!(b.create_chain(Table::Nat, "-F").is_err());
         assert!(b.append(Table::Nat, "-F", &Rule::new()).is_err());
         assert!(Rule::new().comment("evil\"\nCOMMIT").is_err());
         assert!(Rule::new().comment("back\\slash").is_err());

@@ -7,9 +7,10 @@
 //! declared (created or flushed) idempotently, and teardown first tries the exact deletes and only
 //! reads the table (`iptables-save`, once) when they fail.
 //!
-//! Our objects are found again by deterministic names ([`chain_name`]) and comments ([`comment`]),
-//! never by reading state inside the container, so DEL and GC work without the netns or a
-//! `prevResult`.
+//! Per-attachment objects are found again by deterministic names ([`chain_name`]) and comments
+//! ([`comment`]), never by reading state inside the container, so DEL and GC work without the
+//! netns or a `prevResult`. The bridge's masquerading is per network, not per attachment
+//! ([`masquerade_ensure`]): shared chains that no DEL touches.
 //!
 //! Every string that ends up as an iptables argument is validated ([`validate`]); addresses come
 //! typed as [`IpNetwork`].
@@ -21,6 +22,7 @@ mod batch;
 mod exec;
 pub mod lock;
 mod masq;
+mod names;
 mod saved;
 mod sweep;
 pub mod validate;
@@ -33,9 +35,9 @@ pub use ipnetwork::IpNetwork;
 pub use batch::{Batch, Rule};
 pub use exec::{Netfilter, Tools};
 pub use masq::{
-    MASQ_CHAIN_PREFIX, chain_name, comment, masquerade_add, masquerade_check, masquerade_del,
-    masquerade_gc, parse_comment,
+    MASQ_CHAIN_PREFIX, masq_chain_name, masq_comment, masquerade_check, masquerade_ensure,
 };
+pub use names::{chain_name, comment, parse_comment};
 pub use saved::{SavedRule, SavedTable, SavedTables, delete_rules_with_comment};
 pub use sweep::{OnSaveError, PLAN_ATTEMPTS, SweepError, per_family, sweep};
 

@@ -1,377 +1,390 @@
-//! Bridge `ipMasq`: per-container masquerade, laid out like the reference plugin but applied as
-//! one batch per family and found again by name and comment alone.
+//! Bridge `ipMasq`: one shared masquerade chain per (network, subnet) and family, as Docker and
+//! netavark do, instead of the reference plugin's chain per container.
 //!
-//! For container `cid` on network `net` with interface `ifname`, in the `nat` table:
+//! For network `net` with subnet `S`, in the `nat` table (comment `tether net=<net> masq`):
 //!
 //! ```text
-//! :TETHER-<hash> - [0:0]
-//! -A TETHER-<hash> -d <subnet> -m comment --comment "tether net=.. id=.. if=.." -j ACCEPT
-//! -A TETHER-<hash> ! -d 224.0.0.0/4 -m comment --comment "..." -j MASQUERADE   (v6: ff00::/8)
-//! -A POSTROUTING -s <ip>/32 -m comment --comment "..." -j TETHER-<hash>        (one per address)
+//! :TETHER-MASQ-<hash> - [0:0]
+//! -A TETHER-MASQ-<hash> -d S -m comment --comment "..." -j RETURN
+//! -A TETHER-MASQ-<hash> -d 224.0.0.0/4 -m comment --comment "..." -j RETURN   (v6: ff00::/8)
+//! -A TETHER-MASQ-<hash> -m comment --comment "..." -j MASQUERADE
+//! -A POSTROUTING -s S -m comment --comment "..." -j TETHER-MASQ-<hash>
 //! ```
-
-use std::collections::BTreeSet;
+//!
+//! The reference's semantics (masquerade what the subnet sends anywhere but to the subnet and to
+//! multicast), except that the source match is the subnet rather than each container's address,
+//! so an address of the subnet that no container holds is masqueraded too. The rule set grows
+//! with the networks, not with the containers: ADD reads a table of a few rules per network and,
+//! once the chain is there, writes nothing; DEL has nothing to remove. Like the bridge and its
+//! gateway address, the chain is a shared base object that stays after the last container.
 
 use ipnetwork::IpNetwork;
-use sha2::{Digest, Sha256};
 
-use crate::validate::{self, CHAIN_MAX, IFNAME_MAX};
+use crate::names::hashed_chain_name;
+use crate::{Batch, sweep};
 use crate::{
-    Batch, Error, Family, Netfilter, OnSaveError, Result, Rule, SavedRule, SavedTable, Table,
+    Error, Family, Netfilter, OnSaveError, Result, Rule, SavedTable, Table, lock, per_family,
+    validate,
 };
 
-/// Prefix of the per-container masquerade chains. Never change it (nor [`chain_name`] or
-/// [`comment`]): rules written by older versions must still be found by DEL and GC.
-pub const MASQ_CHAIN_PREFIX: &str = "TETHER-";
+/// Prefix of the shared masquerade chains. Never change it (nor [`masq_chain_name`] or
+/// [`masq_comment`]): chains written by older versions must still be recognised.
+pub const MASQ_CHAIN_PREFIX: &str = "TETHER-MASQ-";
 
-/// At most this many hex digits of the hash (80 bits): plenty against collisions.
-const HASH_HEX_MAX: usize = 20;
 const POSTROUTING: &str = "POSTROUTING";
 
-/// `prefix` + the first hex digits of sha256("network\0container_id\0ifname"), at most 28
-/// characters (iptables' limit).
+/// [`MASQ_CHAIN_PREFIX`] + 16 hex digits of sha256("network\0subnet"): 28 characters, iptables'
+/// limit. `subnet` is taken as a network (`10.88.0.5/16` names the chain of `10.88.0.0/16`).
+pub fn masq_chain_name(network: &str, subnet: IpNetwork) -> String {
+    hashed_chain_name(
+        MASQ_CHAIN_PREFIX,
+        &[network, &subnet_of(&subnet).to_string()],
+    )
+}
+
+/// The comment on every rule of a network's masquerade chains and jumps.
+pub fn masq_comment(network: &str) -> String {
+    format!("tether net={network} masq")
+}
+
+/// Makes sure every subnet of `addrs` (container addresses with their prefix, e.g.
+/// `10.88.0.5/16`) has its chain and its one POSTROUTING jump, both families at once.
 ///
-/// Panics if `prefix` is longer than 16 characters (fewer than 12 hex digits would be left):
-/// prefixes are constants in our code.
-pub fn chain_name(prefix: &str, network: &str, container_id: &str, ifname: &str) -> String {
-    assert!(prefix.len() <= 16, "chain prefix {prefix:?} too long");
-    let digest = Sha256::new()
-        .chain_update(network)
-        .chain_update([0])
-        .chain_update(container_id)
-        .chain_update([0])
-        .chain_update(ifname)
-        .finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let n = (CHAIN_MAX - prefix.len()).min(HASH_HEX_MAX);
-    format!("{prefix}{}", &hex[..n])
-}
-
-/// The comment on every rule of one attachment: `tether net=<network> id=<cid> if=<ifname>`.
-pub fn comment(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("tether net={network} id={container_id} if={ifname}")
-}
-
-/// Inverse of [`comment`]: `(network, container_id, ifname)`.
-pub fn parse_comment(text: &str) -> Option<(&str, &str, &str)> {
-    let mut words = text.split(' ');
-    if words.next()? != "tether" {
-        return None;
-    }
-    let net = words.next()?.strip_prefix("net=")?;
-    let cid = words.next()?.strip_prefix("id=")?;
-    let ifname = words.next()?.strip_prefix("if=")?;
-    words.next().is_none().then_some((net, cid, ifname))
-}
-
-/// Validates the three identifying fields and returns (comment, chain name).
-fn names(network: &str, container_id: &str, ifname: &str) -> Result<(String, String)> {
-    validate::name_field("network name", network)?;
-    validate::name_field("container id", container_id)?;
-    validate::name_field("interface name", ifname)?;
-    if ifname.len() > IFNAME_MAX {
-        return Err(Error::Invalid {
-            what: "interface name",
-            value: ifname.to_string(),
-            reason: format!("longer than {IFNAME_MAX} characters"),
-        });
-    }
-    let text = comment(network, container_id, ifname);
-    validate::comment(&text)?;
-    let chain = chain_name(MASQ_CHAIN_PREFIX, network, container_id, ifname);
-    Ok((text, chain))
-}
-
-fn of_family(addrs: &[IpNetwork], family: Family) -> Vec<IpNetwork> {
-    addrs
-        .iter()
-        .copied()
-        .filter(|a| Family::of(a) == family)
-        .collect()
-}
-
-fn host(addr: &IpNetwork) -> IpNetwork {
-    IpNetwork::new(addr.ip(), Family::of(addr).host_prefix()).expect("host prefix is valid")
-}
-
-fn subnet(addr: &IpNetwork) -> IpNetwork {
-    IpNetwork::new(addr.network(), addr.prefix()).expect("prefix came from a valid network")
-}
-
-fn jump_rule(addr: &IpNetwork, text: &str, chain: &str) -> Result<Rule> {
-    Rule::new().src(host(addr)).comment(text)?.jump(chain)
-}
-
-/// Installs masquerading for a container's addresses (each with its prefix, e.g. `10.88.0.5/16`):
-/// one restore batch per family present. If the second family fails, the first is rolled back.
+/// Per family, when everything is in place (every ADD but a network's first): one
+/// `iptables-save`, nothing written. A chain that is missing is created together with its jump
+/// in one restore that starts with `-N`, so of several ADDs racing to create it exactly one
+/// commits and the others find it on their next read: no lock, no duplicate jump. With
+/// `likely_new` (say the caller just created the network's bridge) that restore is tried first,
+/// without reading: a network's first ADD then costs one exec as well. Anything else (a chain
+/// that differs, a missing, duplicate or stray jump) is repaired from a fresh save under
+/// [`lock::netfilter_lock`], which keeps two repairs from adding one jump each.
 ///
-/// Repeating an ADD rewrites the chain but adds a second POSTROUTING jump; DEL removes both.
-pub fn masquerade_add(
+/// A family that fails leaves the other's chains in place: they are shared, and harmless
+/// without containers.
+pub fn masquerade_ensure(
     nf: &Netfilter,
     network: &str,
-    container_id: &str,
-    ifname: &str,
     addrs: &[IpNetwork],
+    likely_new: bool,
 ) -> Result<()> {
-    let (text, chain) = names(network, container_id, ifname)?;
-    let mut done: Vec<Vec<IpNetwork>> = Vec::new();
-    for family in Family::ALL {
-        let addrs = of_family(addrs, family);
-        if addrs.is_empty() {
-            continue;
-        }
-        let mut b = Batch::new(family);
-        b.new_chain(Table::Nat, &chain)?;
-        let mut subnets: Vec<IpNetwork> = Vec::new();
-        for net in addrs.iter().map(subnet) {
-            if !subnets.contains(&net) {
-                subnets.push(net);
-            }
-        }
-        for net in subnets {
-            let accept = Rule::new().dst(net).comment(&text)?.jump("ACCEPT")?;
-            b.append(Table::Nat, &chain, &accept)?;
-        }
-        let masq = Rule::new()
-            .not_dst(family.multicast())
-            .comment(&text)?
-            .jump("MASQUERADE")?;
-        b.append(Table::Nat, &chain, &masq)?;
-        for addr in &addrs {
-            b.append(Table::Nat, POSTROUTING, &jump_rule(addr, &text, &chain)?)?;
-        }
-        if let Err(e) = b.apply(nf) {
-            for earlier in &done {
-                if let Err(undo) = masquerade_del(nf, network, container_id, ifname, earlier) {
-                    tracing::warn!(error = %undo, "rolling back masquerade failed");
-                }
-            }
-            return Err(e);
-        }
-        done.push(addrs);
-    }
-    Ok(())
+    let wanted = wanted(network, addrs)?;
+    let families: Vec<Family> = wanted.iter().map(|(f, _)| *f).collect();
+    let results = per_family(&families, |family| {
+        let subnets = &wanted.iter().find(|(f, _)| *f == family).expect("listed").1;
+        ensure_family(nf, family, network, subnets, likely_new)
+    });
+    results.into_iter().collect()
 }
 
-/// Removes a container's masquerading. Idempotent: succeeds when nothing is there.
-///
-/// With `known` addresses (from `prevResult`), each family present in `known` is first removed by
-/// the exact batch (`-D POSTROUTING ...`, `-F`, `-X`) without reading anything; families absent
-/// from `known` are assumed never set up. If that batch fails (rule gone, stale or partial
-/// address list), or `known` is empty (no netns, no `prevResult`), the nat table is saved once and
-/// every rule carrying this attachment's comment or jumping to its chain is deleted, then the
-/// chain.
-pub fn masquerade_del(
-    nf: &Netfilter,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-    known: &[IpNetwork],
-) -> Result<()> {
-    let (text, chain) = names(network, container_id, ifname)?;
-    for family in Family::ALL {
-        let addrs = of_family(known, family);
-        if addrs.is_empty() {
-            if known.is_empty() {
-                del_by_save(nf, family, &text, &chain)?;
-            }
-            continue;
-        }
-        let mut b = Batch::new(family);
-        for addr in &addrs {
-            b.delete(Table::Nat, POSTROUTING, &jump_rule(addr, &text, &chain)?)?;
-        }
-        b.flush_chain(Table::Nat, &chain)?;
-        b.delete_chain(Table::Nat, &chain)?;
-        if let Err(e) = b.apply(nf) {
-            tracing::debug!(error = %e, "exact masquerade teardown failed, reading the table");
-            del_by_save(nf, family, &text, &chain)?;
-        }
-    }
-    Ok(())
-}
-
-fn del_by_save(nf: &Netfilter, family: Family, text: &str, chain: &str) -> Result<()> {
-    let chains = [chain.to_string()];
-    sweep(nf, family, |saved| {
-        let b = cleanup_batch(family, saved, |r| r.comment() == Some(text), &chains);
-        (b, ())
-    })
-}
-
-/// [`crate::sweep`] over the nat table. Every error is returned: the bridge reports an unreadable
-/// IPv6 table rather than assume it holds nothing.
-fn sweep<T: Default>(
+fn ensure_family(
     nf: &Netfilter,
     family: Family,
-    mut plan: impl FnMut(&SavedTable) -> (Batch, T),
-) -> Result<T> {
-    crate::sweep(nf, family, &[Table::Nat], OnSaveError::Fail, |saved| {
-        Ok::<_, Error>(plan(saved.table(Table::Nat)))
+    network: &str,
+    subnets: &[IpNetwork],
+    likely_new: bool,
+) -> Result<()> {
+    let create = |saved: &SavedTable| -> Result<bool> {
+        let p = plan(saved, family, network, subnets)?;
+        if p.batch.is_empty() {
+            return Ok(true);
+        }
+        if p.repairs {
+            return Ok(false);
+        }
+        match p.batch.apply(nf) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::debug!(?family, error = %e, "creating the masquerade chains failed");
+                Ok(false)
+            }
+        }
+    };
+    if likely_new && create(&SavedTable::parse("", Table::Nat))? {
+        return Ok(());
+    }
+    // No lock to read: a restore is one transaction, so a save sees a chain and its jump either
+    // complete or not at all.
+    if create(&SavedTable::parse(
+        &nf.save(family, Table::Nat)?,
+        Table::Nat,
+    ))? {
+        return Ok(());
+    }
+    let _lock = lock::netfilter_lock();
+    sweep(nf, family, &[Table::Nat], OnSaveError::Fail, |saved| {
+        let p = plan(saved.table(Table::Nat), family, network, subnets)?;
+        if !p.missing.is_empty() {
+            tracing::debug!(?family, missing = ?p.missing, "repairing masquerading");
+        }
+        Ok::<_, Error>((p.batch, ()))
     })
     .map_err(Error::from)
 }
 
-/// Deletes every rule outside `chains` that `is_ours` or that jumps to one of `chains`, then
-/// flushes and deletes those of `chains` that exist.
-fn cleanup_batch(
-    family: Family,
-    saved: &SavedTable,
-    is_ours: impl Fn(&SavedRule) -> bool,
-    chains: &[String],
-) -> Batch {
-    let mut b = Batch::new(family);
-    let listed = |name: &str| chains.iter().any(|c| c == name);
-    for rule in &saved.rules {
-        if !listed(&rule.chain) && (is_ours(rule) || rule.target().is_some_and(listed)) {
-            b.delete_saved_line(Table::Nat, &rule.line);
-        }
-    }
-    for chain in chains.iter().filter(|c| saved.has_chain(c)) {
-        // Names come from chain_name(), which only yields valid names.
-        b.flush_chain(Table::Nat, chain)
-            .and_then(|b| b.delete_chain(Table::Nat, chain))
-            .expect("generated chain names are valid");
-    }
-    b
-}
-
-/// Verifies that the chain, its rules and one POSTROUTING jump per address exist (CNI CHECK).
-pub fn masquerade_check(
-    nf: &Netfilter,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-    addrs: &[IpNetwork],
-) -> Result<()> {
-    let (_, chain) = names(network, container_id, ifname)?;
-    for family in Family::ALL {
-        let addrs = of_family(addrs, family);
-        if addrs.is_empty() {
-            continue;
-        }
+/// Verifies that every subnet of `addrs` has its chain, exactly as [`masquerade_ensure`] writes
+/// it, and a POSTROUTING jump to it (CNI CHECK).
+pub fn masquerade_check(nf: &Netfilter, network: &str, addrs: &[IpNetwork]) -> Result<()> {
+    for (family, subnets) in wanted(network, addrs)? {
         let saved = SavedTable::parse(&nf.save(family, Table::Nat)?, Table::Nat);
-        let missing = |what: String| Err(Error::Check(format!("masquerade: {what}")));
-        if !saved.has_chain(&chain) {
-            return missing(format!(
-                "chain {chain} missing from the {family:?} nat table"
-            ));
-        }
-        let chain_ref = chain.as_str();
-        let in_chain = |target: &'static str| {
-            saved
-                .rules
-                .iter()
-                .filter(move |r| r.chain == chain_ref && r.target() == Some(target))
-        };
-        if in_chain("MASQUERADE").next().is_none() {
-            return missing(format!("no MASQUERADE rule in {chain}"));
-        }
-        for addr in &addrs {
-            let net = subnet(addr);
-            let accepts = in_chain("ACCEPT")
-                .any(|r| r.value_of("-d").and_then(|d| d.parse().ok()) == Some(net));
-            if !accepts {
-                return missing(format!("no ACCEPT for {net} in {chain}"));
-            }
-            let jumps = saved.rules.iter().any(|r| {
-                r.chain == POSTROUTING
-                    && r.target() == Some(chain.as_str())
-                    && r.source() == Some(host(addr))
-            });
-            if !jumps {
-                return missing(format!("no POSTROUTING jump from {} to {chain}", addr.ip()));
-            }
+        let missing = plan(&saved, family, network, &subnets)?.missing;
+        if !missing.is_empty() {
+            return Err(Error::Check(format!("masquerade: {}", missing.join("; "))));
         }
     }
     Ok(())
 }
 
-/// Removes, from one save per family, the chains and rules of every attachment on `network`
-/// whose `(container_id, ifname)` is not in `valid`. Returns how many attachments were removed.
-pub fn masquerade_gc(nf: &Netfilter, network: &str, valid: &[(String, String)]) -> Result<usize> {
+fn subnet_of(addr: &IpNetwork) -> IpNetwork {
+    IpNetwork::new(addr.network(), addr.prefix()).expect("prefix came from a valid network")
+}
+
+/// The distinct subnets of `addrs` per family present, after validating the network name.
+fn wanted(network: &str, addrs: &[IpNetwork]) -> Result<Vec<(Family, Vec<IpNetwork>)>> {
     validate::name_field("network name", network)?;
-    let is_valid = |cid: &str, ifname: &str| valid.iter().any(|(c, i)| c == cid && i == ifname);
-    let mut removed: BTreeSet<(String, String)> = BTreeSet::new();
+    validate::comment(&masq_comment(network))?;
+    let mut out: Vec<(Family, Vec<IpNetwork>)> = Vec::new();
     for family in Family::ALL {
-        let stale = sweep(nf, family, |saved| {
-            let stale: BTreeSet<(String, String)> = saved
-                .rules
-                .iter()
-                .filter_map(|r| parse_comment(r.comment()?))
-                .filter(|&(net, cid, ifname)| net == network && !is_valid(cid, ifname))
-                .map(|(_, cid, ifname)| (cid.to_string(), ifname.to_string()))
-                .collect();
-            let chains: Vec<String> = stale
-                .iter()
-                .map(|(cid, ifname)| chain_name(MASQ_CHAIN_PREFIX, network, cid, ifname))
-                .collect();
-            let is_stale = |r: &SavedRule| {
-                r.comment()
-                    .and_then(parse_comment)
-                    .is_some_and(|(net, cid, ifname)| {
-                        net == network && stale.contains(&(cid.to_string(), ifname.to_string()))
-                    })
-            };
-            let b = cleanup_batch(family, saved, is_stale, &chains);
-            (b, stale)
-        })?;
-        removed.extend(stale);
+        let mut subnets: Vec<IpNetwork> = Vec::new();
+        for net in addrs
+            .iter()
+            .filter(|a| Family::of(a) == family)
+            .map(subnet_of)
+        {
+            if !subnets.contains(&net) {
+                subnets.push(net);
+            }
+        }
+        if !subnets.is_empty() {
+            out.push((family, subnets));
+        }
     }
-    Ok(removed.len())
+    Ok(out)
+}
+
+/// What a family's nat table lacks, and the batch that fixes it (and tidies up what does no
+/// harm: duplicate jumps, other jumps to our chains). Both empty when all is in place.
+#[derive(Debug)]
+struct Plan {
+    batch: Batch,
+    missing: Vec<String>,
+    /// Whether the batch changes chains or jumps that exist, rather than only creating absent
+    /// chains with `-N` (which cannot commit twice).
+    repairs: bool,
+}
+
+/// The three rules of a subnet's chain, in order.
+fn chain_rules(family: Family, text: &str, subnet: IpNetwork) -> Result<[Rule; 3]> {
+    Ok([
+        Rule::new().dst(subnet).comment(text)?.jump("RETURN")?,
+        Rule::new()
+            .dst(family.multicast())
+            .comment(text)?
+            .jump("RETURN")?,
+        Rule::new().comment(text)?.jump("MASQUERADE")?,
+    ])
+}
+
+fn plan(saved: &SavedTable, family: Family, network: &str, subnets: &[IpNetwork]) -> Result<Plan> {
+    let text = masq_comment(network);
+    let mut p = Plan {
+        batch: Batch::new(family),
+        missing: Vec::new(),
+        repairs: false,
+    };
+    for &subnet in subnets {
+        let chain = masq_chain_name(network, subnet);
+        let want = chain_rules(family, &text, subnet)?;
+        let have: Vec<_> = saved.rules.iter().filter(|r| r.chain == chain).collect();
+        let intact = have.len() == want.len() && have.iter().zip(&want).all(|(h, w)| h.same_as(w));
+        if !intact {
+            if saved.has_chain(&chain) {
+                p.missing.push(format!(
+                    "chain {chain} for {subnet} differs from what ADD writes"
+                ));
+                p.repairs = true;
+                // Flushes it: refilled in the same transaction.
+                p.batch.new_chain(Table::Nat, &chain)?;
+            } else {
+                p.missing.push(format!(
+                    "chain {chain} for {subnet} missing from the {family:?} nat table"
+                ));
+                // Fails the whole batch if someone else created it since `saved` was read.
+                p.batch.create_chain(Table::Nat, &chain)?;
+            }
+            for rule in &want {
+                p.batch.append(Table::Nat, &chain, rule)?;
+            }
+        }
+        let jump = Rule::new().src(subnet).comment(&text)?.jump(&chain)?;
+        let mut kept = false;
+        for r in saved
+            .rules
+            .iter()
+            .filter(|r| r.chain == POSTROUTING && r.target() == Some(chain.as_str()))
+        {
+            if r.same_as(&jump) && !kept {
+                kept = true;
+            } else {
+                p.batch.delete_saved(Table::Nat, r);
+                p.repairs = true;
+            }
+        }
+        if !kept {
+            // Without the chain there can be no jump to it (iptables refuses both): only a
+            // chain that exists has a jump to repair.
+            if saved.has_chain(&chain) {
+                p.missing
+                    .push(format!("no POSTROUTING jump from {subnet} to {chain}"));
+                p.repairs = true;
+            }
+            p.batch.append(Table::Nat, POSTROUTING, &jump)?;
+        }
+    }
+    Ok(p)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
 
     #[test]
-    fn names_are_deterministic_and_bounded() {
-        let a = chain_name(MASQ_CHAIN_PREFIX, "net", "cid", "eth0");
-        assert_eq!(a, chain_name(MASQ_CHAIN_PREFIX, "net", "cid", "eth0"));
-        assert_eq!(a.len(), 27);
-        assert!(a.starts_with("TETHER-"));
+    fn chain_names_are_per_network_and_subnet() {
+        let a = masq_chain_name("net", net("10.88.0.5/16"));
+        assert_eq!(a, masq_chain_name("net", net("10.88.0.0/16")));
+        assert_eq!(a.len(), 28);
         validate::chain(&a).unwrap();
-        // The separator keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(a, chain_name(MASQ_CHAIN_PREFIX, "ne", "tcid", "eth0"));
-        assert_ne!(a, chain_name(MASQ_CHAIN_PREFIX, "net", "cid", "eth1"));
-        assert_eq!(chain_name("TETHER-DN-", "n", "c", "i").len(), 28);
-        // Pinned: changing the hash would orphan every chain already on a host.
+        assert_ne!(a, masq_chain_name("net2", net("10.88.0.0/16")));
+        assert_ne!(a, masq_chain_name("net", net("10.88.0.0/24")));
+        // Pinned: changing the hash would orphan the chains already on a host.
         assert_eq!(
-            chain_name(MASQ_CHAIN_PREFIX, "mynet", "abc", "eth0"),
+            masq_chain_name("mynet", net("fd00::5/64")),
             format!(
-                "TETHER-{}",
-                &format!("{:x}", Sha256::digest(b"mynet\0abc\0eth0".as_slice()))[..20]
+                "TETHER-MASQ-{}",
+                &format!("{:x}", Sha256::digest(b"mynet\0fd00::/64".as_slice()))[..16]
             )
         );
     }
 
     #[test]
-    fn comment_round_trips() {
-        let c = comment("my-net.1", "0123abc", "eth0");
-        assert_eq!(c, "tether net=my-net.1 id=0123abc if=eth0");
-        assert_eq!(parse_comment(&c), Some(("my-net.1", "0123abc", "eth0")));
-        assert_eq!(parse_comment("tether net=a id=b"), None);
-        assert_eq!(parse_comment("tether net=a id=b if=c extra"), None);
-        assert_eq!(parse_comment("name: \"a\" id: \"b\""), None);
+    fn subnets_are_grouped_by_family_without_duplicates() {
+        let w = wanted(
+            "n",
+            &[
+                net("fd00::2/64"),
+                net("10.0.0.2/24"),
+                net("10.0.0.3/24"),
+                net("10.1.0.2/24"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            w,
+            [
+                (Family::V4, vec![net("10.0.0.0/24"), net("10.1.0.0/24")]),
+                (Family::V6, vec![net("fd00::/64")]),
+            ]
+        );
+        assert!(wanted("n", &[]).unwrap().is_empty());
+        for bad in ["a b", "", "x\"y", &"n".repeat(250)] {
+            assert!(
+                matches!(wanted(bad, &[]), Err(Error::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    fn nat(rules: &str) -> SavedTable {
+        SavedTable::parse(
+            &format!("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n{rules}COMMIT\n"),
+            Table::Nat,
+        )
     }
 
     #[test]
-    fn identifying_fields_are_validated() {
-        assert!(names("net", "cid", "eth0").is_ok());
-        for (n, c, i) in [
-            ("a b", "cid", "eth0"),
-            ("net", "c\"d", "eth0"),
-            ("net", "cid", "eth0 x"),
-            ("net", "cid", "averyveryverylongifname"),
-            ("net", "", "eth0"),
-            ("net", "cid", "eth\n0"),
-            (&*"n".repeat(240), "cid", "eth0"),
-        ] {
-            assert!(
-                matches!(names(n, c, i), Err(Error::Invalid { .. })),
-                "{n:?} {c:?} {i:?} accepted"
-            );
-        }
+    fn plans_creation_then_nothing() {
+        let s = net("10.88.0.0/16");
+        let c = masq_chain_name("n", s);
+        let p = plan(&nat(""), Family::V4, "n", &[s]).unwrap();
+        let rules = format!(
+            "-A {c} -d 10.88.0.0/16 -m comment --comment \"tether net=n masq\" -j RETURN\n\
+             -A {c} -d 224.0.0.0/4 -m comment --comment \"tether net=n masq\" -j RETURN\n\
+             -A {c} -m comment --comment \"tether net=n masq\" -j MASQUERADE\n\
+             -A POSTROUTING -s 10.88.0.0/16 -m comment --comment \"tether net=n masq\" -j {c}\n"
+        );
+        // `-N`: of two such batches racing, one fails.
+        assert_eq!(p.batch.text(), format!("*nat\n-N {c}\n{rules}COMMIT\n"));
+        assert_eq!(p.missing.len(), 1, "{:?}", p.missing);
+        assert!(!p.repairs);
+        // What iptables-save prints after that batch: nothing left to do.
+        let p = plan(
+            &nat(&format!(":{c} - [0:0]\n{rules}")),
+            Family::V4,
+            "n",
+            &[s],
+        )
+        .unwrap();
+        assert!(
+            p.batch.is_empty() && p.missing.is_empty() && !p.repairs,
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn plans_repairs_and_tidies_duplicates() {
+        let s = net("fd00::/64");
+        let c = masq_chain_name("n", s);
+        let jump = format!(
+            "-A POSTROUTING -s fd00::/64 -m comment --comment \"tether net=n masq\" -j {c}\n"
+        );
+        let stray = format!("-A POSTROUTING -s fd01::/64 -j {c}\n");
+        // Chain emptied by hand, its jump twice, one stray jump: refill, keep one jump.
+        let p = plan(
+            &nat(&format!(":{c} - [0:0]\n{jump}{jump}{stray}")),
+            Family::V6,
+            "n",
+            &[s],
+        )
+        .unwrap();
+        assert_eq!(
+            p.missing,
+            [format!(
+                "chain {c} for fd00::/64 differs from what ADD writes"
+            )]
+        );
+        assert!(p.repairs);
+        let text = p.batch.text();
+        assert!(text.contains(&format!(":{c} - [0:0]\n")), "{text}");
+        assert!(text.contains(&format!("-A {c} -d ff00::/8 ")), "{text}");
+        assert_eq!(text.matches("-D POSTROUTING").count(), 2, "{text}");
+        assert!(
+            text.contains(&format!("-D POSTROUTING -s fd01::/64 -j {c}")),
+            "{text}"
+        );
+        assert!(!text.contains("-A POSTROUTING"), "{text}");
+        // Only the jump missing: a repair too.
+        let intact = plan(&nat(""), Family::V6, "n", &[s]).unwrap().batch.text();
+        let chain_only: String = intact
+            .lines()
+            .filter(|l| l.starts_with(&format!("-A {c} ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let p = plan(
+            &nat(&format!(":{c} - [0:0]\n{chain_only}")),
+            Family::V6,
+            "n",
+            &[s],
+        )
+        .unwrap();
+        assert!(p.repairs);
+        assert_eq!(
+            p.missing,
+            [format!("no POSTROUTING jump from fd00::/64 to {c}")]
+        );
+        assert_eq!(p.batch.text(), format!("*nat\n{jump}COMMIT\n"));
     }
 }

@@ -3,7 +3,7 @@
 
 use ipnetwork::IpNetwork;
 
-use crate::{Batch, Family, Table};
+use crate::{Batch, Family, Rule, Table};
 
 /// One `-A CHAIN ...` line of a saved table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,20 @@ impl SavedRule {
     /// The `-j` (or `-g`) target.
     pub fn target(&self) -> Option<&str> {
         self.value_of("-j").or_else(|| self.value_of("-g"))
+    }
+
+    /// Whether this is `rule`: the same tokens, addresses compared as networks (so that a
+    /// spelling `iptables-save` normalises still matches).
+    pub fn same_as(&self, rule: &Rule) -> bool {
+        let same = |saved: &String, want: &str| {
+            saved == want
+                || matches!(
+                    (saved.parse::<IpNetwork>(), want.parse::<IpNetwork>()),
+                    (Ok(a), Ok(b)) if a == b
+                )
+        };
+        self.args.len() == rule.words().count()
+            && self.args.iter().zip(rule.words()).all(|(s, w)| same(s, w))
     }
 
     /// The `-s` network unless it is negated (`! -s`).
@@ -214,6 +228,36 @@ COMMIT
         assert_eq!(t.rules[2].comment(), Some("x \"q\" y'z"));
         assert!(t.has_chain("TETHER-abc"));
         assert!(SavedTable::parse(SAVED, Table::Raw).rules.is_empty());
+    }
+
+    #[test]
+    fn compares_with_a_rule() {
+        let t = SavedTable::parse(SAVED, Table::Nat);
+        let rule = |src: &str, text: &str| {
+            Rule::new()
+                .src(src.parse().unwrap())
+                .comment(text)
+                .unwrap()
+                .jump("TETHER-abc")
+                .unwrap()
+        };
+        let r = &t.rules[0];
+        assert!(r.same_as(&rule("10.0.0.2/32", "tether net=a id=1 if=eth0")));
+        assert!(!r.same_as(&rule("10.0.0.2/31", "tether net=a id=1 if=eth0")));
+        assert!(!r.same_as(&rule("10.0.0.2/32", "tether net=a id=1 if=eth1")));
+        assert!(!r.same_as(&Rule::new().jump("TETHER-abc").unwrap()));
+        let saved_v6 = SavedTable::parse(
+            "*nat\n-A X -d fd00:0:0:0::/64 -j RETURN\nCOMMIT\n",
+            Table::Nat,
+        );
+        let v6 = Rule::new()
+            .dst("fd00::/64".parse().unwrap())
+            .jump("RETURN")
+            .unwrap();
+        assert!(
+            saved_v6.rules[0].same_as(&v6),
+            "addresses compare as networks"
+        );
     }
 
     #[test]

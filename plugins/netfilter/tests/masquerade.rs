@@ -1,17 +1,26 @@
-//! ipMasq against the real kernel, in throwaway namespaces, on both iptables backends.
+//! ipMasq (one shared chain per network and subnet) against the real kernel, in throwaway
+//! namespaces, on both iptables backends.
 
 mod common;
 
 use common::*;
 use tether_netfilter::{
-    Error, Family, MASQ_CHAIN_PREFIX, chain_name, comment, masquerade_add, masquerade_check,
-    masquerade_del, masquerade_gc,
+    Error, Family, Tools, masq_chain_name, masq_comment, masquerade_check, masquerade_ensure,
 };
 
 const NET: &str = "testnet";
 
+/// The masquerade lines of one family's nat table: our chains' rules and the jumps to them.
+fn masq_lines(ns: &netns_fixtures::Netns, tools: &Tools, family: Family) -> Vec<String> {
+    snapshot(ns, tools, family)
+        .lines()
+        .filter(|l| l.contains("TETHER-MASQ-"))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
-fn add_writes_the_reference_layout_and_del_restores_exactly() {
+fn first_add_writes_the_shared_chain_and_later_adds_change_nothing() {
     for (backend, tools) in backends() {
         let ns = ns();
         let nf = nf(&ns, &tools);
@@ -19,267 +28,267 @@ fn add_writes_the_reference_layout_and_del_restores_exactly() {
         let before = snapshot_all(&ns, &tools);
         let v6_before = snapshot(&ns, &tools, Family::V6);
 
-        masquerade_add(&nf, NET, "c1", "eth0", &[net("10.88.0.2/16")]).unwrap();
-        let chain = chain_name(MASQ_CHAIN_PREFIX, NET, "c1", "eth0");
-        let c = comment(NET, "c1", "eth0");
-        let after = snapshot(&ns, &tools, Family::V4);
-        for line in [
+        masquerade_ensure(&nf, NET, &[net("10.88.0.2/16")], false).unwrap();
+        let chain = masq_chain_name(NET, net("10.88.0.0/16"));
+        let c = masq_comment(NET);
+        let mut lines = masq_lines(&ns, &tools, Family::V4);
+        lines.sort();
+        let mut want = vec![
             format!(":{chain} - [0:0]"),
-            format!("-A POSTROUTING -s 10.88.0.2/32 -m comment --comment \"{c}\" -j {chain}"),
-            format!("-A {chain} -d 10.88.0.0/16 -m comment --comment \"{c}\" -j ACCEPT"),
-            format!("-A {chain} ! -d 224.0.0.0/4 -m comment --comment \"{c}\" -j MASQUERADE"),
-        ] {
-            assert!(
-                after.lines().any(|l| l == line),
-                "{backend}: missing {line:?} in\n{after}"
-            );
-        }
-        assert_eq!(after.matches(&chain).count(), 4, "{backend}:\n{after}");
-        masquerade_check(&nf, NET, "c1", "eth0", &[net("10.88.0.2/16")]).unwrap();
-        // v6 side untouched.
+            format!("-A POSTROUTING -s 10.88.0.0/16 -m comment --comment \"{c}\" -j {chain}"),
+            format!("-A {chain} -d 10.88.0.0/16 -m comment --comment \"{c}\" -j RETURN"),
+            format!("-A {chain} -d 224.0.0.0/4 -m comment --comment \"{c}\" -j RETURN"),
+            format!("-A {chain} -m comment --comment \"{c}\" -j MASQUERADE"),
+        ];
+        want.sort();
+        assert_eq!(lines, want, "{backend}");
+        masquerade_check(&nf, NET, &[net("10.88.0.2/16")]).unwrap();
         assert_eq!(snapshot(&ns, &tools, Family::V6), v6_before, "{backend}");
 
-        masquerade_del(&nf, NET, "c1", "eth0", &[net("10.88.0.2/16")]).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
-        // Twice, and then the check must fail.
-        masquerade_del(&nf, NET, "c1", "eth0", &[net("10.88.0.2/16")]).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
-        let err = masquerade_check(&nf, NET, "c1", "eth0", &[net("10.88.0.2/16")]).unwrap_err();
-        assert!(matches!(err, Error::Check(_)), "{backend}: {err}");
+        // Other containers of the subnet: nothing changes, and their CHECK passes.
+        let with_one = snapshot_all(&ns, &tools);
+        for addr in ["10.88.0.3/16", "10.88.200.7/16", "10.88.0.2/16"] {
+            masquerade_ensure(&nf, NET, &[net(addr)], false).unwrap();
+            masquerade_check(&nf, NET, &[net(addr)]).unwrap();
+        }
+        assert_eq!(snapshot_all(&ns, &tools), with_one, "{backend}");
+        // Everything else is as it was.
+        let ours = |s: &str| {
+            s.lines()
+                .filter(|l| !l.contains("TETHER-MASQ-"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(ours(&with_one), ours(&before), "{backend}");
     }
 }
 
 #[test]
-fn del_of_unknown_container_succeeds_and_touches_nothing() {
+fn each_add_is_one_exec_per_family_when_the_hint_is_right() {
     for (backend, tools) in backends() {
         let ns = ns();
-        let nf = nf(&ns, &tools);
-        foreign_rules(&ns, &tools);
-        masquerade_add(&nf, NET, "keep", "eth0", &[net("10.88.0.3/16")]).unwrap();
-        let before = snapshot_all(&ns, &tools);
-        masquerade_del(&nf, NET, "nope", "eth0", &[]).unwrap();
-        masquerade_del(&nf, NET, "nope", "eth0", &[net("10.88.0.9/16")]).unwrap();
-        // Same container, other interface / other network: different attachment.
-        masquerade_del(&nf, NET, "keep", "eth1", &[]).unwrap();
-        masquerade_del(&nf, "othernet", "keep", "eth0", &[]).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
-        masquerade_check(&nf, NET, "keep", "eth0", &[net("10.88.0.3/16")]).unwrap();
-    }
-}
-
-#[test]
-fn del_without_known_addresses_reads_the_table() {
-    for (backend, tools) in backends() {
-        let ns = ns();
-        let nf = nf(&ns, &tools);
-        foreign_rules(&ns, &tools);
-        let before = snapshot_all(&ns, &tools);
-        let addrs = [
-            net("10.88.0.4/16"),
-            net("10.99.0.4/24"),
-            net("fd00::4/64"),
-            net("fd01::4/64"),
-        ];
-        masquerade_add(&nf, NET, "c4", "eth0", &addrs).unwrap();
-        masquerade_check(&nf, NET, "c4", "eth0", &addrs).unwrap();
-        // No netns, no prevResult: nothing known.
-        masquerade_del(&nf, NET, "c4", "eth0", &[]).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
-    }
-}
-
-#[test]
-fn del_with_wrong_or_partial_known_addresses_falls_back() {
-    for (backend, tools) in backends() {
-        let ns = ns();
-        let nf = nf(&ns, &tools);
-        foreign_rules(&ns, &tools);
-        let before = snapshot_all(&ns, &tools);
-
-        masquerade_add(&nf, NET, "c5", "eth0", &[net("10.88.0.5/16")]).unwrap();
-        masquerade_del(&nf, NET, "c5", "eth0", &[net("10.88.0.55/16")]).unwrap();
+        let dual = [net("10.88.0.4/16"), net("fd00::4/64")];
+        masquerade_ensure(&nf(&ns, &tools), NET, &dual, false).unwrap();
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let counted = Tools {
+            v4_save: wrapper(dirs[0].path(), &tools.v4_save, 0, ""),
+            v4_restore: wrapper(dirs[1].path(), &tools.v4_restore, 0, ""),
+            v6_save: wrapper(dirs[2].path(), &tools.v6_save, 0, ""),
+            v6_restore: wrapper(dirs[3].path(), &tools.v6_restore, 0, ""),
+        };
+        let nf = nf(&ns, &counted);
+        let execs = || -> Vec<u32> { dirs.iter().map(|d| calls(d.path())).collect() };
+        // In place: one save per family, nothing written.
+        masquerade_ensure(&nf, NET, &[net("10.88.0.5/16"), net("fd00::5/64")], false).unwrap();
         assert_eq!(
-            snapshot_all(&ns, &tools),
-            before,
-            "{backend}: stale address"
+            execs(),
+            [1, 0, 1, 0],
+            "{backend}: v4 save, restore, v6 save, restore"
         );
-
-        // Two addresses added, only one known: the exact batch cannot delete the chain (still
-        // referenced), so it must fail as a whole and the slow path must clean both.
-        let two = [net("10.88.0.6/16"), net("10.88.0.7/16")];
-        masquerade_add(&nf, NET, "c6", "eth0", &two).unwrap();
-        masquerade_del(&nf, NET, "c6", "eth0", &two[..1]).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}: partial list");
-
-        // A repeated ADD leaves two jumps; DEL with the known address still removes all.
-        masquerade_add(&nf, NET, "c7", "eth0", &[net("10.88.0.8/16")]).unwrap();
-        masquerade_add(&nf, NET, "c7", "eth0", &[net("10.88.0.8/16")]).unwrap();
-        masquerade_del(&nf, NET, "c7", "eth0", &[net("10.88.0.8/16")]).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}: repeated add");
+        // A new network said to be new: one restore, no save.
+        masquerade_ensure(&nf, "second", &[net("10.89.0.5/16")], true).unwrap();
+        assert_eq!(execs(), [1, 1, 1, 0], "{backend}");
+        // Not said to be new: the save finds it missing, one restore creates it.
+        masquerade_ensure(&nf, "third", &[net("10.90.0.5/16")], false).unwrap();
+        assert_eq!(execs(), [2, 2, 1, 0], "{backend}");
+        // Said to be new, but in place: the create fails as a whole, the save finds all there.
+        let before = snapshot_all(&ns, &tools);
+        masquerade_ensure(&nf, "third", &[net("10.90.0.6/16")], true).unwrap();
+        assert_eq!(execs(), [3, 3, 1, 0], "{backend}");
+        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
+        masquerade_check(&nf, "third", &[net("10.90.0.6/16")]).unwrap();
     }
 }
 
 #[test]
-fn ipv6_and_dual_stack() {
+fn check_fails_for_each_damage_and_add_repairs_it() {
     for (backend, tools) in backends() {
         let ns = ns();
         let nf = nf(&ns, &tools);
-        foreign_rules(&ns, &tools);
-        let before = snapshot_all(&ns, &tools);
-        let v4_before = snapshot(&ns, &tools, Family::V4);
-
-        masquerade_add(&nf, NET, "c6", "eth0", &[net("fd00:1::6/64")]).unwrap();
-        let chain = chain_name(MASQ_CHAIN_PREFIX, NET, "c6", "eth0");
-        let v6 = snapshot(&ns, &tools, Family::V6);
-        assert!(
-            v6.contains(&format!(
-                "-A POSTROUTING -s fd00:1::6/128 -m comment --comment \"{}\" -j {chain}",
-                comment(NET, "c6", "eth0")
-            )),
-            "{backend}:\n{v6}"
-        );
-        assert!(v6.contains(&format!("-A {chain} -d fd00:1::/64 ")), "{v6}");
-        assert!(
-            v6.contains(&format!("-A {chain} ! -d ff00::/8 ")),
-            "{backend}:\n{v6}"
-        );
-        assert_eq!(snapshot(&ns, &tools, Family::V4), v4_before, "{backend}");
-        masquerade_del(&nf, NET, "c6", "eth0", &[net("fd00:1::6/64")]).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
-
-        let dual = [net("10.88.0.6/16"), net("fd00:1::6/64")];
-        masquerade_add(&nf, NET, "c6", "eth0", &dual).unwrap();
-        masquerade_check(&nf, NET, "c6", "eth0", &dual).unwrap();
-        masquerade_del(&nf, NET, "c6", "eth0", &dual).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
-    }
-}
-
-#[test]
-fn gc_keeps_valid_attachments_and_removes_the_rest() {
-    for (backend, tools) in backends() {
-        let ns = ns();
-        let nf = nf(&ns, &tools);
-        foreign_rules(&ns, &tools);
-        let before = snapshot_all(&ns, &tools);
-        let a = [net("10.88.0.10/16"), net("fd00::10/64")];
-        masquerade_add(&nf, NET, "a", "eth0", &a).unwrap();
-        masquerade_add(&nf, NET, "b", "eth0", &[net("10.88.0.11/16")]).unwrap();
-        masquerade_add(&nf, NET, "a", "eth1", &[net("fd00::12/64")]).unwrap();
-        masquerade_add(&nf, "othernet", "x", "eth0", &[net("10.77.0.2/16")]).unwrap();
-
-        let valid = [("a".to_string(), "eth0".to_string())];
-        assert_eq!(masquerade_gc(&nf, NET, &valid).unwrap(), 2, "{backend}");
-        masquerade_check(&nf, NET, "a", "eth0", &a).unwrap();
-        masquerade_check(&nf, "othernet", "x", "eth0", &[net("10.77.0.2/16")]).unwrap();
-        for (cid, ifname, addr) in [("b", "eth0", "10.88.0.11/16"), ("a", "eth1", "fd00::12/64")] {
+        let addr = [net("10.88.0.6/16")];
+        masquerade_ensure(&nf, NET, &addr, false).unwrap();
+        let good = snapshot_all(&ns, &tools);
+        let chain = masq_chain_name(NET, net("10.88.0.0/16"));
+        let c = masq_comment(NET);
+        let jump = format!("POSTROUTING -s 10.88.0.0/16 -m comment --comment \"{c}\" -j {chain}");
+        for (damage, batch, what) in [
+            ("flushed", format!("-F {chain}"), "differs"),
+            (
+                "rule changed",
+                format!("-R {chain} 3 -s 10.0.0.0/8 -m comment --comment \"{c}\" -j MASQUERADE"),
+                "differs",
+            ),
+            ("jump gone", format!("-D {jump}"), "no POSTROUTING jump"),
+            (
+                "chain gone",
+                format!("-D {jump}\n-F {chain}\n-X {chain}"),
+                "missing",
+            ),
+        ] {
+            run_restore(&ns, &tools.v4_restore, &format!("*nat\n{batch}\nCOMMIT\n"));
+            let e = masquerade_check(&nf, NET, &addr).unwrap_err();
             assert!(
-                masquerade_check(&nf, NET, cid, ifname, &[net(addr)]).is_err(),
-                "{backend}: {cid}/{ifname} survived gc"
+                matches!(&e, Error::Check(m) if m.contains(what) && m.contains(&chain)),
+                "{backend}, {damage}: {e}"
             );
-            let chain = chain_name(MASQ_CHAIN_PREFIX, NET, cid, ifname);
-            assert!(!snapshot_all(&ns, &tools).contains(&chain), "{backend}");
+            masquerade_ensure(&nf, NET, &addr, false).unwrap();
+            masquerade_check(&nf, NET, &addr).unwrap();
+            assert_eq!(snapshot_all(&ns, &tools), good, "{backend}, {damage}");
         }
-        assert_eq!(masquerade_gc(&nf, NET, &valid).unwrap(), 0, "{backend}");
-
-        // Nothing valid on either network: back to the initial state.
-        assert_eq!(masquerade_gc(&nf, NET, &[]).unwrap(), 1, "{backend}");
-        assert_eq!(masquerade_gc(&nf, "othernet", &[]).unwrap(), 1, "{backend}");
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
+        // Duplicate and stray jumps do no harm (CHECK passes) and the next ADD removes them.
+        run_restore(
+            &ns,
+            &tools.v4_restore,
+            &format!("*nat\n-A {jump}\n-I POSTROUTING -s 10.0.0.0/8 -j {chain}\nCOMMIT\n"),
+        );
+        masquerade_check(&nf, NET, &addr).unwrap();
+        masquerade_ensure(&nf, NET, &addr, false).unwrap();
+        assert_eq!(snapshot_all(&ns, &tools), good, "{backend}: tidied");
     }
 }
 
 #[test]
-fn twenty_parallel_adds_and_dels_in_one_namespace() {
+fn one_chain_per_subnet_and_family_and_network() {
     for (backend, tools) in backends() {
         let ns = ns();
         let nf = nf(&ns, &tools);
-        let before = snapshot_all(&ns, &tools);
-        let addr = |i: usize| net(&format!("10.88.1.{}/16", i + 2));
-        std::thread::scope(|s| {
-            for i in 0..20 {
-                let nf = &nf;
-                s.spawn(move || {
-                    masquerade_add(nf, NET, &format!("par{i}"), "eth0", &[addr(i)])
-                        .unwrap_or_else(|e| panic!("{backend}: add {i}: {e}"));
-                });
-            }
-        });
-        for i in 0..20 {
-            masquerade_check(&nf, NET, &format!("par{i}"), "eth0", &[addr(i)]).unwrap();
+        let addrs = [
+            net("10.88.0.7/16"),
+            net("10.99.0.7/24"),
+            net("fd00::7/64"),
+            net("fd01::7/64"),
+        ];
+        masquerade_ensure(&nf, NET, &addrs, false).unwrap();
+        masquerade_check(&nf, NET, &addrs).unwrap();
+        let v6 = snapshot(&ns, &tools, Family::V6);
+        for subnet in ["fd00::/64", "fd01::/64"] {
+            let chain = masq_chain_name(NET, net(subnet));
+            assert!(v6.contains(&format!("-A {chain} -d {subnet} ")), "{v6}");
+            assert!(v6.contains(&format!("-A {chain} -d ff00::/8 ")), "{v6}");
+            assert_eq!(
+                v6.matches(&format!("-s {subnet} ")).count(),
+                1,
+                "{backend}:\n{v6}"
+            );
         }
-        std::thread::scope(|s| {
+        for family in Family::ALL {
+            let lines = masq_lines(&ns, &tools, family);
+            assert_eq!(
+                lines.iter().filter(|l| l.starts_with(':')).count(),
+                2,
+                "{backend}"
+            );
+            assert_eq!(lines.len(), 2 * 5, "{backend}: {lines:#?}");
+        }
+        // The same subnet on another network is another chain; only one family: the other
+        // family's table is not touched.
+        let v6_before = snapshot(&ns, &tools, Family::V6);
+        assert!(masquerade_check(&nf, "othernet", &addrs[..1]).is_err());
+        masquerade_ensure(&nf, "othernet", &addrs[..1], false).unwrap();
+        masquerade_check(&nf, "othernet", &addrs[..1]).unwrap();
+        assert_eq!(snapshot(&ns, &tools, Family::V6), v6_before, "{backend}");
+        assert_eq!(
+            masq_lines(&ns, &tools, Family::V4).len(),
+            3 * 5,
+            "{backend}"
+        );
+        // A subnet of the network that was never set up fails CHECK.
+        assert!(masquerade_check(&nf, NET, &[net("10.100.0.2/24")]).is_err());
+    }
+}
+
+/// 20 ADDs at once on a fresh table (all told the network is new, none told, half told): exactly
+/// one chain and one jump per family, as `-N` commits once; then the same after both jumps were
+/// lost, which every ADD repairs under the lock.
+#[test]
+fn twenty_parallel_adds_write_exactly_one_jump() {
+    for (backend, tools) in backends() {
+        for hint in ["all", "none", "half"] {
+            let ns = ns();
+            let nf = nf(&ns, &tools);
+            let addrs = |i: usize| {
+                [
+                    net(&format!("10.88.1.{}/16", i + 2)),
+                    net(&format!("fd00::{:x}/64", i + 2)),
+                ]
+            };
+            let twenty = || {
+                std::thread::scope(|s| {
+                    for i in 0..20 {
+                        let nf = &nf;
+                        let likely_new = hint == "all" || (hint == "half" && i % 2 == 0);
+                        s.spawn(move || {
+                            masquerade_ensure(nf, NET, &addrs(i), likely_new)
+                                .unwrap_or_else(|e| panic!("{backend}: add {i}: {e}"));
+                        });
+                    }
+                })
+            };
+            let one_each = |what: &str| {
+                for family in Family::ALL {
+                    let lines = masq_lines(&ns, &tools, family);
+                    let jumps = lines
+                        .iter()
+                        .filter(|l| l.starts_with("-A POSTROUTING"))
+                        .count();
+                    let at = format!("{backend}, hint {hint}, {family:?}, {what}");
+                    assert_eq!(jumps, 1, "{at}: {lines:#?}");
+                    assert_eq!(lines.len(), 5, "{at}: {lines:#?}");
+                }
+            };
+            twenty();
+            one_each("created");
             for i in 0..20 {
-                let nf = &nf;
-                s.spawn(move || {
-                    // Half through the fast path, half through the save path.
-                    let known = if i % 2 == 0 { vec![addr(i)] } else { vec![] };
-                    masquerade_del(nf, NET, &format!("par{i}"), "eth0", &known)
-                        .unwrap_or_else(|e| panic!("{backend}: del {i}: {e}"));
-                });
+                masquerade_check(&nf, NET, &addrs(i)).unwrap();
             }
-        });
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
+            if hint != "half" {
+                continue;
+            }
+            // Both jumps lost: every ADD sees a repair to make.
+            let c = masq_comment(NET);
+            for (restore, subnet) in [
+                (&tools.v4_restore, "10.88.0.0/16"),
+                (&tools.v6_restore, "fd00::/64"),
+            ] {
+                let chain = masq_chain_name(NET, net(subnet));
+                run_restore(
+                    &ns,
+                    restore,
+                    &format!(
+                        "*nat\n-D POSTROUTING -s {subnet} -m comment --comment \"{c}\" -j {chain}\nCOMMIT\n"
+                    ),
+                );
+            }
+            assert!(masquerade_check(&nf, NET, &addrs(0)).is_err());
+            twenty();
+            one_each("repaired");
+        }
     }
 }
 
 #[test]
 fn invalid_names_are_rejected_before_anything_runs() {
     let ns = ns();
-    let tools = tether_netfilter::Tools::nft();
+    let tools = Tools::nft();
     let nf = nf(&ns, &tools);
     let before = snapshot_all(&ns, &tools);
     let a = [net("10.88.0.2/16")];
-    for (n, c, i) in [
-        ("bad net", "c", "eth0"),
-        ("net", "c\"; -F", "eth0"),
-        ("net", "c", "eth0\n-F"),
-        ("net", "", "eth0"),
-        ("net", "c", "this-is-too-long0"),
-    ] {
+    for n in ["bad net", "n\"; -F", "n\n-F", "", &"n".repeat(250)] {
         for r in [
-            masquerade_add(&nf, n, c, i, &a),
-            masquerade_del(&nf, n, c, i, &a),
-            masquerade_check(&nf, n, c, i, &a),
+            masquerade_ensure(&nf, n, &a, false),
+            masquerade_check(&nf, n, &a),
         ] {
-            assert!(
-                matches!(r, Err(Error::Invalid { .. })),
-                "{n:?} {c:?} {i:?}: {r:?}"
-            );
+            assert!(matches!(r, Err(Error::Invalid { .. })), "{n:?}: {r:?}");
         }
     }
-    assert!(matches!(
-        masquerade_gc(&nf, "a b", &[]),
-        Err(Error::Invalid { .. })
-    ));
     assert_eq!(snapshot_all(&ns, &tools), before);
-}
-
-#[test]
-fn exact_del_with_known_addresses_never_reads_the_table() {
-    for (backend, tools) in backends() {
-        let ns = ns();
-        foreign_rules(&ns, &tools);
-        let before = snapshot_all(&ns, &tools);
-        let dual = [net("10.88.0.20/16"), net("fd00::20/64")];
-        masquerade_add(&nf(&ns, &tools), NET, "fast", "eth0", &dual).unwrap();
-        // The hot path must not need iptables-save at all: make it unusable.
-        let no_save = tether_netfilter::Tools {
-            v4_save: "/bin/false".into(),
-            v6_save: "/bin/false".into(),
-            ..tools.clone()
-        };
-        let blind = nf(&ns, &no_save);
-        masquerade_del(&blind, NET, "fast", "eth0", &dual).unwrap();
-        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
-        // ...and the fallback does read it: with the rules gone, the exact batch fails and the
-        // (broken) save is what reports the error.
-        assert!(
-            matches!(
-                masquerade_del(&blind, NET, "fast", "eth0", &dual),
-                Err(Error::Command { .. })
-            ),
-            "{backend}"
-        );
-    }
+    // No addresses: nothing to do, nothing run.
+    let nothing = Tools {
+        v4_save: "/nonexistent".into(),
+        v6_save: "/nonexistent".into(),
+        ..tools.clone()
+    };
+    let blind = common::nf(&ns, &nothing);
+    masquerade_ensure(&blind, NET, &[], false).unwrap();
+    masquerade_check(&blind, NET, &[]).unwrap();
 }

@@ -2,7 +2,7 @@
 //!
 //! The outside namespace has no route back to the client subnet, so a connection only succeeds
 //! when the router rewrote the source to its own outside address, and the server sees that
-//! address as the peer.
+//! address as the peer. A chain for another subnet must not masquerade the client.
 
 mod common;
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use netns_fixtures::Netns;
-use tether_netfilter::{masquerade_add, masquerade_del};
+use tether_netfilter::masquerade_ensure;
 
 fn connect(client: &Netns, to: SocketAddr) -> std::io::Result<TcpStream> {
     client.run(|| TcpStream::connect_timeout(&to, Duration::from_millis(700)))
@@ -62,7 +62,13 @@ fn masquerade_rewrites_the_source_address() {
         );
 
         let nf = nf(&router, &tools);
-        masquerade_add(&nf, "pkt", "c", "eth0", &[net("10.50.0.2/24")]).unwrap();
+        // Another network's subnet (the client's address is not in it): still no way back.
+        masquerade_ensure(&nf, "pkt", &[net("10.51.0.2/24")], false).unwrap();
+        assert!(
+            connect(&client, server).is_err(),
+            "{backend}: masqueraded by another subnet's chain"
+        );
+        masquerade_ensure(&nf, "pkt", &[net("10.50.0.9/24")], false).unwrap();
         let mut stream = connect(&client, server)
             .unwrap_or_else(|e| panic!("{backend}: connect through masquerade: {e}"));
         let (mut accepted, peer) = listener.accept().unwrap();
@@ -72,11 +78,5 @@ fn masquerade_rewrites_the_source_address() {
         accepted.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"ping");
         drop((stream, accepted));
-
-        masquerade_del(&nf, "pkt", "c", "eth0", &[]).unwrap();
-        assert!(
-            connect(&client, server).is_err(),
-            "{backend}: still masqueraded after del"
-        );
     }
 }

@@ -257,9 +257,11 @@ impl Drop for Env {
 /// Whether an `iptables-save` rule belongs to one container: it names a container id or a chain
 /// with a hash in its name (`CNI-1a2b3c4d...`, `CNI-DN-...`). Shared base chains such as
 /// `CNI-HOSTPORT-DNAT` and the jumps into them stay for the next container, as the reference
-/// plugins' do.
+/// plugins' do; so do the bridge's per-network masquerade chains, whose name is hashed from the
+/// network and subnet (`TETHER-MASQ-<hash>`), and the jumps into them.
 pub fn is_per_container_rule(rule: &str) -> bool {
     rule.split(|c: char| c.is_whitespace() || c == '"' || c == '\\')
+        .filter(|tok| !tok.starts_with("TETHER-MASQ-"))
         .flat_map(|tok| tok.split('-'))
         .any(|seg| {
             seg.len() >= 8

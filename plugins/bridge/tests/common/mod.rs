@@ -229,10 +229,18 @@ pub fn host_veth(r: &Value) -> String {
     r["interfaces"][1]["name"].as_str().unwrap().to_string()
 }
 
+/// Whether an iptables snapshot line belongs to a network's shared masquerade chain: the chain,
+/// its rules, or the `POSTROUTING` jump to it. None of them names a container.
+pub fn is_shared_masq(line: &str) -> bool {
+    line.contains("TETHER-MASQ-")
+}
+
 /// `before` and `after` must be equal once everything the bridge legitimately keeps is removed
 /// from `after`: the bridge link, its addresses and its connected routes (as with the reference,
-/// the bridge is shared and never deleted), and host-local's `lock` and `last_reserved_ip.*`
-/// files (the reference host-local keeps them too; no lease file may remain).
+/// the bridge is shared and never deleted), the network's shared masquerade chains
+/// (`TETHER-MASQ-*`) with their `POSTROUTING` jumps (shared base chains, kept like the bridge),
+/// and host-local's `lock` and `last_reserved_ip.*` files (the reference host-local keeps them
+/// too; no lease file may remain).
 #[track_caller]
 pub fn assert_clean(before: &Snapshot, after: &Snapshot, bridge: &str) {
     let mut after = after.clone();
@@ -243,6 +251,7 @@ pub fn assert_clean(before: &Snapshot, after: &Snapshot, bridge: &str) {
     after.routes.retain(|l| !mine(l));
     let mut before = before.clone();
     for s in [&mut before, &mut after] {
+        s.iptables.retain(|l| !is_shared_masq(l));
         s.files.retain(|k, _| {
             let f = k.rsplit('/').next().unwrap_or(k);
             f != "lock" && !f.starts_with("last_reserved_ip.")
