@@ -135,6 +135,11 @@ fn open_blocks_nothing() {
 
 /// The shared part of the layout that stays once created (documented).
 fn is_shared_base(line: &str) -> bool {
+    // The bridge's masquerade chain belongs to the network, not to a container, and stays for the
+    // next container like the bridge itself.
+    if line.contains("TETHER-MASQ-") {
+        return true;
+    }
     let per_container = line.contains("tether net=");
     let base = ["CNI-FORWARD", "CNI-ADMIN", "CNI-ISOLATION-STAGE-"]
         .iter()

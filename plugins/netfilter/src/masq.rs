@@ -21,10 +21,9 @@
 use ipnetwork::IpNetwork;
 
 use crate::names::hashed_chain_name;
-use crate::{Batch, sweep};
 use crate::{
-    Error, Family, Netfilter, OnSaveError, Result, Rule, SavedTable, Table, lock, per_family,
-    validate,
+    Batch, Error, Family, Netfilter, OnSaveError, Result, Rule, SavedTable, Table, lock,
+    per_family, sweep, validate,
 };
 
 /// Prefix of the shared masquerade chains. Never change it (nor [`masq_chain_name`] or
@@ -83,7 +82,9 @@ fn ensure_family(
     subnets: &[IpNetwork],
     likely_new: bool,
 ) -> Result<()> {
-    let create = |saved: &SavedTable| -> Result<bool> {
+    // Done (true) when `saved` shows all in place, or when all that lacks is absent chains and
+    // the `-N` batch creating them committed.
+    let done_by_creating = |saved: &SavedTable| -> Result<bool> {
         let p = plan(saved, family, network, subnets)?;
         if p.batch.is_empty() {
             return Ok(true);
@@ -99,12 +100,12 @@ fn ensure_family(
             }
         }
     };
-    if likely_new && create(&SavedTable::parse("", Table::Nat))? {
+    if likely_new && done_by_creating(&SavedTable::parse("", Table::Nat))? {
         return Ok(());
     }
     // No lock to read: a restore is one transaction, so a save sees a chain and its jump either
     // complete or not at all.
-    if create(&SavedTable::parse(
+    if done_by_creating(&SavedTable::parse(
         &nf.save(family, Table::Nat)?,
         Table::Nat,
     ))? {

@@ -272,6 +272,8 @@ fn is_shared_base(line: &str) -> bool {
         "TETHER-HOSTPORT-SETMARK",
         "TETHER-HOSTPORT-MASQ",
         "TETHER-LOCALNET-GUARD",
+        // The bridge's per-network masquerade chain (shared, like the bridge).
+        "TETHER-MASQ-",
     ]
     .iter()
     .any(|c| line.contains(c));

@@ -126,7 +126,8 @@ pub fn check(host: &Netns, data_dir: &Path, ips: &BTreeSet<String>, n: usize) ->
 
 /// Leftover chains and rules in an `iptables-save` dump.
 pub fn rules_left(save: &str, ips: &BTreeSet<String>, n: usize) -> (Vec<String>, Vec<String>) {
-    let shared = |c: &str| SHARED_CHAINS.contains(&c);
+    // The bridge's per-network masquerade chains are shared base chains too.
+    let shared = |c: &str| SHARED_CHAINS.contains(&c) || c.starts_with("TETHER-MASQ-");
     let mut table = "";
     let mut user = BTreeSet::new();
     let mut chains = Vec::new();
