@@ -11,19 +11,12 @@ use nix::unistd::Pid;
 use serde_json::{Map, json};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits up to `timeout` for the container's init to be gone.
+fn wait_gone(st: &ContainerState, timeout: Duration) -> bool {
+    st.live_process()
+        .is_none_or(|p| process::wait_exit(p, timeout))
 }
 
 /// Opens the network namespace of a live container, so DEL can reach it after the process dies.
@@ -38,7 +31,6 @@ fn hold_netns(st: &ContainerState) -> Option<OwnedFd> {
 /// plugin order, with the cached result), and removes the cgroup. Keeps going after errors.
 pub fn cleanup(paths: &Paths, st: &mut ContainerState, netns: Option<&OwnedFd>) -> Result<()> {
     let mut errors: Vec<String> = Vec::new();
-    let mut del_ok = true;
     let cg = st.cgroup.as_ref().map(cgroups::open);
     if let Some(cg) = &cg {
         if cg.oom_kills() > 0 {
@@ -48,10 +40,48 @@ pub fn cleanup(paths: &Paths, st: &mut ContainerState, netns: Option<&OwnedFd>) 
         if cg.is_frozen() {
             let _ = cg.thaw();
         }
-        if let Err(e) = cg.kill_all() {
+        if let Err(e) = tracing::debug_span!("cgroup_kill").in_scope(|| cg.kill_all()) {
             errors.push(e.to_string());
         }
     }
+    let st_ref = &*st;
+    let (net_errors, cg_result) = std::thread::scope(|s| {
+        // Nothing is left in the cgroup to wait for: its removal runs beside the plugins' DEL.
+        let remover = cg.as_deref().map(|cg| {
+            let parent = tracing::Span::current();
+            s.spawn(move || {
+                tracing::debug_span!(parent: &parent, "cgroup_remove").in_scope(|| cg.remove())
+            })
+        });
+        let net = network_down(paths, st_ref, netns);
+        (
+            net,
+            remover.map(|h| h.join().expect("cgroup removal does not panic")),
+        )
+    });
+    errors.extend(net_errors);
+    if let Some(Err(e)) = cg_result {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty() {
+        st.state.cleaned = true;
+        st.state.error = None;
+        Ok(())
+    } else {
+        let msg = errors.join("; ");
+        st.state.error = Some(msg.clone());
+        Err(Error::Setup(format!(
+            "cleanup of {} incomplete: {msg}; fix the cause and run `tether rm -f {}` again",
+            st.name, st.name
+        )))
+    }
+}
+
+/// CNI DEL (in reverse plugin order, with the cached result), then the namespace's unpinning.
+/// Returns what failed.
+fn network_down(paths: &Paths, st: &ContainerState, netns: Option<&OwnedFd>) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut del_ok = true;
     if !st.network.conflist.is_null() {
         match ConfList::from_bytes(&serde_json::to_vec(&st.network.conflist).unwrap_or_default()) {
             Ok(list) => {
@@ -85,7 +115,9 @@ pub fn cleanup(paths: &Paths, st: &mut ContainerState, netns: Option<&OwnedFd>) 
                     args: Vec::new(),
                     capability_args: caps,
                 };
-                if let Err(e) = paths.invoker().del(&list, &rt) {
+                let del = tracing::debug_span!("cni_del", network = %list.name)
+                    .in_scope(|| paths.invoker().del(&list, &rt));
+                if let Err(e) = del {
                     del_ok = false;
                     errors.push(format!("network {}: DEL failed: {e}", list.name));
                 }
@@ -96,27 +128,11 @@ pub fn cleanup(paths: &Paths, st: &mut ContainerState, netns: Option<&OwnedFd>) 
     // Unpinned only after a successful DEL, so a retry can still enter the namespace; the
     // namespace (and anything left in it) goes with the last mount.
     if let Some(p) = st.network.netns_path.as_ref().filter(|_| del_ok)
-        && let Err(e) = crate::netns::unpin(p)
+        && let Err(e) = tracing::debug_span!("netns_unpin").in_scope(|| crate::netns::unpin(p))
     {
         errors.push(e.to_string());
     }
-    if let Some(cg) = &cg
-        && let Err(e) = cg.remove()
-    {
-        errors.push(e.to_string());
-    }
-    if errors.is_empty() {
-        st.state.cleaned = true;
-        st.state.error = None;
-        Ok(())
-    } else {
-        let msg = errors.join("; ");
-        st.state.error = Some(msg.clone());
-        Err(Error::Setup(format!(
-            "cleanup of {} incomplete: {msg}; fix the cause and run `tether rm -f {}` again",
-            st.name, st.name
-        )))
-    }
+    errors
 }
 
 /// Records that the container stopped and cleans up after it, once. Safe to call from the
@@ -126,6 +142,18 @@ pub fn finalize(
     id: &str,
     exit_code: Option<i32>,
     netns: Option<&OwnedFd>,
+) -> Result<()> {
+    finalize_and_remove(paths, id, exit_code, netns, false)
+}
+
+/// [`finalize`]; with `remove` (`run --rm`) the state is then removed, still under the lock, instead
+/// of being written once more. A failed cleanup always keeps it.
+pub fn finalize_and_remove(
+    paths: &Paths,
+    id: &str,
+    exit_code: Option<i32>,
+    netns: Option<&OwnedFd>,
+    remove: bool,
 ) -> Result<()> {
     let store = Store { paths };
     let _lock = state::container_lock(paths, id)?;
@@ -145,6 +173,9 @@ pub fn finalize(
     } else {
         cleanup(paths, &mut st, netns)
     };
+    if remove && r.is_ok() {
+        return tracing::debug_span!("remove_state").in_scope(|| remove_state(paths, id));
+    }
     store.save(&st)?;
     r
 }
@@ -170,10 +201,10 @@ fn settle(paths: &Paths, st: &ContainerState, netns: Option<&OwnedFd>) -> Result
         .supervisor
         .is_some_and(|s| s.alive() && s.pid != std::process::id() as i32)
     {
-        let done = wait_until(Duration::from_secs(10), || {
-            store.load(&st.id).map_or(true, |s| s.state.cleaned)
-        });
-        if done {
+        // It exits once it has recorded the exit and cleaned up (or removed the state).
+        let sup = st.state.supervisor.expect("checked");
+        process::wait_exit(sup, Duration::from_secs(10));
+        if store.load(&st.id).map_or(true, |s| s.state.cleaned) {
             return Ok(());
         }
         tracing::warn!(container = %st.name, "the supervisor did not clean up in time; doing it here");
@@ -199,10 +230,13 @@ fn kill_now(st: &ContainerState) -> Result<()> {
     if let Some(p) = st.live_process() {
         let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
     }
+    // The init's death takes its PID namespace with it; the cgroup is swept after that, when
+    // usually nothing is left in it (a v1 freezer cannot freeze tasks that are busy exiting).
+    let gone = wait_gone(st, Duration::from_secs(10));
     if let Some(rec) = &st.cgroup {
         let _ = cgroups::open(rec).kill_all();
     }
-    if wait_until(Duration::from_secs(10), || st.live_process().is_none()) {
+    if gone {
         Ok(())
     } else {
         Err(Error::Setup(format!(
@@ -233,7 +267,7 @@ pub fn stop(paths: &Paths, name: &str, timeout: Duration) -> Result<()> {
         }
     }
     signal_container(&st, Signal::SIGTERM)?;
-    if !wait_until(timeout, || st.live_process().is_none()) {
+    if !wait_gone(&st, timeout) {
         kill_now(&st)?;
     }
     settle(paths, &st, netns.as_ref())
@@ -258,7 +292,7 @@ pub fn kill_container(paths: &Paths, name: &str, sig: Signal) -> Result<()> {
             let _ = cg.thaw();
         }
     }
-    if wait_until(Duration::from_secs(1), || st.live_process().is_none()) {
+    if wait_gone(&st, Duration::from_secs(1)) {
         settle(paths, &st, netns.as_ref())?;
     }
     Ok(())
@@ -427,7 +461,7 @@ pub fn prune(paths: &Paths) -> Result<Vec<String>> {
                 crate::network::add_portmap(&mut l);
             }
             if l.name == crate::network::DEFAULT_NETWORK {
-                crate::network::negotiate_version(&mut l, &paths.cni_path);
+                crate::network::negotiate_version(&mut l, paths);
             }
             l
         })

@@ -6,7 +6,9 @@ use crate::state::Paths;
 use crate::units::PortMapping;
 use cni::runtime::ConfList;
 use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The built-in default network: needs no file.
@@ -148,12 +150,13 @@ pub fn builtin_bridge(paths: &Paths) -> ConfList {
     )
 }
 
-/// Lowers `list.cni_version` to the newest version that every plugin of the list found on
-/// `cni_path` supports, asking each with VERSION as libcni's `ValidateNetworkList` does. Only for
+/// Lowers `list.cni_version` to the newest version that every plugin of the list found on the
+/// search path supports, asking each with VERSION as libcni's `ValidateNetworkList` does. Only for
 /// the lists tether generates: Debian's reference plugins, for example, stop at 1.0.0, and the
 /// built-in network must work with them too. Plugins that are missing or do not answer are left to
-/// fail on use, with their own error.
-pub fn negotiate_version(list: &mut ConfList, cni_path: &[PathBuf]) {
+/// fail on use, with their own error. Answers are remembered in `<root>/cni/plugin-versions.json`
+/// (see [`VersionCache`]).
+pub fn negotiate_version(list: &mut ConfList, paths: &Paths) {
     let mut types: Vec<&str> = Vec::new();
     for p in &list.plugins {
         for ty in [p.get("type"), p.pointer("/ipam/type")]
@@ -172,30 +175,48 @@ pub fn negotiate_version(list: &mut ConfList, cni_path: &[PathBuf]) {
         .filter(|v| cni::version::at_least(&list.cni_version, v))
         .collect();
     let stdin = json!({ "cniVersion": list.cni_version }).to_string();
-    let search: Vec<String> = cni_path.iter().map(|p| p.display().to_string()).collect();
+    let search: Vec<String> = paths
+        .cni_path
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let env = [
         ("CNI_COMMAND", "VERSION".to_string()),
         ("CNI_PATH", search.join(":")),
     ];
+    let mut cache = VersionCache::load(&paths.cni_cache());
     for ty in types {
-        let Ok(bin) = cni::runtime::find_plugin(ty, cni_path) else {
+        let Ok(bin) = cni::runtime::find_plugin(ty, &paths.cni_path) else {
             continue;
         };
-        match cni::invoke::exec_plugin(&bin, &env, stdin.as_bytes()) {
-            Ok(Some(v)) => {
-                let supported: Vec<&str> = v
-                    .get("supportedVersions")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                common.retain(|c| supported.contains(c));
+        let supported = cache.get_or_probe(&bin, || {
+            let answer = tracing::debug_span!("version_probe", plugin = ty)
+                .in_scope(|| cni::invoke::exec_plugin(&bin, &env, stdin.as_bytes()));
+            match answer {
+                Ok(Some(v)) => Some(
+                    v.get("supportedVersions")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                Ok(None) => {
+                    tracing::debug!(plugin = ty, "VERSION printed nothing");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(plugin = ty, error = %e, "VERSION failed");
+                    None
+                }
             }
-            Ok(None) => tracing::debug!(plugin = ty, "VERSION printed nothing"),
-            Err(e) => tracing::debug!(plugin = ty, error = %e, "VERSION failed"),
+        });
+        if let Some(supported) = supported {
+            common.retain(|c| supported.iter().any(|s| s == c));
         }
     }
+    cache.store();
     if let Some(best) = common.last()
         && *best != list.cni_version
     {
@@ -209,12 +230,115 @@ pub fn negotiate_version(list: &mut ConfList, cni_path: &[PathBuf]) {
     }
 }
 
+/// A plugin binary's identity on disk: any replacement, rewrite or `touch` changes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(p: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionEntry {
+    stamp: FileStamp,
+    supported_versions: Vec<String>,
+}
+
+/// The VERSION answers of plugin binaries by path, valid while the binary's [`FileStamp`] is
+/// unchanged. Exec'ing every plugin of the built-in network on each `tether run` cost 1 to 2.5 ms a
+/// plugin for an answer that changes only with the binary. Failed probes are not remembered.
+struct VersionCache {
+    file: PathBuf,
+    entries: BTreeMap<PathBuf, VersionEntry>,
+    dirty: bool,
+}
+
+impl VersionCache {
+    fn load(cache_dir: &Path) -> VersionCache {
+        let file = cache_dir.join("plugin-versions.json");
+        let entries = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        VersionCache {
+            file,
+            entries,
+            dirty: false,
+        }
+    }
+
+    fn get_or_probe(
+        &mut self,
+        bin: &Path,
+        probe: impl FnOnce() -> Option<Vec<String>>,
+    ) -> Option<Vec<String>> {
+        // Stamped before the probe: a binary replaced meanwhile gets a new stamp, so a stale
+        // answer is never filed under the new binary.
+        let stamp = FileStamp::of(bin)?;
+        if let Some(e) = self.entries.get(bin).filter(|e| e.stamp == stamp) {
+            return Some(e.supported_versions.clone());
+        }
+        let supported = probe()?;
+        self.entries.insert(
+            bin.to_path_buf(),
+            VersionEntry {
+                stamp,
+                supported_versions: supported.clone(),
+            },
+        );
+        self.dirty = true;
+        Some(supported)
+    }
+
+    /// Best effort: without the file the next run just probes again.
+    fn store(&self) {
+        if !self.dirty {
+            return;
+        }
+        let tmp = self
+            .file
+            .with_extension(format!("json.{}.tmp", std::process::id()));
+        let r = self
+            .file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::write(
+                    &tmp,
+                    serde_json::to_vec(&self.entries).expect("entries serialize"),
+                )
+            })
+            .and_then(|()| std::fs::rename(&tmp, &self.file));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(file = %self.file.display(), error = %e, "plugin version cache not saved");
+        }
+    }
+}
+
 /// The conflist of a named network: the built-in `bridge` (its version negotiated with the
 /// plugins), or `<config_dir>/*.conflist` by name, as written.
 pub fn load_network(paths: &Paths, name: &str) -> Result<ConfList> {
     let mut l = load_network_file(paths, name)?;
     if name == DEFAULT_NETWORK {
-        negotiate_version(&mut l, &paths.cni_path);
+        negotiate_version(&mut l, paths);
     }
     Ok(l)
 }
@@ -251,7 +375,7 @@ pub fn conflist_for(paths: &Paths, mode: &NetMode, ports: &[PortMapping]) -> Res
         add_portmap(&mut list);
     }
     if *mode == NetMode::Network(DEFAULT_NETWORK.into()) {
-        negotiate_version(&mut list, &paths.cni_path);
+        negotiate_version(&mut list, paths);
     }
     Ok(list)
 }
@@ -467,7 +591,7 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
                 cni::version::ALL.join(", ")
             )));
         }
-        None => negotiate_version(&mut list, &paths.cni_path),
+        None => negotiate_version(&mut list, paths),
     }
     std::fs::create_dir_all(&paths.config_dir).ctx(at("create", &paths.config_dir))?;
     let path = paths.config_dir.join(format!("{}.conflist", o.name));
@@ -668,6 +792,68 @@ mod tests {
             "{e}"
         );
         assert_eq!(list_networks(&p).len(), 2);
+    }
+
+    /// A fake plugin that answers VERSION with `versions` and counts its runs in `<dir>/runs`.
+    fn fake_plugin(dir: &Path, name: &str, versions: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let script = format!(
+            "#!/bin/sh\necho {name} >> {runs}\necho '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[{versions}]}}'\n",
+            runs = dir.join("runs").display()
+        );
+        std::fs::write(&tmp, script).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A new inode each time, as `install` does (and no writable fd to race an exec).
+        std::fs::rename(&tmp, &p).unwrap();
+    }
+
+    fn runs(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn version_answers_are_cached_until_the_binary_changes() {
+        let (d, mut p) = paths();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        p.cni_path = vec![bin.clone()];
+        fake_plugin(&bin, "bridge", r#""0.4.0","1.0.0","1.1.0""#);
+        fake_plugin(&bin, "host-local", r#""0.4.0","1.0.0""#);
+        let negotiated = || {
+            let mut l = builtin_bridge(&p);
+            negotiate_version(&mut l, &p);
+            l.cni_version
+        };
+        assert_eq!(negotiated(), "1.0.0");
+        assert_eq!(runs(&bin), ["bridge", "host-local"]);
+        assert_eq!(negotiated(), "1.0.0");
+        assert_eq!(runs(&bin), ["bridge", "host-local"], "second run probed");
+        assert!(p.cni_cache().join("plugin-versions.json").is_file());
+        // An upgraded host-local is asked again, and only it.
+        fake_plugin(&bin, "host-local", r#""0.4.0","1.0.0","1.1.0""#);
+        assert_eq!(negotiated(), "1.1.0");
+        assert_eq!(runs(&bin), ["bridge", "host-local", "host-local"]);
+        // A plugin whose VERSION fails is not remembered: asked every time.
+        std::fs::write(bin.join(".bridge.tmp"), "#!/bin/sh\nexit 1\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                bin.join(".bridge.tmp"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
+        std::fs::rename(bin.join(".bridge.tmp"), bin.join("bridge")).unwrap();
+        assert_eq!(negotiated(), "1.1.0");
+        fake_plugin(&bin, "bridge", r#""0.4.0","1.0.0""#);
+        assert_eq!(negotiated(), "1.0.0");
+        assert_eq!(runs(&bin).iter().filter(|r| *r == "bridge").count(), 2);
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! The process model: clone the container's init straight into its new namespaces, hold it on a
-//! sync socket while the parent writes id maps, joins it to its cgroups and runs CNI ADD, then let it
-//! finish its own setup (hostname, mounts, root) and exec. It is PID 1 of its PID namespace.
+//! The process model: clone the container's init straight into its new namespaces and cgroups (v2:
+//! `clone3(CLONE_INTO_CGROUP)`; v1: it moves itself first thing), hold it on a sync socket while the
+//! parent writes id maps and runs CNI ADD, then let it exec. Without a user namespace it does its own
+//! setup (hostname, mounts, root) while ADD runs; with one, after the go-ahead. It is PID 1 of its
+//! PID namespace.
 //!
 //! `tether` is single-threaded (no async runtime), so the child is a plain fork-like `clone`: it
 //! runs on a copy of the parent's memory and stack, and only ever leaves through `execve` or `_exit`.
 
+use crate::cgroups::Join;
 use crate::error::{Context, Error, Result};
-use crate::state::IdMap;
+use crate::state::{IdMap, ProcRef};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
@@ -17,6 +20,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Everything the child needs, prepared before the clone.
 #[derive(Debug, Clone)]
@@ -42,8 +46,66 @@ pub struct ChildSpec {
 /// A cloned container init waiting for the go-ahead.
 pub struct Child {
     pub pid: Pid,
+    /// Whether it was born in its cgroup or enters it by itself (else the parent must move it).
+    pub in_cgroup: bool,
     sock: std::os::unix::net::UnixStream,
     released: bool,
+}
+
+/// Polls `cond` for up to `timeout`, first every 100 µs, backing off to every 10 ms: for states
+/// the kernel offers no notification of (a v1 freezer's progress, a cgroup emptying).
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Waits up to `timeout` for `p` to exit (a zombie has); true once it has. Blocks on a pidfd, so
+/// it returns the moment the process dies instead of at the next poll.
+pub fn wait_exit(p: ProcRef, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
+    if fd < 0 {
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ESRCH => true,
+            // Before Linux 5.3.
+            _ => poll_until(timeout, || !p.alive()),
+        };
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // Checked after the open: if the pid was reused before, the fd is someone else's and ours is
+    // long gone.
+    if !p.alive() {
+        return true;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            0 => return !p.alive(),
+            n if n > 0 => return true,
+            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
+            _ => return poll_until(left, || !p.alive()),
+        }
+    }
 }
 
 /// The clone flags for a container.
@@ -61,19 +123,55 @@ pub fn clone_flags(own_netns: bool, userns: bool) -> CloneFlags {
     f
 }
 
+/// From `linux/sched.h` (libc's constant is an `i32` that overflows).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of `clone3(2)`, as of Linux 5.7 (`cgroup` is the last field).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
 /// fork-like `clone(2)`: no new stack, the child continues on a copy of ours. Returns 0 in the child.
-fn raw_clone(flags: CloneFlags) -> nix::Result<libc::pid_t> {
-    // SAFETY: with a null stack pointer clone behaves like fork; tether is single-threaded here,
-    // so the child inherits no locked mutexes.
+/// With `cgroup` (a v2 cgroup directory), `clone3(CLONE_INTO_CGROUP)`: the child is born there.
+fn raw_clone(flags: CloneFlags, cgroup: Option<RawFd>) -> nix::Result<libc::pid_t> {
+    // SAFETY: with a null stack pointer (and size) clone and clone3 behave like fork; tether is
+    // single-threaded here, so the child inherits no locked mutexes.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags.bits() as libc::c_long) | libc::SIGCHLD as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        )
+        match cgroup {
+            Some(fd) => {
+                let args = CloneArgs {
+                    flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+                    exit_signal: libc::SIGCHLD as u64,
+                    cgroup: fd as u64,
+                    ..Default::default()
+                };
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            }
+            None => libc::syscall(
+                libc::SYS_clone,
+                (flags.bits() as libc::c_long) | libc::SIGCHLD as libc::c_long,
+                0 as libc::c_long,
+                0 as libc::c_long,
+                0 as libc::c_long,
+                0 as libc::c_long,
+            ),
+        }
     };
     if rc < 0 {
         Err(nix::errno::Errno::last())
@@ -84,7 +182,14 @@ fn raw_clone(flags: CloneFlags) -> nix::Result<libc::pid_t> {
 
 /// Clones the container init. With `join_netns`, the child is born in that network namespace: the
 /// parent enters it for the duration of the clone (it is single-threaded) and returns to its own.
-pub fn spawn(spec: &ChildSpec, flags: CloneFlags, join_netns: Option<&OwnedFd>) -> Result<Child> {
+/// With `cgroup`, the child starts in its cgroup (v2) or moves itself there at once (v1); see
+/// [`Child::in_cgroup`].
+pub fn spawn(
+    spec: &ChildSpec,
+    flags: CloneFlags,
+    join_netns: Option<&OwnedFd>,
+    cgroup: Option<&Join>,
+) -> Result<Child> {
     let (parent_end, child_end) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -102,10 +207,29 @@ pub fn spawn(spec: &ChildSpec, flags: CloneFlags, join_netns: Option<&OwnedFd>) 
         }
         None => None,
     };
-    let cloned = raw_clone(flags);
+    let into = match cgroup {
+        Some(Join::Dir(d)) => Some(d.as_raw_fd()),
+        _ => None,
+    };
+    let tasks: Vec<RawFd> = match cgroup {
+        Some(Join::Tasks(v)) => v.iter().map(AsRawFd::as_raw_fd).collect(),
+        _ => Vec::new(),
+    };
+    let mut in_cgroup = cgroup.is_some();
+    let mut cloned = raw_clone(flags, into);
+    if into.is_some()
+        && matches!(
+            cloned,
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL)
+        )
+    {
+        // A kernel without clone3 or CLONE_INTO_CGROUP (before 5.7): the parent moves the child.
+        in_cgroup = false;
+        cloned = raw_clone(flags, None);
+    }
     if let Ok(0) = cloned {
         drop(parent_end);
-        child_main(spec, child_end);
+        child_main(spec, &tasks, child_end);
     }
     if let Some(own) = own_netns {
         // Not being able to return would leave every later step in the wrong namespace.
@@ -128,6 +252,7 @@ pub fn spawn(spec: &ChildSpec, flags: CloneFlags, join_netns: Option<&OwnedFd>) 
     drop(child_end);
     Ok(Child {
         pid: Pid::from_raw(pid),
+        in_cgroup,
         sock: std::os::unix::net::UnixStream::from(parent_end),
         released: false,
     })
@@ -192,9 +317,9 @@ impl Drop for Child {
 // ---------------------------------------------------------------------------------------------
 // In the child. Errors are strings sent to the parent; nothing here returns.
 
-fn child_main(spec: &ChildSpec, sock: OwnedFd) -> ! {
+fn child_main(spec: &ChildSpec, cgroup_tasks: &[RawFd], sock: OwnedFd) -> ! {
     let mut sock = std::os::unix::net::UnixStream::from(sock);
-    let err = match child_setup(spec, &mut sock) {
+    let err = match child_setup(spec, cgroup_tasks, &mut sock) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -211,26 +336,55 @@ fn errno(what: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> Stri
 
 fn child_setup(
     spec: &ChildSpec,
+    cgroup_tasks: &[RawFd],
     sock: &mut std::os::unix::net::UnixStream,
 ) -> ChildResult<std::convert::Infallible> {
+    let joined = join_cgroup(cgroup_tasks);
     reset_signals();
     if let Some(fd) = spec.log_fd {
         redirect_stdio(fd)?;
     }
+    // Without a user namespace the whole setup runs while the parent runs CNI ADD (nothing in it
+    // depends on the network; the /etc files are bind-mounted now and filled in by the parent
+    // before the go-ahead); with one, it needs the id maps the parent writes first. Failures are
+    // reported once the parent listens.
+    let prepared = if spec.userns {
+        joined.map(|()| None)
+    } else {
+        joined.and_then(|()| prepare(spec)).map(Some)
+    };
     let mut go = [0u8; 1];
     match sock.read(&mut go) {
         Ok(1) => {}
         // The parent died or gave up: nothing to report to.
         _ => unsafe { libc::_exit(1) },
     }
-    if spec.userns {
-        // Become the container's root (a mapped, unprivileged host id).
-        nix::unistd::setgroups(&[]).map_err(errno("setgroups"))?;
-        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-            .map_err(errno("setresgid(0) in the user namespace"))?;
-        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-            .map_err(errno("setresuid(0) in the user namespace"))?;
-    }
+    let exec = match prepared? {
+        Some(exec) => exec,
+        None => {
+            // Become the container's root (a mapped, unprivileged host id).
+            nix::unistd::setgroups(&[]).map_err(errno("setgroups"))?;
+            nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                .map_err(errno("setresgid(0) in the user namespace"))?;
+            nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                .map_err(errno("setresuid(0) in the user namespace"))?;
+            prepare(spec)?
+        }
+    };
+    close_inherited_fds();
+    let e = nix::unistd::execve(&exec.prog, &exec.argv, &exec.envp).unwrap_err();
+    Err(format!("exec {}: {e}", spec.argv[0]))
+}
+
+/// The container's command, resolved in its root.
+struct Exec {
+    prog: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+/// Everything before exec: hostname, `lo`, mounts, root, working directory, the command's path.
+fn prepare(spec: &ChildSpec) -> ChildResult<Exec> {
     nix::unistd::sethostname(&spec.hostname).map_err(errno("sethostname"))?;
     if spec.loopback_up {
         set_lo_up().map_err(|e| format!("bringing lo up: {e}"))?;
@@ -262,12 +416,26 @@ fn child_setup(
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let prog = lookup(&spec.argv[0], path_env)?;
-    let argv = cstrings(&spec.argv)?;
-    let envp = cstrings(&spec.env)?;
-    close_inherited_fds();
-    let e = nix::unistd::execve(&prog, &argv, &envp).unwrap_err();
-    Err(format!("exec {}: {e}", spec.argv[0]))
+    Ok(Exec {
+        prog: lookup(&spec.argv[0], path_env)?,
+        argv: cstrings(&spec.argv)?,
+        envp: cstrings(&spec.env)?,
+    })
+}
+
+/// Moves this (single-threaded) process into its v1 cgroups: "0" written to `tasks` moves the
+/// calling thread, which the kernel does without the global lock a move by pid takes.
+fn join_cgroup(tasks: &[RawFd]) -> ChildResult<()> {
+    for &fd in tasks {
+        // SAFETY: a write to, then the close of, an fd the parent opened for us.
+        let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        let err = std::io::Error::last_os_error();
+        unsafe { libc::close(fd) };
+        if rc != 1 {
+            return Err(format!("joining the container's cgroup: {err}"));
+        }
+    }
+    Ok(())
 }
 
 /// `ip link set lo up` by ioctl, in the child's own network namespace.

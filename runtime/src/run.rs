@@ -266,7 +266,7 @@ impl Reporter {
 
 /// Runs a container; returns the exit code for `tether run` (the container's, in the foreground).
 pub fn run(paths: &Paths, o: RunOpts) -> Result<i32> {
-    let plan = plan(paths, &o)?;
+    let plan = tracing::debug_span!("plan").in_scope(|| plan(paths, &o))?;
     if !o.detach {
         return create_and_supervise(paths, plan, Reporter(None));
     }
@@ -331,12 +331,11 @@ fn create_and_supervise(paths: &Paths, plan: Plan, mut rep: Reporter) -> Result<
     } else {
         process::install_forwarding();
     }
-    let code = process::wait_forwarding(child.pid).ok();
+    let code = tracing::debug_span!("wait").in_scope(|| process::wait_forwarding(child.pid).ok());
     child.reaped();
-    container::finalize(paths, &id, code, netns.as_ref())?;
-    if auto_remove {
-        container::remove_state(paths, &id)?;
-    }
+    tracing::debug_span!("finalize").in_scope(|| {
+        container::finalize_and_remove(paths, &id, code, netns.as_ref(), auto_remove)
+    })?;
     Ok(code.unwrap_or(125))
 }
 
@@ -379,7 +378,8 @@ fn create(paths: &Paths, plan: Plan) -> Result<(process::Child, Option<OwnedFd>)
         },
         config: plan.config.clone(),
         namespaces: Default::default(),
-        cgroup: None,
+        // Recorded before it exists: removal is idempotent, and whatever of it gets made is found.
+        cgroup: Some(plan.cgroup.clone()),
         network: NetworkState {
             mode: match &plan.mode {
                 NetMode::None => "none".into(),
@@ -400,6 +400,7 @@ fn create(paths: &Paths, plan: Plan) -> Result<(process::Child, Option<OwnedFd>)
     {
         // Name and port checks and the state's creation are one step under the root lock, so two
         // `tether run --name x` cannot both win.
+        let _span = tracing::debug_span!("reserve").entered();
         let _lock = state::root_lock(paths)?;
         for other in store.list() {
             if other.name == st.name {
@@ -495,9 +496,10 @@ fn start(
     let store = Store { paths };
     let dir = paths.container_dir(&plan.id);
     let cg = cgroups::open(&plan.cgroup);
-    st.cgroup = Some(plan.cgroup.clone());
-    store.save(st)?;
-    cg.create(&plan.limits)?;
+    let join = tracing::debug_span!("cgroup_create").in_scope(|| {
+        cg.create(&plan.limits)?;
+        cg.join()
+    })?;
 
     let log = if plan.config.detached {
         let p = dir.join("container.log");
@@ -555,29 +557,35 @@ fn start(
         None => None,
     };
     let flags = process::clone_flags(plan.mode.own_netns(), plan.config.userns.is_some());
-    let child = child_slot.insert(process::spawn(&spec, flags, target_netns.as_ref())?);
-    drop(log);
+    let child = child_slot.insert(
+        tracing::debug_span!("clone")
+            .in_scope(|| process::spawn(&spec, flags, target_netns.as_ref(), Some(&join)))?,
+    );
+    drop((log, join));
     let pid = child.pid.as_raw();
     st.state.pid = Some(pid);
     st.state.pid_start_time = state::proc_start_time(pid);
-    store.save(st)?;
 
     if let Some(map) = plan.config.userns {
         child.write_id_maps(map)?;
     }
-    cg.add_pid(pid)?;
+    if !child.in_cgroup {
+        tracing::debug_span!("cgroup_attach").in_scope(|| cg.add_pid(pid))?;
+    }
     let proc_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
     *netns_fd = Some(OwnedFd::from(
         std::fs::File::open(&proc_ns).ctx(at("open", &proc_ns))?,
     ));
     let ns_path = if plan.mode.own_netns() {
-        let pinned = crate::netns::pin(&paths.netns_dir(), &plan.id, pid)?;
+        let pinned = tracing::debug_span!("netns_pin")
+            .in_scope(|| crate::netns::pin(&paths.netns_dir(), &plan.id, pid))?;
         st.network.netns_path = Some(pinned.clone());
-        store.save(st)?;
         pinned
     } else {
         proc_ns
     };
+    // The pid and the pin, before ADD: if tether dies from here on, `rm` finds both.
+    store.save(st)?;
 
     let mut caps = Map::new();
     if !plan.ports.is_empty() {
@@ -591,14 +599,15 @@ fn start(
         capability_args: caps,
     };
     // The conflist is already in the state: if tether dies during ADD, `rm` still runs DEL.
-    let result = paths
-        .invoker()
-        .add(&plan.conflist, &rt)
+    let result = tracing::debug_span!("cni_add", network = %plan.conflist.name)
+        .in_scope(|| paths.invoker().add(&plan.conflist, &rt))
         .ctx(format!("network {}: ADD failed", plan.conflist.name))?;
+    // Saved with the running state below: until then DEL needs only the conflist (saved) and the
+    // plugins' cached result.
     st.network.result = Some(result.to_json(cni::version::CURRENT));
-    store.save(st)?;
 
     if plan.config.rootfs.is_some() {
+        // Written in place, never replaced: the child has bind-mounted these very inodes already.
         let w = |n: &str, s: String| {
             let p = dir.join(n);
             std::fs::write(&p, s).ctx(at("write", &p))
@@ -614,7 +623,7 @@ fn start(
         )?;
     }
 
-    child.release()?;
+    tracing::debug_span!("release").in_scope(|| child.release())?;
     st.namespaces = process::namespaces_of(pid);
     st.state.status = Status::Running;
     st.state.started_at = Some(state::now_rfc3339());

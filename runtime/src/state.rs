@@ -284,6 +284,7 @@ impl Store<'_> {
     }
 
     pub fn save(&self, s: &ContainerState) -> Result<()> {
+        let _span = tracing::debug_span!("state_save", status = %s.state.status).entered();
         let p = self.state_file(&s.id);
         let tmp = p.with_extension("json.tmp");
         let b = serde_json::to_vec_pretty(s).expect("state serializes");

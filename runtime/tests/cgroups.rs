@@ -290,3 +290,88 @@ fn v2_backend_freezes_accounts_and_cleans_up() {
     assert!(!dir.exists());
     env.assert_clean();
 }
+
+/// The command runs in its cgroups from its first instruction: the init joins them itself before
+/// it execs (v1, also from a new user namespace) or is born in them (v2), rather than being moved
+/// in by tether.
+#[test]
+fn the_command_starts_in_its_cgroups() {
+    require_plugins(&["none"]);
+    let env = Env::new();
+    let cases: [(&str, &[&str], &[&str]); 3] = [
+        ("auto", &[], &[]),
+        ("userns", &[], &["--userns"]),
+        ("v2", &["--cgroup-manager", "v2"], &[]),
+    ];
+    for (name, global, extra) in cases {
+        let mut args: Vec<&str> = global.to_vec();
+        args.extend(["run", "--name", name, "--net=none"]);
+        args.extend_from_slice(extra);
+        args.extend(["--", "cat", "/proc/self/cgroup"]);
+        let out = env.tether(&args).ok().to_string();
+        let st = env.inspect(name);
+        let leaf = format!("/{}/{}", env.cgroup_parent, st["id"].as_str().unwrap());
+        let version = st["cgroup"]["version"].as_str().unwrap();
+        let lines: Vec<(&str, &str)> = out
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.splitn(3, ':').skip(1);
+                Some((it.next()?, it.next()?))
+            })
+            .collect();
+        let wanted: Vec<String> = match version {
+            "v1" => st["cgroup"]["paths"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect(),
+            _ => vec![String::new()],
+        };
+        assert!(!wanted.is_empty());
+        for ctrl in &wanted {
+            let (_, path) = lines
+                .iter()
+                .find(|(c, _)| c.split(',').any(|x| x == ctrl))
+                .unwrap_or_else(|| panic!("{name}: no {ctrl:?} line in {out}"));
+            assert!(
+                path.ends_with(&leaf),
+                "{name} ({version}): {ctrl:?} is {path}, not {leaf}:\n{out}"
+            );
+        }
+        env.tether(&["rm", name]).ok();
+    }
+    env.assert_clean();
+}
+
+/// `rm -f` and `stop` wait for the init to die, not for a v1 freezer, which cannot freeze tasks
+/// that are busy exiting (that used to cost its 5 s patience on every kill).
+#[test]
+fn kill_paths_return_once_the_container_is_dead() {
+    require_plugins(&["none"]);
+    let env = Env::new();
+    let commands: [&[&str]; 2] = [&["sleep", "100"], &["sh", "-c", "sleep 100 & sleep 100"]];
+    for (i, command) in commands.iter().enumerate() {
+        let name = format!("k{i}");
+        // PID 1 with no handler ignores SIGTERM: stop has to wait its grace period, then kill.
+        env.run_detached(&name, &["--net=none"], command);
+        let t = Instant::now();
+        env.tether(&["stop", "-t", "1", &name]).ok();
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "stop -t 1 of {command:?} took {took:?}"
+        );
+        env.tether(&["rm", &name]).ok();
+
+        env.run_detached(&name, &["--net=none"], command);
+        let t = Instant::now();
+        env.tether(&["rm", "-f", &name]).ok();
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "rm -f of {command:?} took {took:?}"
+        );
+    }
+    env.assert_clean();
+}

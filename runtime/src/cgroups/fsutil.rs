@@ -10,6 +10,16 @@ pub fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::Cgroup(format!("failed to write {value:?} to {}: {e}", p.display())))
 }
 
+/// Opens a cgroup file for writing (close-on-exec, as every std open).
+pub fn open_write(dir: &Path, file: &str) -> Result<std::os::fd::OwnedFd> {
+    let p = dir.join(file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .map(Into::into)
+        .map_err(|e| Error::Cgroup(format!("failed to open {}: {e}", p.display())))
+}
+
 pub fn read(dir: &Path, file: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(file))
         .ok()
@@ -93,13 +103,15 @@ pub fn remove_dirs(dirs: &[std::path::PathBuf]) {
 /// `rmdir` that retries EBUSY while the last processes finish exiting.
 pub fn rmdir_retry(dir: &Path, patience: Duration) -> Result<()> {
     let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_micros(200);
     loop {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if Instant::now() < deadline => {
                 tracing::debug!(dir = %dir.display(), %e, "cgroup not removable yet");
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
             }
             Err(e) => {
                 return Err(Error::Cgroup(format!(
@@ -119,19 +131,7 @@ pub fn remove_parent_if_empty(dir: &Path) {
     }
 }
 
-/// Polls `cond` for up to `timeout`.
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+pub use crate::process::poll_until as wait_for;
 
 /// SIGKILLs the pids listed until none are left.
 pub fn kill_procs(list: impl Fn() -> Vec<i32>, timeout: Duration) -> Result<()> {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::state::Limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub use v1::V1;
@@ -69,11 +70,30 @@ pub struct Stats {
     pub oom_kills: u64,
 }
 
+/// How a new container init enters its cgroup as it starts, so that nobody has to move it there.
+///
+/// Writing another process's pid to `cgroup.procs` takes the kernel's global threadgroup lock for
+/// writing, which waits for an RCU grace period: 6 to 30 ms, more than the rest of `tether run`'s
+/// own work together. A single-threaded process moving itself (writing "0" to a v1 `tasks` file) and
+/// `clone3(CLONE_INTO_CGROUP)` (v2) do not take that lock.
+#[derive(Debug)]
+pub enum Join {
+    /// v1: the `tasks` file of each hierarchy, opened by the parent, so the write is checked
+    /// against the parent's credentials even when the child is in a new user namespace; the child
+    /// writes "0" to each before it waits for the go-ahead.
+    Tasks(Vec<OwnedFd>),
+    /// v2: the cgroup's directory, for `clone3(CLONE_INTO_CGROUP)`.
+    Dir(OwnedFd),
+}
+
 /// The operations tether needs from a cgroup, whatever the version.
-pub trait Cgroup {
+pub trait Cgroup: Send + Sync {
     fn record(&self) -> CgroupRecord;
     /// Creates the directories and applies `limits`; on error removes what it made.
     fn create(&self, limits: &Limits) -> Result<()>;
+    /// Opens what a new process needs to start inside this (created) cgroup.
+    fn join(&self) -> Result<Join>;
+    /// Moves a running process here (slow: see [`Join`]).
     fn add_pid(&self, pid: i32) -> Result<()>;
     fn freeze(&self) -> Result<()>;
     fn thaw(&self) -> Result<()>;
@@ -310,17 +330,25 @@ pub fn plan(
     }
 }
 
-/// Which hierarchy mount a directory belongs to (for walking up to the root when creating).
-pub(crate) fn mount_of(dir: &Path) -> Option<PathBuf> {
+/// The mount points of every cgroup hierarchy tether uses.
+pub(crate) fn mountpoints() -> Vec<PathBuf> {
     let mounts =
         parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
     mounts
         .v1
-        .values()
-        .chain(mounts.v2.iter())
-        .map(|m| m.mountpoint.clone())
+        .into_values()
+        .chain(mounts.v2)
+        .map(|m| m.mountpoint)
+        .collect()
+}
+
+/// Which of `mountpoints` a directory belongs to (for walking up to the root when creating).
+pub(crate) fn mount_of(dir: &Path, mountpoints: &[PathBuf]) -> Option<PathBuf> {
+    mountpoints
+        .iter()
         .filter(|mp| dir.starts_with(mp))
         .max_by_key(|mp| mp.as_os_str().len())
+        .cloned()
 }
 
 /// The cgroup setup of this host, for `tether info`-style messages.

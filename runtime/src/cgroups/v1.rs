@@ -104,6 +104,27 @@ impl V1 {
         Ok(())
     }
 
+    fn freeze_within(&self, timeout: Duration) -> Result<()> {
+        let d = self
+            .dir("freezer")
+            .ok_or_else(|| Error::Cgroup("the v1 freezer controller is not mounted".into()))?;
+        write(d, "freezer.state", "FROZEN")?;
+        let state = || read(d, "freezer.state");
+        // A cgroup removed meanwhile ends the wait too.
+        fsutil::wait_for(timeout, || state().is_none_or(|s| s == "FROZEN"));
+        match state() {
+            Some(s) if s == "FROZEN" => Ok(()),
+            None => Err(Error::Cgroup(format!("{} is gone", d.display()))),
+            Some(_) => {
+                let _ = write(d, "freezer.state", "THAWED");
+                Err(Error::Cgroup(format!(
+                    "{} did not reach FROZEN within {timeout:?}",
+                    d.display()
+                )))
+            }
+        }
+    }
+
     fn procs_dir(&self) -> Option<&Path> {
         ["freezer", "pids", "memory", "cpu"]
             .iter()
@@ -122,6 +143,7 @@ impl super::Cgroup for V1 {
 
     fn create(&self, limits: &Limits) -> Result<()> {
         let mut created: Vec<PathBuf> = Vec::new();
+        let mountpoints = super::mountpoints();
         let result = (|| {
             for (ctrl, dir) in &self.paths {
                 if dir.exists() {
@@ -134,7 +156,7 @@ impl super::Cgroup for V1 {
                     }
                     continue;
                 }
-                let mount = super::mount_of(dir).ok_or_else(|| {
+                let mount = super::mount_of(dir, &mountpoints).ok_or_else(|| {
                     Error::Cgroup(format!("{} is on no cgroup mount", dir.display()))
                 })?;
                 let is_cpuset = ctrl == "cpuset";
@@ -169,6 +191,14 @@ impl super::Cgroup for V1 {
         result
     }
 
+    fn join(&self) -> Result<super::Join> {
+        self.unique_dirs()
+            .iter()
+            .map(|d| fsutil::open_write(d, "tasks"))
+            .collect::<Result<_>>()
+            .map(super::Join::Tasks)
+    }
+
     fn add_pid(&self, pid: i32) -> Result<()> {
         for d in self.unique_dirs() {
             write(&d, "cgroup.procs", &pid.to_string())?;
@@ -177,21 +207,7 @@ impl super::Cgroup for V1 {
     }
 
     fn freeze(&self) -> Result<()> {
-        let d = self
-            .dir("freezer")
-            .ok_or_else(|| Error::Cgroup("the v1 freezer controller is not mounted".into()))?;
-        write(d, "freezer.state", "FROZEN")?;
-        if fsutil::wait_for(Duration::from_secs(5), || {
-            read(d, "freezer.state").as_deref() == Some("FROZEN")
-        }) {
-            Ok(())
-        } else {
-            let _ = write(d, "freezer.state", "THAWED");
-            Err(Error::Cgroup(format!(
-                "{} did not reach FROZEN within 5s",
-                d.display()
-            )))
-        }
+        self.freeze_within(Duration::from_secs(5))
     }
 
     fn thaw(&self) -> Result<()> {
@@ -242,12 +258,16 @@ impl super::Cgroup for V1 {
         let Some(d) = self.procs_dir().map(Path::to_path_buf) else {
             return Ok(());
         };
-        if !d.exists() {
+        // Gone or already empty (the usual case: the init died and took its PID namespace with
+        // it): no freeze and thaw round trip.
+        if fsutil::procs(&d).is_empty() {
             return Ok(());
         }
         // Freeze first so that nothing forks between listing and killing; frozen tasks still die
-        // of SIGKILL once thawed.
-        let frozen = self.dir("freezer").is_some() && self.freeze().is_ok();
+        // of SIGKILL once thawed. Tasks busy exiting never freeze: then the kill loop below is
+        // left to catch forks, rather than waiting out a pause's patience.
+        let frozen =
+            self.dir("freezer").is_some() && self.freeze_within(Duration::from_millis(100)).is_ok();
         for p in fsutil::procs(&d) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(p),

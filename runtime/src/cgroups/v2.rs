@@ -110,7 +110,7 @@ impl super::Cgroup for V2 {
     }
 
     fn create(&self, limits: &Limits) -> Result<()> {
-        let mount = super::mount_of(&self.dir).ok_or_else(|| {
+        let mount = super::mount_of(&self.dir, &super::mountpoints()).ok_or_else(|| {
             Error::Cgroup(format!("{} is on no cgroup2 mount", self.dir.display()))
         })?;
         let mut created = Vec::new();
@@ -148,6 +148,12 @@ impl super::Cgroup for V2 {
             fsutil::remove_dirs(&created);
         }
         result
+    }
+
+    fn join(&self) -> Result<super::Join> {
+        std::fs::File::open(&self.dir)
+            .map(|f| super::Join::Dir(f.into()))
+            .map_err(|e| Error::Cgroup(format!("failed to open {}: {e}", self.dir.display())))
     }
 
     fn add_pid(&self, pid: i32) -> Result<()> {
@@ -198,7 +204,8 @@ impl super::Cgroup for V2 {
     }
 
     fn kill_all(&self) -> Result<()> {
-        if !self.dir.exists() {
+        // Gone, or nothing left in it or below it.
+        if keyed(&self.dir, "cgroup.events", "populated").is_none_or(|n| n == 0) {
             return Ok(());
         }
         if self.dir.join("cgroup.kill").exists() {
