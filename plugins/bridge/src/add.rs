@@ -50,6 +50,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     )))?;
     let veth = host_veth_name(&req.container_id, &req.ifname);
     preflight(&conf, req, netns, &host, &cont, &veth)?;
+    tracing::debug!("phase: preflight checks done");
 
     let mut undo = Undo::new();
 
@@ -64,6 +65,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         }
         None => None,
     };
+    tracing::debug!("phase: IPAM ADD done");
     let plan = ipam.as_ref().map(|r| plan(&conf, r)).transpose()?;
     let bridge_addrs = plan.as_ref().map_or(&[][..], |p| &p.bridge_addrs[..]);
 
@@ -75,6 +77,10 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         }
         (bridge, created)
     };
+    tracing::debug!(
+        created = bridge_created,
+        "phase: bridge and gateway addresses ready"
+    );
 
     // The alias records the attachment for GC (the name is a hash); a pair whose alias cannot
     // be set is deleted again by create_veth_with.
@@ -84,6 +90,9 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             mtu: conf.mtu,
             master: Some(bridge.index),
             alias: record.as_deref(),
+            // A bridge port needs no address of its own; without one it stays quiet (see
+            // VethSpec::ipv6_link_local), which keeps ADD flat as the bridge fills up.
+            ipv6_link_local: false,
             peer_mac: conf.mac,
             peer_mtu: conf.mtu,
             ..VethSpec::new(&veth, &req.ifname, ns_fd.as_fd())
@@ -93,6 +102,11 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
                 "create veth {veth} / {} in {}: {e} (a concurrent ADD for the same container and interface?)",
                 req.ifname,
                 netns.display()
+            )),
+            // br_add_if refuses the 1025th port (BR_MAX_PORTS) with EXFULL.
+            e if e.errno() == Some(libc::EXFULL) => Error::internal(format!(
+                "bridge {} already has the kernel's maximum of 1024 ports: put further containers on a network with another \"bridge\"",
+                conf.bridge
             )),
             e => nl(format!("create veth {veth} on bridge {}", conf.bridge))(e),
         })?;
@@ -106,8 +120,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         conf.port_isolation.then_some(true),
     )
     .map_err(nl(format!("set bridge-port options of {veth}")))?;
-    // We own this port's routes; a router advertisement from a container must not configure it.
-    let _ = sysctl_set(None, &format!("net/ipv6/conf/{veth}/accept_ra"), "0");
+    tracing::debug!(%veth, "phase: veth pair created and on the bridge");
 
     let cont_link = cont
         .link_by_name(&req.ifname)
@@ -120,6 +133,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             ))
         })?;
     configure_container(&conf, req, &cont, ns_fd.as_fd(), &cont_link, plan.as_ref())?;
+    tracing::debug!("phase: container interface configured");
 
     if let Some(p) = &plan {
         if conf.is_gateway {
@@ -140,9 +154,11 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             .map_err(nf("set up masquerading"))?;
         }
     }
+    tracing::debug!("phase: forwarding and masquerading ready");
 
     let result = build_result(&conf, req, &host, &bridge, host_idx, &cont_link, plan, ipam)?;
     undo.commit();
+    tracing::debug!("phase: result built");
     Ok(result)
 }
 

@@ -28,9 +28,12 @@ pub fn del(req: &Request) -> Result<(), Error> {
     };
 
     keep(del_in_container(req));
+    tracing::debug!("phase: container interface deleted");
     keep(del_host_veth(req));
+    tracing::debug!("phase: host veth deleted");
     if let Some(ipam) = &conf.ipam {
         keep(cni::delegate::del(ipam, req));
+        tracing::debug!("phase: IPAM DEL done");
     }
     match first_err {
         Some(e) => Err(e),

@@ -108,6 +108,9 @@ fn kernel_state_matches_the_result() {
     )
     .unwrap();
     assert_eq!(d[0]["ifalias"], "tether:testnet:c1:eth0", "{d}");
+    // The port has no IPv6 address of its own (no link-local: nothing for the bridge to flood),
+    // while the container's eth0 keeps the kernel's link-local like any interface.
+    assert_eq!(d[0]["inet6_addr_gen_mode"], "none", "{d}");
 
     let c = ctr.netlink();
     let eth0 = c
@@ -120,6 +123,15 @@ fn kernel_state_matches_the_result() {
     assert_eq!(hv.peer_index, Some(eth0.index));
     assert_eq!(r["interfaces"][2]["mac"], format_mac(eth0.mac.unwrap()));
     let addrs = c.addrs(Some(eth0.index)).unwrap();
+    assert!(
+        addrs.iter().any(|a| a.net.to_string().starts_with("fe80:")),
+        "eth0 keeps its link-local: {addrs:?}"
+    );
+    assert_eq!(
+        h.addrs(Some(hv.index)).unwrap(),
+        [],
+        "the host veth has no address"
+    );
     for ip in ["10.11.0.2/24", "fd11::2/64"] {
         let a = addrs
             .iter()

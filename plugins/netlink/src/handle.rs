@@ -57,6 +57,10 @@ impl NsHandle {
         })
     }
 
+    pub(crate) fn conn(&self) -> &Rtnl {
+        &self.conn
+    }
+
     /// How many dumps this handle restarted because the kernel flagged them inconsistent
     /// (diagnostics and tests).
     pub fn dump_restarts(&self) -> usize {

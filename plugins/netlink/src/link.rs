@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use rtnetlink::packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -16,6 +16,12 @@ use crate::mac::format_mac;
 
 /// `IFLA_IFALIAS` (linux/if_link.h).
 const IFLA_IFALIAS: u16 = 20;
+
+/// `IFLA_IFALIAS` sent without the NUL that `LinkAttribute::IfAlias` appends: the kernel counts
+/// it against the 255-byte limit, so a 255-byte alias would be refused (ERANGE).
+fn alias_attr(alias: &str) -> LinkAttribute {
+    LinkAttribute::Other(DefaultNla::new(IFLA_IFALIAS, alias.as_bytes().to_vec()))
+}
 
 /// One network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +59,11 @@ pub struct VethSpec<'a> {
     pub master: Option<u32>,
     /// `IFLA_IFALIAS` of the host end.
     pub alias: Option<&'a str>,
+    /// Whether the host end gets an IPv6 link-local address (the kernel's default). A bridge
+    /// port never uses one, and without it the port sends no DAD probes, MLD reports or router
+    /// solicitations, each of which the bridge floods to every other port: with 1000 containers
+    /// on a bridge that flood is most of the kernel's work per ADD.
+    pub ipv6_link_local: bool,
     /// The end created directly inside `peer_ns`, down.
     pub peer_name: &'a str,
     pub peer_ns: BorrowedFd<'a>,
@@ -68,6 +79,7 @@ impl<'a> VethSpec<'a> {
             mtu: None,
             master: None,
             alias: None,
+            ipv6_link_local: true,
             peer_name,
             peer_ns,
             peer_mac: None,
@@ -284,16 +296,46 @@ impl NsHandle {
                     .index
             }
         };
-        if let Some(alias) = spec.alias
-            && let Err(e) = self.set_alias(index, alias)
-        {
+        if let Err(e) = self.after_create(index, spec) {
             // Deleting one end deletes the pair.
             if let Err(undo) = self.del_link(index) {
-                tracing::warn!(error = %undo, %what, "alias failed, and so did deleting the pair");
+                tracing::warn!(error = %undo, %what, "setting up the new pair failed, and so did deleting it");
             }
             return Err(e);
         }
         Ok(index)
+    }
+
+    /// What the kernel refuses in the creating RTM_NEWLINK (the alias, and IPv6 settings, which
+    /// need the device's inet6 state), in one change of the host end. It runs before the peer is
+    /// up, so the host end has no carrier yet and IPv6 has not started on it.
+    fn after_create(&self, index: u32, spec: &VethSpec<'_>) -> Result<()> {
+        let no_link_local =
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )])]);
+        let mut change = LinkUnspec::new_with_index(index);
+        if let Some(alias) = spec.alias {
+            change = change.append_extra_attribute(alias_attr(alias));
+        }
+        if spec.ipv6_link_local {
+            return match spec.alias {
+                Some(_) => self.change("set alias of", index, change),
+                None => Ok(()),
+            };
+        }
+        match self.change(
+            "configure",
+            index,
+            change.append_extra_attribute(no_link_local),
+        ) {
+            // No IPv6 in this kernel (ipv6.disable=1): nothing to switch off.
+            Err(Error::Netlink { errno, .. }) if errno == libc::EAFNOSUPPORT => match spec.alias {
+                Some(alias) => self.set_alias(index, alias),
+                None => Ok(()),
+            },
+            other => other,
+        }
     }
 
     /// Applies an `ip link set`-style change (RTM_NEWLINK without NLM_F_CREATE).
@@ -349,13 +391,10 @@ impl NsHandle {
 
     /// Sets `IFLA_IFALIAS`, a free-form description of up to 255 bytes; `""` removes it.
     pub fn set_alias(&self, idx: u32, alias: &str) -> Result<()> {
-        // Sent without the NUL that `LinkAttribute::IfAlias` appends: the kernel counts it
-        // against the 255-byte limit, so a 255-byte alias would be refused (ERANGE).
-        let attr = DefaultNla::new(IFLA_IFALIAS, alias.as_bytes().to_vec());
         self.change(
             "set alias of",
             idx,
-            LinkUnspec::new_with_index(idx).append_extra_attribute(LinkAttribute::Other(attr)),
+            LinkUnspec::new_with_index(idx).append_extra_attribute(alias_attr(alias)),
         )
     }
 

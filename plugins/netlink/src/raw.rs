@@ -5,7 +5,7 @@
 //! forwards NLMSG_DONE to its dumps, which rtnetlink's request builders would take for an
 //! unexpected message.
 
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
@@ -24,6 +24,8 @@ use crate::ns::run_in;
 pub struct Rtnl {
     handle: rtnetlink::Handle,
     rt: Runtime,
+    /// The socket, owned by the connection that `rt` drives; open as long as `self` lives.
+    fd: RawFd,
 }
 
 impl std::fmt::Debug for Rtnl {
@@ -54,17 +56,42 @@ impl Rtnl {
             .enable_io()
             .build()
             .map_err(|e| from_io("start", "netlink runtime", e))?;
-        let (mut conn, handle, _) = {
+        let ((mut conn, handle, _), fd) = {
             // Registering the socket with the reactor needs the runtime's context.
             let _guard = rt.enter();
+            let fd = sock.into_raw_fd();
             // SAFETY: the fd comes from `into_raw_fd`, so TokioSocket becomes its only owner.
-            let sock = unsafe { TokioSocket::from_raw_fd(sock.into_raw_fd()) };
-            rtnetlink::from_socket(sock)
+            let sock = unsafe { TokioSocket::from_raw_fd(fd) };
+            (rtnetlink::from_socket(sock), fd)
         };
         conn.set_forward_done(forward_done);
         // The connection makes progress only while something blocks on the runtime.
         rt.spawn(conn);
-        Ok(Rtnl { handle, rt })
+        Ok(Rtnl { handle, rt, fd })
+    }
+
+    /// Turns the kernel's strict checking of requests (`NETLINK_GET_STRICT_CHK`, Linux 4.20+) on
+    /// or off. With it on, dumps honour the filters in their header (an address dump of one
+    /// link reads that link only instead of every address of the namespace), and requests the
+    /// kernel would otherwise half-ignore are refused.
+    pub(crate) fn set_strict(&self, on: bool) -> std::io::Result<()> {
+        let value: libc::c_int = on.into();
+        // SAFETY: `self.fd` is our open netlink socket (see the field); the option value is a
+        // c_int that lives across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_NETLINK,
+                libc::NETLINK_GET_STRICT_CHK,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 
     /// Runs `f` with the rtnetlink handle to completion and returns its output. Never call it

@@ -771,3 +771,97 @@ fn route_protocol_is_set_listed_and_matched_on_delete() {
     .unwrap();
     assert_eq!(proto(false, "0.0.0.0/0"), None);
 }
+
+/// IPv6 addresses of `idx`, polled for up to 2 s until `want(list)` holds; returns the last list.
+fn v6_addrs_until(h: &NsHandle, idx: u32, want: impl Fn(&[IpNetwork]) -> bool) -> Vec<IpNetwork> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let v6: Vec<IpNetwork> = h
+            .addrs(Some(idx))
+            .unwrap()
+            .into_iter()
+            .map(|a| a.net)
+            .filter(|n| n.is_ipv6())
+            .collect();
+        if want(&v6) || std::time::Instant::now() > deadline {
+            return v6;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn veth_host_end_without_ipv6_link_local() {
+    let host = netns();
+    let (c1, c2) = (netns(), netns());
+    let h = handle(&host);
+    let br = h.create_bridge("br0", None, false).unwrap();
+    let quiet = h
+        .create_veth_with(&VethSpec {
+            master: Some(br.index),
+            alias: Some("quiet port"),
+            ipv6_link_local: false,
+            ..VethSpec::new("vquiet", "eth0", c1.as_fd())
+        })
+        .unwrap();
+    let usual = h
+        .create_veth_with(&VethSpec {
+            master: Some(br.index),
+            ..VethSpec::new("vusual", "eth0", c2.as_fd())
+        })
+        .unwrap();
+    for c in [&c1, &c2] {
+        let ch = handle(c);
+        let eth0 = ch.link_by_name("eth0").unwrap().unwrap();
+        ch.set_up(eth0.index).unwrap();
+    }
+    // With carrier on both, the kernel gives the usual host end a link-local address...
+    let usual_v6 = v6_addrs_until(&h, usual, |v| !v.is_empty());
+    assert!(
+        usual_v6.iter().any(|n| n.to_string().starts_with("fe80:")),
+        "{usual_v6:?}"
+    );
+    // ...and the quiet one none, while its alias (sent in the same request) is set.
+    assert_eq!(v6_addrs_until(&h, quiet, |_| false), []);
+    let d = ip_json(&host, &["-d", "link", "show", "vquiet"]);
+    assert_eq!(d[0]["inet6_addr_gen_mode"], "none", "{d}");
+    assert_eq!(d[0]["ifalias"], "quiet port", "{d}");
+    let d = ip_json(&host, &["-d", "link", "show", "vusual"]);
+    assert_eq!(d[0]["inet6_addr_gen_mode"], "eui64", "{d}");
+    // The container ends are untouched: they get their link-local as usual.
+    let ch = handle(&c1);
+    let eth0 = ch.link_by_name("eth0").unwrap().unwrap().index;
+    assert!(!v6_addrs_until(&ch, eth0, |v| !v.is_empty()).is_empty());
+}
+
+#[test]
+fn filtered_address_dump_matches_the_full_one() {
+    let ns = netns();
+    let h = handle(&ns);
+    let a = pair(&ns, &h);
+    let b = h.link_by_name("b").unwrap().unwrap().index;
+    h.add_addr(a, net("10.2.0.2/24"), false).unwrap();
+    h.add_addr(b, net("10.2.0.3/24"), false).unwrap();
+    h.add_addr(b, net("fd00:2::3/64"), true).unwrap();
+    // The kernel adds link-local addresses (and ends their DAD) on its own: wait for them, and
+    // compare without the flags that DAD changes.
+    for idx in [a, b] {
+        v6_addrs_until(&h, idx, |v| {
+            v.iter().any(|n| n.to_string().starts_with("fe80:"))
+        });
+    }
+    let key = |v: Vec<tether_netlink::Addr>| -> Vec<(u32, IpNetwork, u8)> {
+        v.into_iter().map(|x| (x.index, x.net, x.scope)).collect()
+    };
+    let all = key(h.addrs(None).unwrap());
+    for idx in [a, b] {
+        let want: Vec<_> = all.iter().filter(|x| x.0 == idx).cloned().collect();
+        assert!(want.len() >= 2, "{want:?}");
+        assert_eq!(key(h.addrs(Some(idx)).unwrap()), want, "link #{idx}");
+    }
+    // A link that does not exist has no addresses (not an error), and the handle still works
+    // for requests that strict checking would refuse (the mode was switched off again).
+    assert_eq!(h.addrs(Some(999_999)).unwrap(), []);
+    assert_eq!(h.addrs(None).unwrap().len(), all.len());
+    assert!(h.link_by_name("a").unwrap().is_some());
+}
