@@ -103,9 +103,9 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
                 req.ifname,
                 netns.display()
             )),
-            // br_add_if refuses the 1025th port (BR_MAX_PORTS) with EXFULL.
+            // br_add_if refuses a 1024th port (BR_MAX_PORTS is 1024 port numbers, 0 reserved) with EXFULL.
             e if e.errno() == Some(libc::EXFULL) => Error::internal(format!(
-                "bridge {} already has the kernel's maximum of 1024 ports: put further containers on a network with another \"bridge\"",
+                "bridge {} already has the kernel's maximum of 1023 ports: put further containers on a network with another \"bridge\"",
                 conf.bridge
             )),
             e => nl(format!("create veth {veth} on bridge {}", conf.bridge))(e),
