@@ -27,13 +27,29 @@ pub fn del(req: &Request) -> Result<(), Error> {
         }
     };
 
-    keep(del_in_container(req));
-    tracing::debug!("phase: container interface deleted");
-    keep(del_host_veth(req));
-    tracing::debug!("phase: host veth deleted");
-    if let Some(ipam) = &conf.ipam {
-        keep(cni::delegate::del(ipam, req));
-        tracing::debug!("phase: IPAM DEL done");
+    // The IPAM release runs beside the link deletion: deleting a veth is mostly the kernel
+    // waiting for RCU grace periods (~20 ms), time in which host-local's exec and release fit.
+    // Releasing before the link is gone is the reference's own order (it calls IPAM DEL first);
+    // the address cannot be answered on meanwhile, since the kernel closes the device as the
+    // very first step of the deletion.
+    let ipam = std::thread::scope(|s| {
+        let ipam = conf.ipam.as_ref().map(|ipam| {
+            s.spawn(move || {
+                let r = cni::delegate::del(ipam, req);
+                tracing::debug!("phase: IPAM DEL done");
+                r
+            })
+        });
+        keep(del_in_container(req));
+        tracing::debug!("phase: container interface deleted");
+        keep(del_host_veth(req));
+        tracing::debug!("phase: host veth deleted");
+        ipam.map(|h| h.join())
+    });
+    match ipam {
+        Some(Ok(r)) => keep(r),
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        None => {}
     }
     match first_err {
         Some(e) => Err(e),

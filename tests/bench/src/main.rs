@@ -8,6 +8,7 @@ mod clean;
 mod cni;
 mod exec;
 mod extra;
+mod floor;
 mod machine;
 mod memory;
 mod profile;
@@ -46,9 +47,13 @@ struct Args {
     /// The reference plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
     reference_dir: PathBuf,
-    /// Measure ours only.
+    /// Measure ours only (and the kernel floor, unless --no-floor).
     #[arg(long)]
     no_reference: bool,
+    /// Leave out the kernel floor: the same kernel objects as one bridge ADD made by `ip -batch`
+    /// alone (no plugin, netlink only), a third side of the scenarios without portmap.
+    #[arg(long)]
+    no_floor: bool,
     /// Numbers of containers on one bridge. Default 1,100,1000 (--quick: 1,100).
     #[arg(long, value_delimiter = ',')]
     n: Option<Vec<usize>>,
@@ -177,17 +182,23 @@ fn run(args: Args) -> Result<(), String> {
     }
     let mut results: Vec<(Spec, Vec<(String, SideRun)>)> = Vec::new();
     let mut pool = Pool::new();
+    let floor = (!args.no_floor).then(floor::side);
     for (si, spec) in specs.iter().enumerate() {
+        // The floor makes no iptables rules, so it has nothing to say about portmap.
+        let sides: Vec<&Side> = sides
+            .iter()
+            .chain(floor.as_ref().filter(|_| !spec.portmap))
+            .collect();
         let mut runs: Vec<SideRun> = vec![SideRun::default(); sides.len()];
         for r in 0..spec.rounds {
-            // Alternate which side goes first, so drift on a shared machine hits both alike.
+            // Alternate which side goes first, so drift on a shared machine hits all alike.
             let mut order: Vec<usize> = (0..sides.len()).collect();
             if (si + r) % 2 == 1 {
                 order.reverse();
             }
             for &k in &order {
                 let t = Instant::now();
-                scenario::run_round(spec, &sides[k], &mut pool, &work.0, &mut runs[k])
+                scenario::run_round(spec, sides[k], &mut pool, &work.0, &mut runs[k])
                     .map_err(|e| format!("{} on {}: {e}", spec.label(), sides[k].label))?;
                 if spec.rounds > 2 && r + 1 < spec.rounds {
                     continue;

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::clean::{self, Leftovers};
 use crate::cni::{Ctx, Op, Side, result_ips};
+use crate::floor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
@@ -162,7 +163,7 @@ impl Drop for TempDir {
     }
 }
 
-/// One round of `spec` on `side`, accumulated into `run`.
+/// One round of `spec` on `side` (a set of plugins, or the kernel floor), accumulated into `run`.
 pub fn run_round(
     spec: &Spec,
     side: &Side,
@@ -182,13 +183,28 @@ pub fn run_round(
         peak_out: None,
     };
 
+    let is_floor = side.label == floor::LABEL;
+    if is_floor {
+        floor::bridge(&host)?;
+    }
+
     let t = Instant::now();
-    let adds = parallel_map(spec.n, spec.parallel, |i| ctx.add(i, &containers[i]));
+    let adds = parallel_map(spec.n, spec.parallel, |i| {
+        if is_floor {
+            floor::add(i, &host, &containers[i])
+        } else {
+            ctx.add(i, &containers[i])
+        }
+    });
     run.add_wall_s += t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let dels = parallel_map(spec.n, spec.parallel, |i| {
-        ctx.del(i, &containers[i], adds[i].result.as_ref())
+        if is_floor {
+            floor::del(&containers[i])
+        } else {
+            ctx.del(i, &containers[i], adds[i].result.as_ref())
+        }
     });
     run.del_wall_s += t.elapsed().as_secs_f64();
 
