@@ -34,8 +34,10 @@ const FLOOR_WHAT: &str = "`floor` is the kernel floor: the kernel objects of one
      veth pair (peer straight into the container) and its port on the bridge (up, no IPv6 \
      link-local, as ours), in the container the address (by container index, no IPAM), link up \
      and the default route; DEL is `ip link del eth0` in the container. Netlink only: no \
-     iptables, no IPAM, no sysctls, so it runs only without portmap. Its bridge (MAC pinned, as \
-     ours) and gateway address are made before the first ADD, untimed.";
+     iptables and no IPAM, so it runs only without portmap. The container's `arp_notify=1` and \
+     `accept_dad=0`, which the plugins set on eth0, come from the namespace's defaults (set \
+     untimed), so the gratuitous ARP flooded to every port is in the floor too. Its bridge (MAC \
+     pinned, as ours) and gateway address are made before the first ADD, untimed.";
 const GROWTH_WINDOW: usize = 100;
 
 fn ms(v: f64) -> String {
