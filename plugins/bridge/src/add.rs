@@ -49,7 +49,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         netns.display()
     )))?;
     let veth = host_veth_name(&req.container_id, &req.ifname);
-    preflight(&conf, req, netns, &host, &cont, &veth)?;
+    let existing_bridge = preflight(&conf, req, netns, &host, &cont, &veth)?;
     tracing::debug!("phase: preflight checks done");
 
     let mut undo = Undo::new();
@@ -71,7 +71,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
 
     let (bridge, bridge_created) = {
         let _lock = lock_bridge(&conf.bridge)?;
-        let (bridge, created) = ensure_bridge(&host, &conf)?;
+        let (bridge, created) = ensure_bridge(&host, &conf, existing_bridge)?;
         for addr in bridge_addrs {
             ensure_addr(&host, &bridge, *addr, conf.force_address)?;
         }
@@ -85,8 +85,8 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     // The alias records the attachment for GC (the name is a hash); a pair whose alias cannot
     // be set is deleted again by create_veth_with.
     let record = alias(&conf.network, &req.container_id, &req.ifname);
-    let host_idx = host
-        .create_veth_with(&VethSpec {
+    let host_veth = host
+        .create_veth_link(&VethSpec {
             mtu: conf.mtu,
             master: Some(bridge.index),
             alias: record.as_deref(),
@@ -110,6 +110,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             )),
             e => nl(format!("create veth {veth} on bridge {}", conf.bridge))(e),
         })?;
+    let host_idx = host_veth.index;
     let host_ref = &host;
     undo.push(format!("delete veth {veth}"), move || {
         host_ref.del_link(host_idx).map_err(|e| e.to_string())
@@ -156,13 +157,15 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     }
     tracing::debug!("phase: forwarding and masquerading ready");
 
-    let result = build_result(&conf, req, &host, &bridge, host_idx, &cont_link, plan, ipam)?;
+    let result = build_result(
+        &conf, req, &host, &bridge, &host_veth, &cont_link, plan, ipam,
+    )?;
     undo.commit();
     tracing::debug!("phase: result built");
     Ok(result)
 }
 
-/// Everything that can be refused without changing anything.
+/// Everything that can be refused without changing anything. Returns the bridge when it exists.
 fn preflight(
     conf: &Config,
     req: &Request,
@@ -170,7 +173,7 @@ fn preflight(
     host: &NsHandle,
     cont: &NsHandle,
     veth: &str,
-) -> Result<(), Error> {
+) -> Result<Option<Link>, Error> {
     if cont
         .link_by_name(&req.ifname)
         .map_err(nl("look up CNI_IFNAME in the container"))?
@@ -182,11 +185,11 @@ fn preflight(
             netns.display()
         )));
     }
-    if let Some(l) = host
+    let bridge = host
         .link_by_name(&conf.bridge)
-        .map_err(nl(format!("look up bridge {}", conf.bridge)))?
-    {
-        not_a_bridge(&l)?;
+        .map_err(nl(format!("look up bridge {}", conf.bridge)))?;
+    if let Some(l) = &bridge {
+        not_a_bridge(l)?;
     }
     if host
         .link_by_name(veth)
@@ -198,7 +201,7 @@ fn preflight(
             req.container_id, req.ifname
         )));
     }
-    Ok(())
+    Ok(bridge)
 }
 
 fn not_a_bridge(l: &Link) -> Result<(), Error> {
@@ -214,12 +217,21 @@ fn not_a_bridge(l: &Link) -> Result<(), Error> {
 
 /// Creates the bridge or reuses it. Called under the bridge lock; `EEXIST` still means "someone
 /// else (another runtime, without our lock) created it": re-read and verify.
-/// Also says whether this call created it.
-fn ensure_bridge(host: &NsHandle, conf: &Config) -> Result<(Link, bool), Error> {
+/// Also says whether this call created it. `seen` is the bridge as preflight found it: a bridge
+/// that existed then still does (bridges are never deleted by an ADD), so only a missing one is
+/// looked up again, now under the lock.
+fn ensure_bridge(
+    host: &NsHandle,
+    conf: &Config,
+    seen: Option<Link>,
+) -> Result<(Link, bool), Error> {
     let name = &conf.bridge;
-    let existing = host
-        .link_by_name(name)
-        .map_err(nl(format!("look up bridge {name}")))?;
+    let existing = match seen {
+        Some(l) => Some(l),
+        None => host
+            .link_by_name(name)
+            .map_err(nl(format!("look up bridge {name}")))?,
+    };
     let (mut br, created) = match existing {
         Some(l) => (l, false),
         None => match host.create_bridge(name, conf.mtu, false) {
@@ -414,21 +426,21 @@ fn build_result(
     req: &Request,
     host: &NsHandle,
     bridge: &Link,
-    host_idx: u32,
+    veth: &Link,
     cont_link: &Link,
     plan: Option<Plan>,
     ipam: Option<CniResult>,
 ) -> Result<CniResult, Error> {
-    // Re-read: the bridge MAC may have changed when the first port joined (an existing bridge
-    // we did not pin), and the host veth's is only known now.
-    let bridge = host
-        .link_by_index(bridge.index)
-        .map_err(nl(format!("read bridge {}", conf.bridge)))?
-        .unwrap_or_else(|| bridge.clone());
-    let veth = host
-        .link_by_index(host_idx)
-        .map_err(nl("read the host veth"))?
-        .ok_or_else(|| Error::internal("the host veth vanished during ADD"))?;
+    // A gateway bridge has its MAC pinned (ensure_bridge), so what we read before is final.
+    // Otherwise the MAC may have changed when the first port joined: read it again. (Every
+    // lookup is an RTNL round trip, which waits behind whatever else holds the lock.)
+    let bridge = if conf.is_gateway {
+        bridge.clone()
+    } else {
+        host.link_by_index(bridge.index)
+            .map_err(nl(format!("read bridge {}", conf.bridge)))?
+            .unwrap_or_else(|| bridge.clone())
+    };
     let iface = |l: &Link, sandbox: Option<String>| Interface {
         name: l.name.clone(),
         mac: l.mac.map(format_mac),
@@ -440,7 +452,7 @@ fn build_result(
         cni_version: req.conf.cni_version.clone(),
         interfaces: vec![
             iface(&bridge, None),
-            iface(&veth, None),
+            iface(veth, None),
             iface(
                 cont_link,
                 req.netns.as_ref().map(|p| p.display().to_string()),

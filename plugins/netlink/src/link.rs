@@ -248,6 +248,13 @@ impl NsHandle {
     /// host end's index. With `spec.alias`, a failure to set it deletes the new pair again, so
     /// the call either creates an aliased pair or nothing.
     pub fn create_veth_with(&self, spec: &VethSpec<'_>) -> Result<u32> {
+        self.create_veth_link(spec).map(|l| l.index)
+    }
+
+    /// [`NsHandle::create_veth_with`], returning the host end as the kernel described it when it
+    /// was created: its name, index, MAC and MTU are final; `master`, `up` and `alias` may not be
+    /// yet. It saves a lookup (an RTNL round trip) to callers that need the MAC.
+    pub fn create_veth_link(&self, spec: &VethSpec<'_>) -> Result<Link> {
         // The kernel resolves IFLA_NET_NS_FD while handling the request; `peer_ns` is borrowed
         // for the whole call, so the fd stays open until then.
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
@@ -282,20 +289,17 @@ impl NsHandle {
             RouteNetlinkMessage::NewLink(host.build()),
             NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
         )?;
-        let index = match echoed
+        let link = match echoed
             .into_iter()
             .filter_map(as_link)
             .find(|l| l.name == spec.name && l.index != 0)
         {
-            Some(l) => l.index,
-            None => {
-                self.link_by_name(spec.name)?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("create {what}: gone right after creation"))
-                    })?
-                    .index
-            }
+            Some(l) => l,
+            None => self.link_by_name(spec.name)?.ok_or_else(|| {
+                Error::NotFound(format!("create {what}: gone right after creation"))
+            })?,
         };
+        let index = link.index;
         if let Err(e) = self.after_create(index, spec) {
             // Deleting one end deletes the pair.
             if let Err(undo) = self.del_link(index) {
@@ -303,7 +307,7 @@ impl NsHandle {
             }
             return Err(e);
         }
-        Ok(index)
+        Ok(link)
     }
 
     /// What the kernel refuses in the creating RTM_NEWLINK (the alias, and IPv6 settings, which
