@@ -91,7 +91,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             master: Some(bridge.index),
             alias: record.as_deref(),
             // A bridge port needs no address of its own; without one it stays quiet (see
-            // VethSpec::ipv6_link_local), which keeps ADD flat as the bridge fills up.
+            // VethSpec::ipv6_link_local), which keeps ADD flatter as the bridge fills up.
             ipv6_link_local: false,
             peer_mac: conf.mac,
             peer_mtu: conf.mtu,

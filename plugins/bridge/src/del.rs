@@ -29,9 +29,9 @@ pub fn del(req: &Request) -> Result<(), Error> {
 
     // The IPAM release runs beside the link deletion: deleting a veth is mostly the kernel
     // waiting for RCU grace periods (~20 ms), time in which host-local's exec and release fit.
-    // Releasing before the link is gone is the reference's own order (it calls IPAM DEL first);
-    // the address cannot be answered on meanwhile, since the kernel closes the device as the
-    // very first step of the deletion.
+    // Releasing before the link is gone is the reference's own order (it calls IPAM DEL first):
+    // an ADD that gets the address meanwhile configures it in another namespace, on another
+    // port, while this one is already on its way out.
     let ipam = std::thread::scope(|s| {
         let ipam = conf.ipam.as_ref().map(|ipam| {
             s.spawn(move || {

@@ -62,7 +62,7 @@ pub struct VethSpec<'a> {
     /// Whether the host end gets an IPv6 link-local address (the kernel's default). A bridge
     /// port never uses one, and without it the port sends no DAD probes, MLD reports or router
     /// solicitations, each of which the bridge floods to every other port: with 1000 containers
-    /// on a bridge that flood is most of the kernel's work per ADD.
+    /// on a bridge that flood is a large part of the kernel's work per ADD.
     pub ipv6_link_local: bool,
     /// The end created directly inside `peer_ns`, down.
     pub peer_name: &'a str,
