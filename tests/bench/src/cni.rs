@@ -103,7 +103,7 @@ pub struct Call {
 }
 
 /// One ADD or DEL of the whole list for one container.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Op {
     pub calls: Vec<Call>,
     pub wall: Duration,
@@ -116,6 +116,36 @@ pub struct Op {
 impl Op {
     pub fn wall_ms(&self) -> f64 {
         self.wall.as_secs_f64() * 1e3
+    }
+
+    /// Records one exec of the operation: the call when it ran, and the first failure. Says
+    /// whether this exec succeeded.
+    pub fn record(
+        &mut self,
+        plugin: &'static str,
+        command: &'static str,
+        ran: io::Result<Outcome>,
+    ) -> bool {
+        match ran {
+            Ok(outcome) => {
+                let ok = outcome.ok();
+                if !ok {
+                    self.error
+                        .get_or_insert(format!("{plugin} {command} {}", outcome.failure()));
+                }
+                self.calls.push(Call {
+                    plugin,
+                    command,
+                    outcome,
+                });
+                ok
+            }
+            Err(e) => {
+                self.error
+                    .get_or_insert(format!("{plugin} {command}: exec failed: {e}"));
+                false
+            }
+        }
     }
 }
 
@@ -157,12 +187,7 @@ impl Ctx<'_> {
 
     pub fn add(&self, i: usize, container: &Netns) -> Op {
         let start = Instant::now();
-        let mut op = Op {
-            calls: Vec::new(),
-            wall: Duration::ZERO,
-            error: None,
-            result: None,
-        };
+        let mut op = Op::default();
         let mut plan: Vec<(&'static str, Value)> = vec![("bridge", bridge_conf(self.data_dir))];
         if self.portmap {
             plan.push(("portmap", portmap_conf(i)));
@@ -170,30 +195,16 @@ impl Ctx<'_> {
         let mut prev: Option<Value> = None;
         for (plugin, conf) in plan {
             let conf = with_prev(conf, prev.as_ref());
-            match self.call(plugin, "ADD", i, container, &conf) {
-                Ok(o) if o.ok() => {
-                    match serde_json::from_slice::<Value>(&o.stdout) {
-                        Ok(v) => prev = Some(v),
-                        Err(e) => op.error = Some(format!("{plugin} ADD printed no result: {e}")),
-                    }
-                    op.calls.push(Call {
-                        plugin,
-                        command: "ADD",
-                        outcome: o,
-                    });
-                }
-                Ok(o) => {
-                    op.error = Some(format!("{plugin} ADD {}", o.failure()));
-                    op.calls.push(Call {
-                        plugin,
-                        command: "ADD",
-                        outcome: o,
-                    });
-                }
-                Err(e) => op.error = Some(format!("{plugin} ADD: exec failed: {e}")),
-            }
-            if op.error.is_some() {
+            if !op.record(plugin, "ADD", self.call(plugin, "ADD", i, container, &conf)) {
                 break;
+            }
+            let stdout = &op.calls.last().expect("just recorded").outcome.stdout;
+            match serde_json::from_slice::<Value>(stdout) {
+                Ok(v) => prev = Some(v),
+                Err(e) => {
+                    op.error = Some(format!("{plugin} ADD printed no result: {e}"));
+                    break;
+                }
             }
         }
         op.result = if op.error.is_none() { prev } else { None };
@@ -205,12 +216,7 @@ impl Ctx<'_> {
     /// as possible is cleaned up), with the cached result as `prevResult` when ADD produced one.
     pub fn del(&self, i: usize, container: &Netns, cached: Option<&Value>) -> Op {
         let start = Instant::now();
-        let mut op = Op {
-            calls: Vec::new(),
-            wall: Duration::ZERO,
-            error: None,
-            result: None,
-        };
+        let mut op = Op::default();
         let mut plan: Vec<(&'static str, Value)> = Vec::new();
         if self.portmap {
             plan.push(("portmap", portmap_conf(i)));
@@ -218,22 +224,7 @@ impl Ctx<'_> {
         plan.push(("bridge", bridge_conf(self.data_dir)));
         for (plugin, conf) in plan {
             let conf = with_prev(conf, cached);
-            match self.call(plugin, "DEL", i, container, &conf) {
-                Ok(o) => {
-                    if !o.ok() && op.error.is_none() {
-                        op.error = Some(format!("{plugin} DEL {}", o.failure()));
-                    }
-                    op.calls.push(Call {
-                        plugin,
-                        command: "DEL",
-                        outcome: o,
-                    });
-                }
-                Err(e) => {
-                    op.error
-                        .get_or_insert(format!("{plugin} DEL: exec failed: {e}"));
-                }
-            }
+            op.record(plugin, "DEL", self.call(plugin, "DEL", i, container, &conf));
         }
         op.wall = start.elapsed();
         op

@@ -11,12 +11,12 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use netns_fixtures::Netns;
 use serde_json::json;
 
-use crate::cni::{BRIDGE, Call, IFNAME, Op, SUBNET, Side};
+use crate::cni::{BRIDGE, IFNAME, Op, SUBNET, Side};
 use crate::exec;
 
 pub const LABEL: &str = "floor";
@@ -76,33 +76,6 @@ pub fn bridge(host: &Netns) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs one step of an operation into `op`; false when it failed.
-fn step(op: &mut Op, what: &'static str, command: &'static str, cmd: Command, stdin: &str) -> bool {
-    match exec::run(cmd, stdin.as_bytes()) {
-        Ok(o) => {
-            if !o.ok() {
-                op.error = Some(format!("{what} {command} {}", o.failure()));
-            }
-            op.calls.push(Call {
-                plugin: what,
-                command,
-                outcome: o,
-            });
-        }
-        Err(e) => op.error = Some(format!("{what} {command}: exec failed: {e}")),
-    }
-    op.error.is_none()
-}
-
-fn new_op() -> Op {
-    Op {
-        calls: Vec::new(),
-        wall: Duration::ZERO,
-        error: None,
-        result: None,
-    }
-}
-
 /// Host: the veth pair (peer straight into the container) and the port on the bridge, with no
 /// IPv6 link-local address as our plugin does (its DAD and MLD would be flooded to every port).
 /// Container: address, up, default route. The result carries the address for the leftover check.
@@ -110,7 +83,7 @@ pub fn add(i: usize, host: &Netns, container: &Netns) -> Op {
     container.set_sysctl("net/ipv4/conf/default/arp_notify", "1");
     container.set_sysctl("net/ipv6/conf/default/accept_dad", "0");
     let start = Instant::now();
-    let mut op = new_op();
+    let mut op = Op::default();
     let (_, prefix) = subnet();
     // Unique per container within the round's host; well under IFNAMSIZ.
     let veth = format!("fl{i}");
@@ -124,15 +97,15 @@ pub fn add(i: usize, host: &Netns, container: &Netns) -> Op {
         address(i),
         gateway()
     );
-    if step(&mut op, "ip host", "ADD", batch(host), &host_script)
-        && step(
-            &mut op,
-            "ip container",
-            "ADD",
-            batch(container),
-            &cont_script,
-        )
-    {
+    if op.record(
+        "ip host",
+        "ADD",
+        exec::run(batch(host), host_script.as_bytes()),
+    ) && op.record(
+        "ip container",
+        "ADD",
+        exec::run(batch(container), cont_script.as_bytes()),
+    ) {
         op.result = Some(json!({ "ips": [{ "address": format!("{}/{prefix}", address(i)) }] }));
     }
     op.wall = start.elapsed();
@@ -142,10 +115,10 @@ pub fn add(i: usize, host: &Netns, container: &Netns) -> Op {
 /// Deleting the container end deletes the pair, and with it the bridge port.
 pub fn del(container: &Netns) -> Op {
     let start = Instant::now();
-    let mut op = new_op();
+    let mut op = Op::default();
     let mut cmd = container.command("ip");
     cmd.args(["link", "del", IFNAME]);
-    step(&mut op, "ip container", "DEL", cmd, "");
+    op.record("ip container", "DEL", exec::run(cmd, b""));
     op.wall = start.elapsed();
     op
 }
