@@ -122,19 +122,8 @@ impl CniHost {
         rt: Option<&RuntimeConf>,
         conf: &Value,
     ) -> Result<Option<Value>, Error> {
-        let mut env = vec![
-            ("CNI_COMMAND", command.to_string()),
-            ("CNI_PATH", self.bin_dir().display().to_string()),
-        ];
-        if let Some(rt) = rt {
-            env.push(("CNI_CONTAINERID", rt.container_id.clone()));
-            env.push(("CNI_NETNS", rt.netns.display().to_string()));
-            env.push(("CNI_IFNAME", rt.ifname.clone()));
-            let args: Vec<String> = rt.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            if !args.is_empty() {
-                env.push(("CNI_ARGS", args.join(";")));
-            }
-        }
+        // The invoker's CNI_PATH is [`CniHost::bin_dir`] alone.
+        let env = self.invoker.env(command, rt);
         let stdin = conf.to_string();
         self.t
             .run(|| cni::invoke::exec_plugin(binary, &env, stdin.as_bytes()))

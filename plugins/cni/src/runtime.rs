@@ -227,7 +227,9 @@ impl Invoker {
             .collect()
     }
 
-    fn env(&self, command: &str, rt: Option<&RuntimeConf>) -> Vec<(&'static str, String)> {
+    /// The `CNI_*` environment of one plugin exec: the command, the attachment's variables when
+    /// there is one (`CNI_ARGS` only when non-empty), and `CNI_PATH`.
+    pub fn env(&self, command: &str, rt: Option<&RuntimeConf>) -> Vec<(&'static str, String)> {
         let mut env = vec![("CNI_COMMAND", command.to_string())];
         if let Some(rt) = rt {
             env.push(("CNI_CONTAINERID", rt.container_id.clone()));
