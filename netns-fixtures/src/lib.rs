@@ -24,6 +24,7 @@ mod host;
 mod outside;
 mod packets;
 mod runtime;
+mod shared;
 mod snapshot;
 
 pub use cni::{Cni, CniOutput};
@@ -31,6 +32,7 @@ pub use host::{TestHost, bin_dir, plugin, reference_plugin, require_privileges};
 pub use outside::Outside;
 pub use packets::{EchoServer, ping, tcp_echo, udp_echo};
 pub use runtime::{CniHost, conflist};
+pub use shared::{FIREWALL_SHARED_CHAINS, PORTMAP_SHARED_CHAINS, is_masq_chain};
 pub use snapshot::{Snapshot, assert_snapshot_eq};
 
 /// A network namespace that lives exactly as long as this value.

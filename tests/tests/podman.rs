@@ -12,7 +12,7 @@
 //! gateway and its uplink address, and from an outside namespace through that address; `podman
 //! network reload` the server (DEL, then ADD with the same IP and MAC) and fetch again; then
 //! `podman rm -f` both and `podman network rm`: no container rules, links, leases, cached results
-//! or netns mounts may be left, only the static rules of the [`SHARED_CHAINS`].
+//! or netns mounts may be left, only the static rules of the shared chains ([`is_shared_chain`]).
 //!
 //! Isolation: podman never sees the real host. It runs in a throwaway host network namespace
 //! ([`TestHost`]) and in private mount and pid namespaces (`unshare --pid --fork`) with tmpfs on
@@ -32,7 +32,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use netns_fixtures::{Netns, Outside, TestHost, bin_dir};
+use netns_fixtures::{
+    FIREWALL_SHARED_CHAINS, Netns, Outside, PORTMAP_SHARED_CHAINS, TestHost, bin_dir, is_masq_chain,
+};
 use serde_json::Value;
 
 /// Debian's reference plugins (containernetworking-plugins).
@@ -48,27 +50,12 @@ const CLI_MAC: &str = "92:54:45:54:48:52";
 /// Any single podman command; the whole test stays far below.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Chains that plugins share between all attachments and keep after the last DEL, as each
-/// plugin documents: the reference `firewall` (`CNI-FORWARD`, `CNI-ADMIN`: never torn down) and
-/// `portmap` (`CNI-HOSTPORT-*`); ours: portmap's `TETHER-HOSTPORT-*` and the raw-table
-/// `TETHER-LOCALNET-GUARD` (plugins/portmap/src/layout.rs), firewall's reference layout, and
-/// bridge's per-network masquerade chains ([`SHARED_MASQ_PREFIX`]).
-const SHARED_CHAINS: &[&str] = &[
-    "CNI-FORWARD",
-    "CNI-ADMIN",
-    "CNI-HOSTPORT-DNAT",
-    "CNI-HOSTPORT-SETMARK",
-    "CNI-HOSTPORT-MASQ",
-    "TETHER-HOSTPORT-DNAT",
-    "TETHER-HOSTPORT-SETMARK",
-    "TETHER-HOSTPORT-MASQ",
-    "TETHER-LOCALNET-GUARD",
-];
-
-/// Our bridge's shared masquerade chains, one per network and subnet (hashed from both, see
-/// plugins/netfilter/src/masq.rs): they and their `POSTROUTING` jumps name the subnet, by design,
-/// but never a container.
-const SHARED_MASQ_PREFIX: &str = "TETHER-MASQ-";
+/// Chains that plugins share between all attachments and keep after the last DEL (see
+/// netns-fixtures' `shared` module); the bridge's masquerade chains are recognised by
+/// [`is_masq_chain`].
+fn is_shared_chain(name: &str) -> bool {
+    PORTMAP_SHARED_CHAINS.contains(&name) || FIREWALL_SHARED_CHAINS.contains(&name)
+}
 
 #[test]
 fn podman_drives_reference_plugins() {
@@ -618,14 +605,13 @@ fn assert_rules_cleared(before: &BTreeSet<String>, after: &BTreeSet<String>, for
             let chains_ok = line
                 .split([' ', ':'])
                 .filter(|w| w.starts_with("CNI-") || w.starts_with("TETHER-"))
-                .all(|w| SHARED_CHAINS.contains(&w) || w.starts_with(SHARED_MASQ_PREFIX));
+                .all(|w| is_shared_chain(w) || is_masq_chain(w));
             // Checked without the masquerade chain names: a hash may contain a port number.
-            let is_masq_chain =
-                |w: &&str| w.trim_start_matches(':').starts_with(SHARED_MASQ_PREFIX);
-            let masq = line.split(' ').any(|w| is_masq_chain(&w));
+            let masq_word = |w: &&str| is_masq_chain(w.trim_start_matches(':'));
+            let masq = line.split(' ').any(|w| masq_word(&w));
             let text: String = line
                 .split(' ')
-                .filter(|w| !is_masq_chain(w))
+                .filter(|w| !masq_word(w))
                 .collect::<Vec<_>>()
                 .join(" ");
             let forbidden = if masq { &forbidden[1..] } else { forbidden };

@@ -8,21 +8,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use netns_fixtures::Netns;
+use netns_fixtures::{Netns, PORTMAP_SHARED_CHAINS, is_masq_chain};
 use serde_json::{Value, json};
 
 use crate::cni::{BRIDGE, FIRST_HOST_PORT};
-
-/// Shared chains that outlive the containers by design: the reference portmap's and ours.
-pub const SHARED_CHAINS: &[&str] = &[
-    "CNI-HOSTPORT-DNAT",
-    "CNI-HOSTPORT-SETMARK",
-    "CNI-HOSTPORT-MASQ",
-    "TETHER-HOSTPORT-DNAT",
-    "TETHER-HOSTPORT-SETMARK",
-    "TETHER-HOSTPORT-MASQ",
-    "TETHER-LOCALNET-GUARD",
-];
 
 #[derive(Debug, Clone, Default)]
 pub struct Leftovers {
@@ -127,7 +116,7 @@ pub fn check(host: &Netns, data_dir: &Path, ips: &BTreeSet<String>, n: usize) ->
 /// Leftover chains and rules in an `iptables-save` dump.
 pub fn rules_left(save: &str, ips: &BTreeSet<String>, n: usize) -> (Vec<String>, Vec<String>) {
     // The bridge's per-network masquerade chains are shared base chains too.
-    let shared = |c: &str| SHARED_CHAINS.contains(&c) || c.starts_with("TETHER-MASQ-");
+    let shared = |c: &str| PORTMAP_SHARED_CHAINS.contains(&c) || is_masq_chain(c);
     let mut table = "";
     let mut user = BTreeSet::new();
     let mut chains = Vec::new();
