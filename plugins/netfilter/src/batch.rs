@@ -214,6 +214,12 @@ impl Batch {
         self.rule_line(table, "-D", chain, rule)
     }
 
+    /// `-C CHAIN rule`: changes nothing, and fails the batch if no such rule exists. A batch of
+    /// checks alone verifies rules without reading the table, whose size is everyone's rules.
+    pub fn check(&mut self, table: Table, chain: &str, rule: &Rule) -> Result<&mut Batch> {
+        self.rule_line(table, "-C", chain, rule)
+    }
+
     /// `-F CHAIN`
     pub fn flush_chain(&mut self, table: Table, chain: &str) -> Result<&mut Batch> {
         validate::chain(chain)?;
@@ -304,11 +310,13 @@ mod tests {
         b.flush_chain(Table::Nat, "TETHER-x").unwrap();
         b.delete_chain(Table::Nat, "TETHER-x").unwrap();
         b.create_chain(Table::Nat, "TETHER-y").unwrap();
+        b.check(Table::Nat, "TETHER-y", &Rule::new().jump("RETURN").unwrap())
+            .unwrap();
         assert_eq!(
             b.text(),
             "*nat\n:TETHER-x - [0:0]\n\
              -A POSTROUTING -s 10.0.0.2/32 -m comment --comment \"a \\\"b\\\" c\" -j TETHER-x\n\
-             -F TETHER-x\n-X TETHER-x\n-N TETHER-y\nCOMMIT\n\
+             -F TETHER-x\n-X TETHER-x\n-N TETHER-y\n-C TETHER-y -j RETURN\nCOMMIT\n\
              *filter\n-I FORWARD -i br0 -p tcp --dport 80 -j ACCEPT\nCOMMIT\n"
         );
     }

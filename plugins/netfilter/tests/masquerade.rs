@@ -78,23 +78,25 @@ fn each_add_is_one_exec_per_family_when_the_hint_is_right() {
         };
         let nf = nf(&ns, &counted);
         let execs = || -> Vec<u32> { dirs.iter().map(|d| calls(d.path())).collect() };
-        // In place: one save per family, nothing written.
+        // In place: one restore of checks per family, no save, nothing written.
+        let before = snapshot_all(&ns, &tools);
         masquerade_ensure(&nf, NET, &[net("10.88.0.5/16"), net("fd00::5/64")], false).unwrap();
         assert_eq!(
             execs(),
-            [1, 0, 1, 0],
+            [0, 1, 0, 1],
             "{backend}: v4 save, restore, v6 save, restore"
         );
+        assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
         // A new network said to be new: one restore, no save.
         masquerade_ensure(&nf, "second", &[net("10.89.0.5/16")], true).unwrap();
-        assert_eq!(execs(), [1, 1, 1, 0], "{backend}");
-        // Not said to be new: the save finds it missing, one restore creates it.
+        assert_eq!(execs(), [0, 2, 0, 1], "{backend}");
+        // Not said to be new: the checks fail, the save finds it missing, one restore creates it.
         masquerade_ensure(&nf, "third", &[net("10.90.0.5/16")], false).unwrap();
-        assert_eq!(execs(), [2, 2, 1, 0], "{backend}");
-        // Said to be new, but in place: the create fails as a whole, the save finds all there.
+        assert_eq!(execs(), [1, 4, 0, 1], "{backend}");
+        // Said to be new, but in place: the create fails as a whole, the checks pass.
         let before = snapshot_all(&ns, &tools);
         masquerade_ensure(&nf, "third", &[net("10.90.0.6/16")], true).unwrap();
-        assert_eq!(execs(), [3, 3, 1, 0], "{backend}");
+        assert_eq!(execs(), [1, 6, 0, 1], "{backend}");
         assert_eq!(snapshot_all(&ns, &tools), before, "{backend}");
         masquerade_check(&nf, "third", &[net("10.90.0.6/16")]).unwrap();
     }
@@ -135,13 +137,22 @@ fn check_fails_for_each_damage_and_add_repairs_it() {
             masquerade_check(&nf, NET, &addr).unwrap();
             assert_eq!(snapshot_all(&ns, &tools), good, "{backend}, {damage}");
         }
-        // Duplicate and stray jumps do no harm (CHECK passes) and the next ADD removes them.
+        // Duplicate and stray jumps do no harm: CHECK passes and ADD, whose checks pass, leaves
+        // them. The next repair removes them with the damage.
         run_restore(
             &ns,
             &tools.v4_restore,
             &format!("*nat\n-A {jump}\n-I POSTROUTING -s 10.0.0.0/8 -j {chain}\nCOMMIT\n"),
         );
+        let with_strays = snapshot_all(&ns, &tools);
         masquerade_check(&nf, NET, &addr).unwrap();
+        masquerade_ensure(&nf, NET, &addr, false).unwrap();
+        assert_eq!(snapshot_all(&ns, &tools), with_strays, "{backend}: left");
+        run_restore(
+            &ns,
+            &tools.v4_restore,
+            &format!("*nat\n-F {chain}\nCOMMIT\n"),
+        );
         masquerade_ensure(&nf, NET, &addr, false).unwrap();
         assert_eq!(snapshot_all(&ns, &tools), good, "{backend}: tidied");
     }
@@ -199,7 +210,7 @@ fn one_chain_per_subnet_and_family_and_network() {
 
 /// 20 ADDs at once on a fresh table (all told the network is new, none told, half told): exactly
 /// one chain and one jump per family, as `-N` commits once; then the same after both jumps were
-/// lost, which every ADD repairs under the lock.
+/// lost, which the ADDs whose checks fail repair under the lock.
 #[test]
 fn twenty_parallel_adds_write_exactly_one_jump() {
     for (backend, tools) in backends() {
@@ -244,7 +255,7 @@ fn twenty_parallel_adds_write_exactly_one_jump() {
             if hint != "half" {
                 continue;
             }
-            // Both jumps lost: every ADD sees a repair to make.
+            // Both jumps lost: the ADDs checking before the first repair commits see one to make.
             let c = masq_comment(NET);
             for (restore, subnet) in [
                 (&tools.v4_restore, "10.88.0.0/16"),

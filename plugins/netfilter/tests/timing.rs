@@ -1,6 +1,6 @@
 //! ipMasq ADD latency, on the first container of a network (creates the chain with one restore)
-//! and on every later one (one save, nothing written), with 0 and 100 other networks' chains in
-//! the table. Not run by default (timings on a shared machine are not assertions); run with
+//! and on every later one (one restore of `-C` checks, nothing written), with 0 and 100 other
+//! networks' chains in the table. Not run by default (timings on a shared machine are not assertions); run with
 //! `cargo test -p tether-netfilter --test timing -- --ignored --nocapture`.
 
 mod common;
