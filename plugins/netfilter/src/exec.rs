@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::{Error, Family, Result, SavedTables, Table};
+use crate::{Error, Family, Result, SavedTable, SavedTables, Table, validate};
 
 /// Total attempts for one command when it fails transiently (see [`Error::is_transient`]).
 const ATTEMPTS: u32 = 6;
@@ -18,6 +18,9 @@ const ATTEMPTS: u32 = 6;
 /// are: the default names follow the host's `update-alternatives` choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tools {
+    /// `iptables`, for listing one chain ([`Netfilter::list_chain`]).
+    pub v4: PathBuf,
+    pub v6: PathBuf,
     pub v4_restore: PathBuf,
     pub v4_save: PathBuf,
     pub v6_restore: PathBuf,
@@ -27,6 +30,8 @@ pub struct Tools {
 impl Tools {
     fn named(v4: &str, v6: &str) -> Tools {
         Tools {
+            v4: v4.into(),
+            v6: v6.into(),
             v4_restore: format!("{v4}-restore").into(),
             v4_save: format!("{v4}-save").into(),
             v6_restore: format!("{v6}-restore").into(),
@@ -53,6 +58,13 @@ impl Tools {
         match family {
             Family::V4 => &self.v4_restore,
             Family::V6 => &self.v6_restore,
+        }
+    }
+
+    fn list(&self, family: Family) -> &PathBuf {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
         }
     }
 
@@ -137,6 +149,19 @@ impl Netfilter {
             }
         };
         Ok(SavedTables::parse(family, &text, tables))
+    }
+
+    /// `iptables -w -t <table> -S <chain>` (or `ip6tables`): one chain's rules, without reading
+    /// the rest. With nf_tables an `iptables-save` fetches and prints every rule of every table,
+    /// so its cost grows with everyone's rules; listing one chain costs what that chain holds
+    /// (2.4 ms against 6.5 ms for a save, with 100 published containers). A chain that does not
+    /// exist is an error.
+    pub fn list_chain(&self, family: Family, table: Table, chain: &str) -> Result<SavedTable> {
+        validate::chain(chain)?;
+        let program = self.tools.list(family);
+        let args = ["-w", "-t", table.as_str(), "-S", chain];
+        let listing = self.retrying(|| self.run(program, &args, ""))?;
+        Ok(SavedTable::parse_listing(&listing, table))
     }
 
     fn retrying(&self, mut f: impl FnMut() -> Result<String>) -> Result<String> {

@@ -16,6 +16,20 @@ pub struct SavedRule {
 }
 
 impl SavedRule {
+    /// An `-A CHAIN ...` line; anything else is `None`.
+    fn parse(line: &str) -> Option<SavedRule> {
+        if !line.starts_with("-A ") {
+            return None;
+        }
+        let mut tokens = tokenize(line).into_iter().skip(1);
+        let chain = tokens.next()?;
+        Some(SavedRule {
+            chain,
+            args: tokens.collect(),
+            line: line.to_string(),
+        })
+    }
+
     /// The token following the first occurrence of `flag`.
     pub fn value_of(&self, flag: &str) -> Option<&str> {
         let i = self.args.iter().position(|a| a == flag)?;
@@ -86,15 +100,29 @@ impl SavedTable {
                 if let Some(name) = decl.split_whitespace().next() {
                     out.chains.push(name.to_string());
                 }
-            } else if line.starts_with("-A ") {
-                let mut tokens = tokenize(line).into_iter().skip(1);
-                if let Some(chain) = tokens.next() {
-                    out.rules.push(SavedRule {
-                        chain,
-                        args: tokens.collect(),
-                        line: line.to_string(),
-                    });
-                }
+            } else if let Some(rule) = SavedRule::parse(line) {
+                out.rules.push(rule);
+            }
+        }
+        out
+    }
+
+    /// Parses `iptables -S <chain>` output: `-N`/`-P` lines declare the chain, `-A` lines are
+    /// its rules, in the same form as a save's.
+    pub fn parse_listing(listing: &str, table: Table) -> SavedTable {
+        let mut out = SavedTable {
+            table,
+            chains: Vec::new(),
+            rules: Vec::new(),
+        };
+        for line in listing.lines().map(str::trim_end) {
+            let declared = line
+                .strip_prefix("-N ")
+                .or_else(|| line.strip_prefix("-P "));
+            if let Some(name) = declared.and_then(|d| d.split_whitespace().next()) {
+                out.chains.push(name.to_string());
+            } else if let Some(rule) = SavedRule::parse(line) {
+                out.rules.push(rule);
             }
         }
         out
@@ -254,6 +282,24 @@ COMMIT
         assert_eq!(t(r#"a "open end"#), ["a", "open end"], "unterminated quote");
         assert_eq!(t(r#""\\""#), ["\\"], "escaped backslash");
         assert!(t("   ").is_empty());
+    }
+
+    #[test]
+    fn parses_a_chain_listing() {
+        let t = SavedTable::parse_listing(
+            "-N TETHER-abc\n-A TETHER-abc -m comment --comment \"x y\" -j RETURN\n",
+            Table::Nat,
+        );
+        assert_eq!(t.chains, ["TETHER-abc"]);
+        assert_eq!(t.rules.len(), 1);
+        assert_eq!(t.rules[0].comment(), Some("x y"));
+        assert_eq!(
+            t.rules[0].line,
+            "-A TETHER-abc -m comment --comment \"x y\" -j RETURN"
+        );
+        let builtin = SavedTable::parse_listing("-P POSTROUTING ACCEPT\n", Table::Nat);
+        assert_eq!(builtin.chains, ["POSTROUTING"]);
+        assert!(builtin.rules.is_empty());
     }
 
     #[test]

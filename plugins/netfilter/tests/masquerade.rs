@@ -75,6 +75,7 @@ fn each_add_is_one_exec_per_family_when_the_hint_is_right() {
             v4_restore: wrapper(dirs[1].path(), &tools.v4_restore, 0, ""),
             v6_save: wrapper(dirs[2].path(), &tools.v6_save, 0, ""),
             v6_restore: wrapper(dirs[3].path(), &tools.v6_restore, 0, ""),
+            ..tools.clone()
         };
         let nf = nf(&ns, &counted);
         let execs = || -> Vec<u32> { dirs.iter().map(|d| calls(d.path())).collect() };

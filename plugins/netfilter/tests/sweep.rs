@@ -187,3 +187,49 @@ fn unreadable_ipv6_tables_are_skipped_only_when_asked() {
     let e = sweep(&nf, Family::V4, &[Table::Nat], OnSaveError::SkipV6, never).unwrap_err();
     assert!(matches!(e, SweepError::Save(_)), "{e}");
 }
+
+#[test]
+fn one_chain_is_listed_as_a_save_shows_it() {
+    for (backend, tools) in backends() {
+        let ns = ns();
+        let nf = nf(&ns, &tools);
+        for family in Family::ALL {
+            let restore = match family {
+                Family::V4 => &tools.v4_restore,
+                Family::V6 => &tools.v6_restore,
+            };
+            run_restore(
+                &ns,
+                restore,
+                "*nat\n:TETHER-LS - [0:0]\n:TETHER-OTHER - [0:0]\n\
+                 -A TETHER-LS -p tcp -m multiport --dports 80,81 -m comment --comment \"tether a b\" -j RETURN\n\
+                 -A TETHER-LS -m comment --comment plain -j TETHER-OTHER\n\
+                 -A TETHER-OTHER -j RETURN\nCOMMIT\n",
+            );
+            let listed = nf
+                .list_chain(family, Table::Nat, "TETHER-LS")
+                .unwrap_or_else(|e| panic!("{backend} {family:?}: {e}"));
+            let saved = SavedTable::parse(&nf.save(family, Table::Nat).unwrap(), Table::Nat);
+            let of_chain: Vec<_> = saved
+                .rules
+                .iter()
+                .filter(|r| r.chain == "TETHER-LS")
+                .collect();
+            assert_eq!(listed.chains, ["TETHER-LS"], "{backend} {family:?}");
+            assert_eq!(
+                listed.rules.iter().collect::<Vec<_>>(),
+                of_chain,
+                "{backend} {family:?}"
+            );
+            assert_eq!(listed.rules[0].comment(), Some("tether a b"));
+            assert!(
+                nf.list_chain(family, Table::Nat, "TETHER-NONE").is_err(),
+                "{backend} {family:?}: a missing chain is an error"
+            );
+            assert!(matches!(
+                nf.list_chain(family, Table::Nat, "bad name"),
+                Err(Error::Invalid { .. })
+            ));
+        }
+    }
+}

@@ -253,8 +253,99 @@ pub fn removal(
     out
 }
 
-/// Adds the shared chains and jumps that are missing (never flushing a shared chain: other
-/// attachments' rules live in `TETHER-HOSTPORT-DNAT`).
+/// One shared rule that ADD needs (a jump into our chains, or a rule of a shared chain).
+struct BaseRule {
+    table: Table,
+    chain: &'static str,
+    rule: Rule,
+    /// Inserted at the top rather than appended.
+    at_top: bool,
+    /// Whether a saved rule of `chain` already does this job (a looser test than equality, so
+    /// that a rule written by an older version or spelled differently is not added twice).
+    found: fn(&SavedRule, &str) -> bool,
+}
+
+/// The shared chains ADD needs in `family`, with their table.
+fn base_chains(cfg: &Config, family: Family) -> Vec<(Table, &'static str)> {
+    let mut chains = vec![(Table::Nat, DNAT_CHAIN)];
+    if let (true, MarkChain::Bit(_)) = (cfg.snat, &cfg.mark) {
+        chains.extend([(Table::Nat, SETMARK_CHAIN), (Table::Nat, MASQ_CHAIN)]);
+    }
+    if family == Family::V4 {
+        chains.push((Table::Raw, GUARD_CHAIN));
+    }
+    chains
+}
+
+/// The shared rules ADD needs in `family`, in the order they are written (a chain's rules before
+/// the jumps to it). `found` gets the rule and the mark value.
+fn base_rules(cfg: &Config, family: Family) -> NfResult<Vec<BaseRule>> {
+    let mut rules = Vec::new();
+    for entry in ["PREROUTING", "OUTPUT"] {
+        rules.push(BaseRule {
+            table: Table::Nat,
+            chain: entry,
+            rule: Rule::new()
+                .args(&["-m", "addrtype", "--dst-type", "LOCAL"])?
+                .comment(DNAT_JUMP_COMMENT)?
+                .jump(DNAT_CHAIN)?,
+            at_top: false,
+            found: |r, _| r.target() == Some(DNAT_CHAIN),
+        });
+    }
+    if let (true, MarkChain::Bit(bit)) = (cfg.snat, &cfg.mark) {
+        let mark = mark_value(*bit);
+        rules.push(BaseRule {
+            table: Table::Nat,
+            chain: SETMARK_CHAIN,
+            rule: Rule::new()
+                .comment(SETMARK_COMMENT)?
+                .jump("MARK")?
+                .args(&["--set-xmark", &mark])?,
+            at_top: false,
+            found: |r, mark| r.value_of("--set-xmark") == Some(mark),
+        });
+        rules.push(BaseRule {
+            table: Table::Nat,
+            chain: MASQ_CHAIN,
+            rule: Rule::new()
+                .args(&["-m", "mark", "--mark", &mark])?
+                .jump("MASQUERADE")?,
+            at_top: false,
+            found: |r, mark| r.value_of("--mark") == Some(mark) && r.target() == Some("MASQUERADE"),
+        });
+        // At the top: the bridge's masquerade chains in POSTROUTING would otherwise ACCEPT
+        // hairpin traffic (destination in the container subnet) first.
+        rules.push(BaseRule {
+            table: Table::Nat,
+            chain: "POSTROUTING",
+            rule: Rule::new().comment(MASQ_JUMP_COMMENT)?.jump(MASQ_CHAIN)?,
+            at_top: true,
+            found: |r, _| r.target() == Some(MASQ_CHAIN),
+        });
+    }
+    if family == Family::V4 {
+        rules.push(BaseRule {
+            table: Table::Raw,
+            chain: GUARD_CHAIN,
+            rule: guard_rule()?,
+            at_top: false,
+            found: |r, _| r.target() == Some("DROP"),
+        });
+        rules.push(BaseRule {
+            table: Table::Raw,
+            chain: "PREROUTING",
+            rule: Rule::new().comment(GUARD_COMMENT)?.jump(GUARD_CHAIN)?,
+            at_top: true,
+            found: |r, _| r.target() == Some(GUARD_CHAIN),
+        });
+    }
+    Ok(rules)
+}
+
+/// Adds the shared chains and rules that are missing from the saved tables (never flushing a
+/// shared chain: other attachments' rules live in `TETHER-HOSTPORT-DNAT`). The raw table's are
+/// skipped when it was not read.
 pub fn ensure_base(
     b: &mut Batch,
     cfg: &Config,
@@ -262,64 +353,71 @@ pub fn ensure_base(
     nat: &SavedTable,
     raw: Option<&SavedTable>,
 ) -> NfResult<()> {
-    let has_rule = |t: &SavedTable, chain: &str, pred: &dyn Fn(&SavedRule) -> bool| {
-        t.rules.iter().any(|r| r.chain == chain && pred(r))
+    write_base(b, cfg, family, nat, raw, false)
+}
+
+/// The whole base, for a host without `TETHER-HOSTPORT-DNAT`: every shared chain is created
+/// with `-N`, so the batch fails (and changes nothing in that table) if one exists already;
+/// without the chains there can be no jumps to them. Raw first, as in [`check_base`].
+pub fn create_base(b: &mut Batch, cfg: &Config, family: Family) -> NfResult<()> {
+    let raw = SavedTable::parse("", Table::Raw);
+    let nat = SavedTable::parse("", Table::Nat);
+    write_base(b, cfg, family, &nat, Some(&raw), true)
+}
+
+fn write_base(
+    b: &mut Batch,
+    cfg: &Config,
+    family: Family,
+    nat: &SavedTable,
+    raw: Option<&SavedTable>,
+    create: bool,
+) -> NfResult<()> {
+    let saved = |table: Table| match table {
+        Table::Raw => raw,
+        _ => Some(nat),
     };
-    if !nat.has_chain(DNAT_CHAIN) {
-        b.new_chain(Table::Nat, DNAT_CHAIN)?;
-    }
-    for entry in ["PREROUTING", "OUTPUT"] {
-        if !has_rule(nat, entry, &|r| r.target() == Some(DNAT_CHAIN)) {
-            let jump = Rule::new()
-                .args(&["-m", "addrtype", "--dst-type", "LOCAL"])?
-                .comment(DNAT_JUMP_COMMENT)?
-                .jump(DNAT_CHAIN)?;
-            b.append(Table::Nat, entry, &jump)?;
+    let mut chains = base_chains(cfg, family);
+    chains.sort_by_key(|(table, _)| *table != Table::Raw);
+    for (table, chain) in chains {
+        if saved(table).is_some_and(|t| !t.has_chain(chain)) {
+            if create {
+                b.create_chain(table, chain)?;
+            } else {
+                b.new_chain(table, chain)?;
+            }
         }
     }
-    if let (true, MarkChain::Bit(bit)) = (cfg.snat, &cfg.mark) {
-        let mark = mark_value(*bit);
-        if !nat.has_chain(SETMARK_CHAIN) {
-            b.new_chain(Table::Nat, SETMARK_CHAIN)?;
-        }
-        if !has_rule(nat, SETMARK_CHAIN, &|r| {
-            r.value_of("--set-xmark") == Some(mark.as_str())
-        }) {
-            let set = Rule::new()
-                .comment(SETMARK_COMMENT)?
-                .jump("MARK")?
-                .args(&["--set-xmark", &mark])?;
-            b.append(Table::Nat, SETMARK_CHAIN, &set)?;
-        }
-        if !nat.has_chain(MASQ_CHAIN) {
-            b.new_chain(Table::Nat, MASQ_CHAIN)?;
-        }
-        if !has_rule(nat, MASQ_CHAIN, &|r| {
-            r.value_of("--mark") == Some(mark.as_str()) && r.target() == Some("MASQUERADE")
-        }) {
-            let masq = Rule::new()
-                .args(&["-m", "mark", "--mark", &mark])?
-                .jump("MASQUERADE")?;
-            b.append(Table::Nat, MASQ_CHAIN, &masq)?;
-        }
-        // At the top: the bridge's per-container masquerade chains in POSTROUTING would
-        // otherwise ACCEPT hairpin traffic (destination in the container subnet) first.
-        if !has_rule(nat, "POSTROUTING", &|r| r.target() == Some(MASQ_CHAIN)) {
-            let jump = Rule::new().comment(MASQ_JUMP_COMMENT)?.jump(MASQ_CHAIN)?;
-            b.insert(Table::Nat, "POSTROUTING", &jump)?;
+    let mark = match &cfg.mark {
+        MarkChain::Bit(bit) => mark_value(*bit),
+        MarkChain::External(_) => String::new(),
+    };
+    for base in base_rules(cfg, family)? {
+        let Some(t) = saved(base.table) else {
+            continue;
+        };
+        let found = t
+            .rules
+            .iter()
+            .any(|r| r.chain == base.chain && (base.found)(r, &mark));
+        if !found && base.at_top {
+            b.insert(base.table, base.chain, &base.rule)?;
+        } else if !found {
+            b.append(base.table, base.chain, &base.rule)?;
         }
     }
-    if let (Family::V4, Some(raw)) = (family, raw) {
-        if !raw.has_chain(GUARD_CHAIN) {
-            b.new_chain(Table::Raw, GUARD_CHAIN)?;
-        }
-        if !has_rule(raw, GUARD_CHAIN, &|r| r.target() == Some("DROP")) {
-            b.append(Table::Raw, GUARD_CHAIN, &guard_rule()?)?;
-        }
-        if !has_rule(raw, "PREROUTING", &|r| r.target() == Some(GUARD_CHAIN)) {
-            let jump = Rule::new().comment(GUARD_COMMENT)?.jump(GUARD_CHAIN)?;
-            b.insert(Table::Raw, "PREROUTING", &jump)?;
-        }
+    Ok(())
+}
+
+/// `-C` for every shared rule ADD needs, raw table first: put before an attachment's rules in
+/// one batch, it commits them only if the base is complete, without reading the tables. With
+/// nf_tables each table of a restore commits on its own, so the raw section, which holds only
+/// checks, goes first: when it fails, the nat section never runs.
+pub fn check_base(b: &mut Batch, cfg: &Config, family: Family) -> NfResult<()> {
+    let mut rules = base_rules(cfg, family)?;
+    rules.sort_by_key(|r| r.table != Table::Raw);
+    for base in rules {
+        b.check(base.table, base.chain, &base.rule)?;
     }
     Ok(())
 }
@@ -330,6 +428,93 @@ fn guard_rule() -> NfResult<Rule> {
         .args(&["!", "-i", "lo"])?
         .comment(GUARD_COMMENT)?
         .jump("DROP")
+}
+
+/// An entry rule of `TETHER-HOSTPORT-DNAT` that carries an attachment's comment.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub rule: &'a SavedRule,
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+    /// `None` when the rule is not in the form ADD writes (a protocol and a port list).
+    pub ports: Option<(Proto, Vec<u16>)>,
+}
+
+impl Entry<'_> {
+    fn owned_by(&self, who: &Owner<'_>) -> bool {
+        self.container_id == who.container_id && self.ifname == who.ifname
+    }
+}
+
+/// The entry rules in a listing of `TETHER-HOSTPORT-DNAT` ([`tether_netfilter::Netfilter::list_chain`]).
+pub fn entries(dnat: &SavedTable) -> Vec<Entry<'_>> {
+    dnat.rules
+        .iter()
+        .filter(|r| r.chain == DNAT_CHAIN)
+        .filter_map(|rule| {
+            let (network, container_id, ifname) = parse_comment(rule.comment()?)?;
+            let ports = || {
+                let proto = Proto::parse(rule.value_of("-p")?)?;
+                let list = rule.value_of("--dports")?.split(',');
+                let list = list.map(|p| p.parse().ok()).collect::<Option<Vec<u16>>>()?;
+                Some((proto, list))
+            };
+            Some(Entry {
+                rule,
+                network,
+                container_id,
+                ifname,
+                ports: ports(),
+            })
+        })
+        .collect()
+}
+
+/// Whether an ADD can go by the entry rules alone: this attachment has none yet (a repeated ADD
+/// or one after a rename replaces rules, which needs the full table), and no other attachment's
+/// entry names a protocol and host port of ours (the precise conflict check needs the host
+/// addresses, which only the per-attachment chains hold). An entry not in ADD's form is a reason
+/// to look closer too.
+pub fn entries_allow_add(
+    entries: &[Entry<'_>],
+    cfg: &Config,
+    who: &Owner<'_>,
+    family: Family,
+) -> bool {
+    entries.iter().all(|e| {
+        !e.owned_by(who)
+            && e.ports.as_ref().is_some_and(|(proto, ports)| {
+                !mappings_for(cfg, family)
+                    .any(|m| m.proto == *proto && ports.contains(&m.host_port))
+            })
+    })
+}
+
+/// This attachment's removal found from the entry rules alone, or `None` when they do not
+/// settle it: no entry of ours (DEL of an attachment without mappings, or rules in a state
+/// only the full table shows), an entry for UDP or SCTP (the conntrack flush needs the DNAT
+/// targets, which only the per-attachment chains hold), or a chain of ours that another entry
+/// also jumps to.
+pub fn removal_from_entries(entries: &[Entry<'_>], who: &Owner<'_>) -> Option<Removal> {
+    let (ours, others): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| e.owned_by(who));
+    if ours.is_empty()
+        || ours
+            .iter()
+            .any(|e| !matches!(e.ports, Some((Proto::Tcp, _))))
+    {
+        return None;
+    }
+    let mut out = Removal::default();
+    for e in ours {
+        let target = e.rule.target().filter(|t| t.starts_with(DN_PREFIX))?;
+        out.chains.insert(target.to_string());
+        out.entries.push(e.rule.clone());
+    }
+    let shared = others
+        .iter()
+        .any(|e| e.rule.target().is_some_and(|t| out.chains.contains(t)));
+    (!shared).then_some(out)
 }
 
 /// The per-attachment chain and its entry rules for one container address.
@@ -680,6 +865,102 @@ mod tests {
             "*nat\n-D TETHER-HOSTPORT-DNAT -p tcp -m multiport --dports 80 -m comment --comment \"tether net=old id=c1 if=eth0\" -j TETHER-DN-aaa\n\
              -F TETHER-DN-aaa\n-X TETHER-DN-aaa\nCOMMIT\n"
         );
+    }
+
+    #[test]
+    fn entries_decide_the_fast_paths() {
+        let dnat = SavedTable::parse_listing(
+            "-N TETHER-HOSTPORT-DNAT\n\
+             -A TETHER-HOSTPORT-DNAT -p tcp -m multiport --dports 80,81 -m comment --comment \"tether net=n id=c2 if=eth0\" -j TETHER-DN-bbb\n\
+             -A TETHER-HOSTPORT-DNAT -p udp -m multiport --dports 53 -m comment --comment \"tether net=n id=c3 if=eth0\" -j TETHER-DN-ccc\n\
+             -A TETHER-HOSTPORT-DNAT -p tcp -m multiport --dports 90 -m comment --comment \"tether net=old id=c1 if=eth0\" -j TETHER-DN-aaa\n\
+             -A TETHER-HOSTPORT-DNAT -p tcp -m comment --comment \"hand made\" -j ACCEPT\n",
+            Table::Nat,
+        );
+        let e = entries(&dnat);
+        assert_eq!(e.len(), 3, "only rules with an attachment's comment");
+        assert_eq!(e[0].ports, Some((Proto::Tcp, vec![80, 81])));
+        let c4 = Owner {
+            container_id: "c4",
+            ..OWNER
+        };
+        let fresh = cfg(vec![tcp(82, 80, HostIp::Any)]);
+        assert!(entries_allow_add(&e, &fresh, &c4, Family::V4));
+        // Another's port (any host address: the full check decides), or our own old entry.
+        let taken = cfg(vec![tcp(81, 80, HostIp::Addr("10.1.1.1".parse().unwrap()))]);
+        assert!(!entries_allow_add(&e, &taken, &c4, Family::V4));
+        assert!(!entries_allow_add(&e, &fresh, &OWNER, Family::V4));
+        // The same port on another protocol is no conflict.
+        let udp81 = cfg(vec![Mapping {
+            proto: Proto::Udp,
+            ..tcp(81, 80, HostIp::Any)
+        }]);
+        assert!(entries_allow_add(&e, &udp81, &c4, Family::V4));
+
+        // DEL: our entry (network renamed) and its chain; UDP or no entry need the full table.
+        let r = removal_from_entries(&e, &OWNER).unwrap();
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.chains.iter().collect::<Vec<_>>(), ["TETHER-DN-aaa"]);
+        let c3 = Owner {
+            container_id: "c3",
+            ..OWNER
+        };
+        assert!(removal_from_entries(&e, &c3).is_none(), "UDP");
+        assert!(removal_from_entries(&e, &c4).is_none(), "no entry");
+        // A chain of ours that another entry jumps to too.
+        let shared = SavedTable::parse_listing(
+            "-A TETHER-HOSTPORT-DNAT -p tcp -m multiport --dports 90 -m comment --comment \"tether net=n id=c1 if=eth0\" -j TETHER-DN-aaa\n\
+             -A TETHER-HOSTPORT-DNAT -p tcp -m multiport --dports 91 -m comment --comment \"tether net=n id=c9 if=eth0\" -j TETHER-DN-aaa\n",
+            Table::Nat,
+        );
+        assert!(removal_from_entries(&entries(&shared), &OWNER).is_none());
+    }
+
+    #[test]
+    fn base_checks_and_creation_put_raw_first() {
+        let c = cfg(vec![tcp(8080, 80, HostIp::Any)]);
+        let mut b = Batch::new(Family::V4);
+        check_base(&mut b, &c, Family::V4).unwrap();
+        let text = b.text();
+        assert!(
+            text.starts_with("*raw\n-C TETHER-LOCALNET-GUARD -d 127.0.0.0/8 ! -i lo "),
+            "{text}"
+        );
+        assert_eq!(text.matches("-C ").count(), 7, "{text}");
+        assert!(
+            !text.contains("-A ") && !text.contains("-I ") && !text.contains("-N "),
+            "{text}"
+        );
+        // Exactly what ensure_base writes on an empty host, as checks.
+        let mut written = Batch::new(Family::V4);
+        let empty_nat = SavedTable::parse("", Table::Nat);
+        let empty_raw = SavedTable::parse("", Table::Raw);
+        ensure_base(&mut written, &c, Family::V4, &empty_nat, Some(&empty_raw)).unwrap();
+        let written = written.text();
+        for line in text.lines().filter(|l| l.starts_with("-C ")) {
+            let spec = &line[3..];
+            assert!(
+                written.contains(&format!("-A {spec}\n"))
+                    || written.contains(&format!("-I {spec}\n")),
+                "{line} not in\n{written}"
+            );
+        }
+        let mut created = Batch::new(Family::V4);
+        create_base(&mut created, &c, Family::V4).unwrap();
+        let created = created.text();
+        assert!(
+            created.starts_with("*raw\n-N TETHER-LOCALNET-GUARD\n"),
+            "{created}"
+        );
+        assert_eq!(created.matches("-N ").count(), 4, "{created}");
+        assert_eq!(
+            created.replace("-N ", ":").lines().count(),
+            written.lines().count()
+        );
+        // IPv6: no raw table.
+        let mut v6 = Batch::new(Family::V6);
+        check_base(&mut v6, &c, Family::V6).unwrap();
+        assert!(!v6.text().contains("raw"), "{}", v6.text());
     }
 
     #[test]

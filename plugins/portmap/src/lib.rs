@@ -25,7 +25,7 @@ use cni::{Attachment, CniResult, Error, ErrorCode, Plugin, Request};
 use ipnetwork::IpNetwork;
 use tether_netfilter::lock::netfilter_lock;
 use tether_netfilter::{
-    Batch, Family, Netfilter, OnSaveError, SavedTables, SweepError, Table, per_family,
+    Batch, Family, Netfilter, OnSaveError, SavedTable, SavedTables, SweepError, Table, per_family,
 };
 
 pub use config::{Config, HostIp, Mapping, MarkChain, Proto};
@@ -81,9 +81,40 @@ fn sweep<T: Default>(
     )
 }
 
+/// The entry rules of `TETHER-HOSTPORT-DNAT`, listed alone; `None` (after a debug event) when
+/// the chain cannot be listed, most often because it does not exist yet.
+fn list_entries(nf: &Netfilter, family: Family) -> Option<SavedTable> {
+    nf.list_chain(family, Table::Nat, layout::DNAT_CHAIN)
+        .inspect_err(|e| tracing::debug!(?family, error = %e, "cannot list the DNAT chain"))
+        .ok()
+}
+
+/// Applies a batch planned without a full read; `false` (after a debug event) when it failed,
+/// which changed nothing and sends the caller to the full path.
+fn try_apply(nf: &Netfilter, b: &Batch, what: &str) -> bool {
+    b.apply(nf)
+        .inspect_err(|e| tracing::debug!(error = %e, "{what} failed, reading the tables"))
+        .is_ok()
+}
+
+/// DEL's fast path: the attachment's entry rules and the chains they jump to, found by listing
+/// `TETHER-HOSTPORT-DNAT` alone instead of saving every table (whose cost grows with every
+/// container published). `None` when the listing does not settle it or the batch failed.
+fn remove_by_entries(nf: &Netfilter, family: Family, who: &Owner<'_>) -> Option<Vec<Published>> {
+    let dnat = list_entries(nf, family)?;
+    let removal = layout::removal_from_entries(&layout::entries(&dnat), who)?;
+    let mut b = Batch::new(family);
+    removal.add_to(&mut b).ok()?;
+    // TCP only: nothing for the conntrack flush.
+    try_apply(nf, &b, "removing by the entry rules").then(Vec::new)
+}
+
 /// Removes one attachment's rules in one family (by container id and ifname, any network name).
 /// Returns what its rules published.
 fn remove(nf: &Netfilter, family: Family, who: &Owner<'_>) -> Result<Vec<Published>, Error> {
+    if let Some(published) = remove_by_entries(nf, family, who) {
+        return Ok(published);
+    }
     let extra = [who.chain()];
     sweep(nf, family, false, OnSaveError::SkipV6, |t| {
         let r = layout::removal(
@@ -98,12 +129,46 @@ fn remove(nf: &Netfilter, family: Family, who: &Owner<'_>) -> Result<Vec<Publish
     })
 }
 
+/// ADD's fast path, without saving every table (whose cost grows with every container
+/// published): list `TETHER-HOSTPORT-DNAT` alone, and when its entry rules show no conflict and
+/// nothing of this attachment, write the attachment's rules in one batch that starts with `-C`
+/// checks of the shared base, so it commits only if the base is complete. A host without the
+/// chain gets the whole base created with `-N`, which fails if any of it exists. `false` when
+/// the full path must decide; nothing was changed then.
+fn add_by_entries(nf: &Netfilter, cfg: &Config, who: &Owner<'_>, addr: &IpNetwork) -> bool {
+    let family = Family::of(addr);
+    let mut b = Batch::new(family);
+    let base = match list_entries(nf, family) {
+        Some(dnat) => {
+            if !layout::entries_allow_add(&layout::entries(&dnat), cfg, who, family) {
+                return false;
+            }
+            layout::check_base(&mut b, cfg, family)
+        }
+        // With an external mark chain that is missing, the nat section would fail after the raw
+        // section committed the guard: the full path refuses that config before writing.
+        None if cfg.snat && matches!(cfg.mark, MarkChain::External(_)) => return false,
+        None => layout::create_base(&mut b, cfg, family),
+    };
+    if base
+        .and_then(|()| layout::add_attachment(&mut b, cfg, who, addr))
+        .is_err()
+    {
+        // The full path reports it.
+        return false;
+    }
+    try_apply(nf, &b, "adding by the entry rules")
+}
+
 fn add_family(
     nf: &Netfilter,
     cfg: &Config,
     who: &Owner<'_>,
     addr: &IpNetwork,
 ) -> Result<(), Error> {
+    if add_by_entries(nf, cfg, who, addr) {
+        return Ok(());
+    }
     let family = Family::of(addr);
     let own_chain = who.chain();
     sweep(nf, family, true, OnSaveError::Fail, |t| {

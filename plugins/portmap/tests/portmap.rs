@@ -99,6 +99,162 @@ fn ipv6_from_outside_and_from_the_host() {
     assert_tcp_blocked(outside, sa(o.host_v6, 8080));
 }
 
+/// A `portmap` that runs the iptables tools through wrappers logging each exec's name, so that a
+/// test can tell which path a call took.
+struct CountedTools {
+    dir: tempfile::TempDir,
+}
+
+impl CountedTools {
+    fn new() -> CountedTools {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let write = |name: &str, body: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let real_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        for fam in ["ip", "ip6"] {
+            for suffix in ["", "-save", "-restore"] {
+                let tool = format!("{fam}tables{suffix}");
+                write(
+                    &tool,
+                    format!("echo {tool} >> {d}/calls\nPATH={real_path} exec {tool} \"$@\""),
+                );
+            }
+        }
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        write("bin/portmap", format!("PATH={d}:$PATH exec {PORTMAP}"));
+        CountedTools { dir }
+    }
+
+    fn portmap(&self) -> String {
+        self.dir.path().join("bin/portmap").display().to_string()
+    }
+
+    /// The execs since the last call, sorted, and forgets them.
+    fn take(&self) -> Vec<String> {
+        let path = self.dir.path().join("calls");
+        let mut calls: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let _ = std::fs::remove_file(&path);
+        calls.sort();
+        calls
+    }
+}
+
+#[test]
+fn add_and_del_list_one_chain_and_fall_back_to_a_full_read_when_it_does_not_settle_it() {
+    let tools = CountedTools::new();
+    let h = Host::new(Impl::Tether, &[("portmap", &tools.portmap())]);
+    let o = h.add_outside();
+    let l = list(&h, "pmnet", "1.0.0");
+    let listed_then_written = [
+        "ip6tables",
+        "ip6tables-restore",
+        "iptables",
+        "iptables-restore",
+    ];
+
+    // First ADD on the host (no DNAT chain to list): the whole base is created with `-N`.
+    let a = h.container("ctr-a");
+    h.add(&l, &a, ports(json!([tcp(8080, 80)]))).expect("ADD a");
+    assert_eq!(tools.take(), listed_then_written, "first ADD");
+    // Later ADDs: the entry rules and `-C` checks of the base, no save either.
+    let b = h.container("ctr-b");
+    let rb = h.add(&l, &b, ports(json!([tcp(8081, 80)]))).expect("ADD b");
+    assert_eq!(tools.take(), listed_then_written, "second ADD");
+    let _echo_a = Echo::start(&a.ns, 80, "A");
+    let _echo_b = Echo::start(&b.ns, 80, "B");
+    assert_tcp(&o.ns, sa(o.host_v4, 8080), "A");
+    assert_tcp(&o.ns, sa(o.host_v4, 8081), "B");
+    assert_tcp(&o.ns, sa(o.host_v6, 8081), "B");
+    // Both paths write the same rules: a fast ADD and a full one (a repeated ADD replaces).
+    let fast = portmap_rules(&h.snapshot(), "ctr-b");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "pmnet", "type": "portmap",
+        "runtimeConfig": ports(json!([tcp(8081, 80)])),
+        "prevResult": rb.to_json("1.0.0"),
+    });
+    h.exec(tools.portmap().as_ref(), "ADD", Some(&b), &conf)
+        .expect("repeated ADD b");
+    assert!(tools.take().contains(&"iptables-save".to_string()));
+    assert_eq!(portmap_rules(&h.snapshot(), "ctr-b"), fast);
+
+    // A damaged base fails the checks; the full path repairs it.
+    let good = h.snapshot();
+    h.host.sh(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-D",
+            "OUTPUT",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-m",
+            "comment",
+            "--comment",
+            "tether hostport DNAT",
+            "-j",
+            "TETHER-HOSTPORT-DNAT",
+        ],
+    );
+    let c = h.container("ctr-c");
+    h.add(&l, &c, ports(json!([tcp(8082, 80)]))).expect("ADD c");
+    assert!(tools.take().contains(&"iptables-save".to_string()));
+    let jumps = |snap: &[String]| {
+        snap.iter()
+            .filter(|l| l.contains("-j TETHER-HOSTPORT-DNAT") && !l.contains("TETHER-DN-"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        jumps(&h.snapshot()),
+        jumps(&good),
+        "the OUTPUT jump is back"
+    );
+
+    // A port another entry names goes to the full conflict check (and is refused).
+    let d = h.container("ctr-d");
+    let e = h
+        .add(&l, &d, ports(json!([tcp(8081, 81)])))
+        .expect_err("8081 is b's");
+    assert!(e.msg.contains("ctr-b"), "{e:?}");
+    tools.take();
+
+    // DEL of TCP mappings: by the entry rules, no save.
+    h.del(&l, &b, ports(json!([tcp(8081, 80)]))).expect("DEL b");
+    assert_eq!(tools.take(), listed_then_written, "DEL b");
+    assert!(portmap_rules(&h.snapshot(), "ctr-b").is_empty());
+    assert_tcp_blocked(&o.ns, sa(o.host_v4, 8081));
+    assert_tcp(&o.ns, sa(o.host_v4, 8080), "A");
+    // DEL of a UDP mapping reads the DNAT targets for the conntrack flush: the full path.
+    let u = h.container("ctr-u");
+    let udp = ports(json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]));
+    h.add(&l, &u, udp.clone()).expect("ADD u");
+    tools.take();
+    h.del(&l, &u, udp).expect("DEL u");
+    assert!(tools.take().contains(&"iptables-save".to_string()));
+    assert!(portmap_rules(&h.snapshot(), "ctr-u").is_empty());
+    for c in [&a, &c] {
+        h.del(&l, c, json!({})).expect("DEL");
+    }
+    let left: Vec<String> = h
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.contains("TETHER-DN-") || l.contains("-A TETHER-HOSTPORT-DNAT "))
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+}
+
 #[test]
 fn udp_follows_a_replaced_container() {
     let h = host();
