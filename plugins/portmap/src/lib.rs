@@ -5,8 +5,10 @@
 //! containers (hairpin). See [`layout`] for the iptables layout and why it is safe.
 //!
 //! Beyond the reference plugin:
-//! - one `iptables-save` (nat and raw in one exec) and one `iptables-restore` per family per
-//!   call, and no exec at all for ADD/CHECK without mappings;
+//! - two execs per family per call, and none for ADD/CHECK without mappings: ADD and DEL list
+//!   `TETHER-HOSTPORT-DNAT` alone and write with one `iptables-restore` (see [`add_by_entries`]
+//!   and [`remove_by_entries`]); what the entry rules do not settle reads the nat and raw
+//!   tables with one `iptables-save`;
 //! - a host port already published by another attachment is refused, naming the holder;
 //! - DEL and GC find rules by the container id and interface in their comments, so they work
 //!   without `portMappings`, without `prevResult` and after the network was renamed;
