@@ -4,7 +4,8 @@
 //! cannot change anything (config, the interface name in the container, a non-bridge link with
 //! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
 //! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
-//! up, routes → forwarding → the network's shared masquerade chain → result.
+//! up, routes → forwarding, while the network's shared masquerade chain is checked beside them →
+//! result.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -123,38 +124,56 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     .map_err(nl(format!("set bridge-port options of {veth}")))?;
     tracing::debug!(%veth, "phase: veth pair created and on the bridge");
 
-    let cont_link = cont
-        .link_by_name(&req.ifname)
-        .map_err(nl("read the new container interface"))?
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "{} vanished from {} right after creation",
-                req.ifname,
-                netns.display()
-            ))
-        })?;
-    configure_container(&conf, req, &cont, ns_fd.as_fd(), &cont_link, plan.as_ref())?;
-    tracing::debug!("phase: container interface configured");
-
-    if let Some(p) = &plan {
-        if conf.is_gateway {
-            enable_forwarding(&p.bridge_addrs)?;
+    // The network's shared masquerade chain (see tether-netfilter's masq module) is one
+    // iptables exec, independent of the container's interface: it runs on a second thread while
+    // this one configures the container, so its time and the kernel's netlink work overlap
+    // instead of adding up. Nothing of the chain belongs to this container, so nothing goes on
+    // the undo stack, as for the bridge. A bridge this ADD created (a fresh host, after a
+    // reboot) means the chain is most likely missing too: then it is created without checking
+    // first.
+    let masq_addrs: Option<Vec<IpNetwork>> = plan
+        .as_ref()
+        .filter(|_| conf.ip_masq)
+        .map(|p| p.ips.iter().map(|i| i.address).collect());
+    let cont_link = std::thread::scope(|s| {
+        let masq = masq_addrs.as_ref().map(|addrs| {
+            s.spawn(|| {
+                tether_netfilter::masquerade_ensure(
+                    &Netfilter::new(),
+                    &conf.network,
+                    addrs,
+                    bridge_created,
+                )
+            })
+        });
+        let configured = (|| {
+            let cont_link = cont
+                .link_by_name(&req.ifname)
+                .map_err(nl("read the new container interface"))?
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "{} vanished from {} right after creation",
+                        req.ifname,
+                        netns.display()
+                    ))
+                })?;
+            configure_container(&conf, req, &cont, ns_fd.as_fd(), &cont_link, plan.as_ref())?;
+            tracing::debug!("phase: container interface configured");
+            if let Some(p) = plan.as_ref().filter(|_| conf.is_gateway) {
+                enable_forwarding(&p.bridge_addrs)?;
+            }
+            Ok(cont_link)
+        })();
+        if let Some(masq) = masq {
+            let masq = masq.join().expect("the masquerade worker panicked");
+            // The container's error first: it is what went wrong for this ADD.
+            let cont_link = configured?;
+            masq.map_err(nf("set up masquerading"))?;
+            tracing::debug!("phase: masquerading ready");
+            return Ok(cont_link);
         }
-        if conf.ip_masq {
-            // The network's shared chain (see tether-netfilter's masq module): nothing of it
-            // belongs to this container, so nothing goes on the undo stack, as for the bridge.
-            // A bridge this ADD created (a fresh host, after a reboot) means the chain is most
-            // likely missing too: then it is created without reading the table first.
-            let addrs: Vec<IpNetwork> = p.ips.iter().map(|i| i.address).collect();
-            tether_netfilter::masquerade_ensure(
-                &Netfilter::new(),
-                &conf.network,
-                &addrs,
-                bridge_created,
-            )
-            .map_err(nf("set up masquerading"))?;
-        }
-    }
+        configured
+    })?;
     tracing::debug!("phase: forwarding and masquerading ready");
 
     let result = build_result(

@@ -181,3 +181,47 @@ fn a_late_failure_unwinds_everything_add_created() {
     env.del(Some(&ctr), "late", &conf, None).ok_empty();
     assert_clean(&before.0, &env.snapshot(), "no-such-bridge");
 }
+
+#[test]
+fn a_masquerade_failure_unwinds_everything_add_created() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let ctr = env.th.container();
+    // iptables tools that always fail, first on the plugin's PATH. The masquerade chain is set
+    // up on a second thread while the container is configured: its failure must still unwind
+    // the veth pair, the container's addresses and the lease.
+    let tools = tempfile::tempdir().unwrap();
+    for t in ["iptables", "ip6tables"] {
+        for suffix in ["", "-save", "-restore"] {
+            let path = tools.path().join(format!("{t}{suffix}"));
+            std::fs::write(&path, "#!/bin/sh\necho simulated failure >&2\nexit 4\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    let conf = env.gw_conf(&["10.57.0.0/24"]);
+    let before: (Snapshot, Snapshot) = (env.snapshot(), ctr.snapshot(&[]));
+    let out = env
+        .host()
+        .cni(&env.p.bridge)
+        .command("ADD")
+        .container_id("masq")
+        .ifname("eth0")
+        .netns(ctr.path())
+        .cni_path(&env.p.cni_path)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", tools.path().display()),
+        )
+        .stdin(&conf)
+        .run();
+    assert_eq!(out.err_code(), Some(999), "{out}");
+    assert!(
+        out.stdout.contains("masquerading") && out.stdout.contains("simulated failure"),
+        "{out}"
+    );
+    assert_clean(&before.0, &env.snapshot(), "tbr0");
+    assert_snapshot_eq(&before.1, &ctr.snapshot(&[]));
+    // The runtime's DEL after the failed ADD succeeds and changes nothing more.
+    env.del(Some(&ctr), "masq", &conf, None).ok_empty();
+    assert_clean(&before.0, &env.snapshot(), "tbr0");
+}
