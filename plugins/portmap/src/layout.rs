@@ -492,16 +492,18 @@ pub fn entries_allow_add(
 }
 
 /// This attachment's removal found from the entry rules alone, or `None` when they do not
-/// settle it: no entry of ours (DEL of an attachment without mappings, or rules in a state
-/// only the full table shows), an entry for UDP or SCTP (the conntrack flush needs the DNAT
-/// targets, which only the per-attachment chains hold), or a chain of ours that another entry
-/// also jumps to.
+/// settle it: an entry for UDP or SCTP (the conntrack flush needs the DNAT targets, which only
+/// the per-attachment chains hold), or a chain of ours that another entry also jumps to.
+///
+/// No entry of ours means nothing to remove (the DEL of an attachment without mappings, as most
+/// of Kubernetes' pods are): every ADD, fast or full, writes a per-attachment chain in the same
+/// restore as the entries that jump to it, and every removal deletes them together. A chain
+/// left without its entry by hand is GC's to find (it reads the whole table).
 pub fn removal_from_entries(entries: &[Entry<'_>], who: &Owner<'_>) -> Option<Removal> {
     let (ours, others): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| e.owned_by(who));
-    if ours.is_empty()
-        || ours
-            .iter()
-            .any(|e| !matches!(e.ports, Some((Proto::Tcp, _))))
+    if ours
+        .iter()
+        .any(|e| !matches!(e.ports, Some((Proto::Tcp, _))))
     {
         return None;
     }
@@ -906,7 +908,10 @@ mod tests {
             ..OWNER
         };
         assert!(removal_from_entries(&e, &c3).is_none(), "UDP");
-        assert!(removal_from_entries(&e, &c4).is_none(), "no entry");
+        assert!(
+            removal_from_entries(&e, &c4).unwrap().is_empty(),
+            "no entry"
+        );
         // A chain of ours that another entry jumps to too.
         let shared = SavedTable::parse_listing(
             "-A TETHER-HOSTPORT-DNAT -p tcp -m multiport --dports 90 -m comment --comment \"tether net=n id=c1 if=eth0\" -j TETHER-DN-aaa\n\

@@ -105,6 +105,9 @@ fn try_apply(nf: &Netfilter, b: &Batch, what: &str) -> bool {
 fn remove_by_entries(nf: &Netfilter, family: Family, who: &Owner<'_>) -> Option<Vec<Published>> {
     let dnat = list_entries(nf, family)?;
     let removal = layout::removal_from_entries(&layout::entries(&dnat), who)?;
+    if removal.is_empty() {
+        return Some(Vec::new());
+    }
     let mut b = Batch::new(family);
     removal.add_to(&mut b).ok()?;
     // TCP only: nothing for the conntrack flush.

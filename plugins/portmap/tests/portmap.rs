@@ -244,6 +244,12 @@ fn add_and_del_list_one_chain_and_fall_back_to_a_full_read_when_it_does_not_sett
     h.del(&l, &u, udp).expect("DEL u");
     assert!(tools.take().contains(&"iptables-save".to_string()));
     assert!(portmap_rules(&h.snapshot(), "ctr-u").is_empty());
+    // DEL of an attachment that published nothing: the listing shows no entry, nothing else runs.
+    let z = h.container("ctr-z");
+    h.add(&l, &z, json!({})).expect("ADD z");
+    assert!(tools.take().is_empty(), "ADD without mappings runs nothing");
+    h.del(&l, &z, json!({})).expect("DEL z");
+    assert_eq!(tools.take(), ["ip6tables", "iptables"], "DEL z");
     for c in [&a, &c] {
         h.del(&l, c, json!({})).expect("DEL");
     }
