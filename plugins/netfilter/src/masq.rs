@@ -61,6 +61,8 @@ pub fn masq_comment(network: &str) -> String {
 /// changed) is repaired from a fresh save under [`lock::netfilter_lock`], which keeps two
 /// repairs from adding one jump each; a repair also drops duplicate and stray jumps to our
 /// chains. Those do no harm, so while the checks pass they stay (CHECK does not flag them).
+/// The checks test presence only: a chain with a rule added by hand, or its rules reordered,
+/// passes them; CHECK, which compares the chain exactly, reports it.
 ///
 /// A family that fails leaves the other's chains in place: they are shared, and harmless
 /// without containers.
