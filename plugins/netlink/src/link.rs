@@ -314,30 +314,24 @@ impl NsHandle {
     /// need the device's inet6 state), in one change of the host end. It runs before the peer is
     /// up, so the host end has no carrier yet and IPv6 has not started on it.
     fn after_create(&self, index: u32, spec: &VethSpec<'_>) -> Result<()> {
+        let set_alias = || {
+            spec.alias
+                .map_or(Ok(()), |alias| self.set_alias(index, alias))
+        };
+        if spec.ipv6_link_local {
+            return set_alias();
+        }
         let no_link_local =
             LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
                 In6AddrGenMode::None,
             )])]);
-        let mut change = LinkUnspec::new_with_index(index);
+        let mut change = LinkUnspec::new_with_index(index).append_extra_attribute(no_link_local);
         if let Some(alias) = spec.alias {
             change = change.append_extra_attribute(alias_attr(alias));
         }
-        if spec.ipv6_link_local {
-            return match spec.alias {
-                Some(_) => self.change("set alias of", index, change),
-                None => Ok(()),
-            };
-        }
-        match self.change(
-            "configure",
-            index,
-            change.append_extra_attribute(no_link_local),
-        ) {
+        match self.change("configure", index, change) {
             // No IPv6 in this kernel (ipv6.disable=1): nothing to switch off.
-            Err(Error::Netlink { errno, .. }) if errno == libc::EAFNOSUPPORT => match spec.alias {
-                Some(alias) => self.set_alias(index, alias),
-                None => Ok(()),
-            },
+            Err(Error::Netlink { errno, .. }) if errno == libc::EAFNOSUPPORT => set_alias(),
             other => other,
         }
     }
