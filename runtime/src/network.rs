@@ -312,22 +312,13 @@ impl VersionCache {
         if !self.dirty {
             return;
         }
-        let tmp = self
-            .file
-            .with_extension(format!("json.{}.tmp", std::process::id()));
+        let bytes = serde_json::to_vec(&self.entries).expect("entries serialize");
         let r = self
             .file
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                std::fs::write(
-                    &tmp,
-                    serde_json::to_vec(&self.entries).expect("entries serialize"),
-                )
-            })
-            .and_then(|()| std::fs::rename(&tmp, &self.file));
+            .and_then(|()| crate::state::write_replacing(&self.file, &bytes));
         if let Err(e) = r {
-            let _ = std::fs::remove_file(&tmp);
             tracing::debug!(file = %self.file.display(), error = %e, "plugin version cache not saved");
         }
     }
@@ -595,9 +586,7 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&paths.config_dir).ctx(at("create", &paths.config_dir))?;
     let path = paths.config_dir.join(format!("{}.conflist", o.name));
-    let tmp = path.with_extension("conflist.tmp");
-    std::fs::write(&tmp, list.to_bytes()).ctx(at("write", &tmp))?;
-    std::fs::rename(&tmp, &path).ctx(at("write", &path))?;
+    crate::state::write_replacing(&path, &list.to_bytes()).ctx(at("write", &path))?;
     Ok(path)
 }
 

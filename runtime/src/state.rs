@@ -286,10 +286,8 @@ impl Store<'_> {
     pub fn save(&self, s: &ContainerState) -> Result<()> {
         let _span = tracing::debug_span!("state_save", status = %s.state.status).entered();
         let p = self.state_file(&s.id);
-        let tmp = p.with_extension("json.tmp");
         let b = serde_json::to_vec_pretty(s).expect("state serializes");
-        std::fs::write(&tmp, b).ctx(at("write", &tmp))?;
-        std::fs::rename(&tmp, &p).ctx(at("write", &p))
+        write_replacing(&p, &b).ctx(at("write", &p))
     }
 
     /// Every container, oldest first. Unreadable entries are skipped with a warning.
@@ -434,6 +432,19 @@ fn rfc3339(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Replaces `path` with `bytes` in one step for readers: written to a temporary file beside it
+/// (named after this process, so that concurrent writers never share one), then renamed over
+/// it. A failed write or rename removes the temporary file.
+pub fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 #[cfg(test)]
