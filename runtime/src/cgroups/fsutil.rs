@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let p = dir.join(file);
@@ -102,24 +102,22 @@ pub fn remove_dirs(dirs: &[std::path::PathBuf]) {
 
 /// `rmdir` that retries EBUSY while the last processes finish exiting.
 pub fn rmdir_retry(dir: &Path, patience: Duration) -> Result<()> {
-    let deadline = Instant::now() + patience;
-    let mut pause = Duration::from_micros(200);
-    loop {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(dir = %dir.display(), %e, "cgroup not removable yet");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => {
-                return Err(Error::Cgroup(format!(
-                    "failed to remove {}: {e}",
-                    dir.display()
-                )));
-            }
+    let mut busy = None;
+    let removed = wait_for(patience, || match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), %e, "cgroup not removable yet");
+            busy = Some(e);
+            false
         }
+    });
+    match busy.filter(|_| !removed) {
+        None => Ok(()),
+        Some(e) => Err(Error::Cgroup(format!(
+            "failed to remove {}: {e}",
+            dir.display()
+        ))),
     }
 }
 
