@@ -318,14 +318,17 @@ fn decompose(side: &Side, work: &Path, rep: usize, p: &mut Profile) -> io::Resul
         // Replay what the plugin fed iptables-restore, in a host of its own.
         let replay_host = Netns::new()?;
         let (add_b, del_b) = p.batches.clone();
+        let restore = |batch: &str| {
+            let mut cmd = replay_host.command("iptables-restore");
+            cmd.args(["--noflush", "--wait"]);
+            exec::run(cmd, batch.as_bytes())
+        };
         for (part, batches) in [(NFT_ADD, &add_b), (NFT_DEL, &del_b)] {
             let mut total: Option<Outcome> = None;
             for b in batches {
                 if let Some(setup) = check_prerequisites(b) {
                     // Untimed: what the checks look for, as the plugin found it in place.
-                    let mut cmd = replay_host.command("iptables-restore");
-                    cmd.args(["--noflush", "--wait"]);
-                    let o = exec::run(cmd, setup.as_bytes())?;
+                    let o = restore(&setup)?;
                     if !o.ok() && rep == 0 {
                         p.notes.push(format!(
                             "setting up a {part} replay failed: {}",
@@ -333,9 +336,7 @@ fn decompose(side: &Side, work: &Path, rep: usize, p: &mut Profile) -> io::Resul
                         ));
                     }
                 }
-                let mut cmd = replay_host.command("iptables-restore");
-                cmd.args(["--noflush", "--wait"]);
-                let o = exec::run(cmd, b.as_bytes())?;
+                let o = restore(b)?;
                 if !o.ok() && rep == 0 {
                     p.notes
                         .push(format!("replaying a {part} batch failed: {}", o.failure()));
