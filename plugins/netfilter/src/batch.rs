@@ -191,9 +191,11 @@ impl Batch {
         Ok(self.push(table, format!(":{name} - [0:0]")))
     }
 
-    /// `-N NAME`: creates the user chain, and fails the batch if it exists. What makes "create
-    /// the chain and the one jump to it" safe without reading first: of several such batches
-    /// racing, exactly one commits.
+    /// `-N NAME`: creates the user chain, and fails the batch if the restore finds it when it
+    /// reads the table. Not exclusive on its own: iptables-nft-restore reads the table once at
+    /// start, and its commit does not fail when another restore created the chain since, so
+    /// two racing batches can both commit. Batches that race to create one chain must hold
+    /// [`crate::lock::netfilter_lock`] from before the restore starts.
     pub fn create_chain(&mut self, table: Table, name: &str) -> Result<&mut Batch> {
         validate::chain(name)?;
         Ok(self.push(table, format!("-N {name}")))

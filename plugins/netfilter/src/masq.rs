@@ -54,8 +54,12 @@ pub fn masq_comment(network: &str) -> String {
 /// reading the table: an `iptables-save` costs as much as everyone's rules in it (portmap's
 /// per-container chains, kube-proxy's), 6.5 ms against 1.7 ms for the checks with 100 published
 /// containers. A chain that is missing is created together with its jump in one restore that
-/// starts with `-N`, so of several ADDs racing to create it exactly one commits and the others
-/// find it on their next read: no lock, no duplicate jump. With `likely_new` (say the caller
+/// starts with `-N`, under [`lock::netfilter_lock`]: of several ADDs racing to create it, the
+/// first commits and the others' `-N` fails, so they find it on their next read. The lock is
+/// needed because iptables-nft-restore checks `-N` against the table as it read it at start,
+/// and its commit still succeeds when another restore created the chain meanwhile: two racing
+/// creations then both commit (a second jump, the chain's rules twice; 10 of 200 rounds of 8
+/// racing restores on iptables 1.8.9). With `likely_new` (say the caller
 /// just created the network's bridge) that restore is tried first, without checking: a
 /// network's first ADD then costs one exec as well. Anything else (a rule or jump missing or
 /// changed) is repaired from a fresh save under [`lock::netfilter_lock`], which keeps two
@@ -98,6 +102,9 @@ fn ensure_family(
         if p.repairs {
             return Ok(false);
         }
+        // Taken before the restore starts, so that it reads the table after any other
+        // creator's commit (see above).
+        let _lock = lock::netfilter_lock();
         match p.batch.apply(nf) {
             Ok(()) => Ok(true),
             Err(e) => {
@@ -179,7 +186,7 @@ struct Plan {
     batch: Batch,
     missing: Vec<String>,
     /// Whether the batch changes chains or jumps that exist, rather than only creating absent
-    /// chains with `-N` (which cannot commit twice).
+    /// chains with `-N` (which fails when they exist, as the restore reads the table).
     repairs: bool,
 }
 
@@ -347,7 +354,7 @@ mod tests {
              -A {c} -m comment --comment \"tether net=n masq\" -j MASQUERADE\n\
              -A POSTROUTING -s 10.88.0.0/16 -m comment --comment \"tether net=n masq\" -j {c}\n"
         );
-        // `-N`: of two such batches racing, one fails.
+        // `-N`: of two such batches run one after the other (under the lock), the second fails.
         assert_eq!(p.batch.text(), format!("*nat\n-N {c}\n{rules}COMMIT\n"));
         assert_eq!(p.missing.len(), 1, "{:?}", p.missing);
         assert!(!p.repairs);

@@ -210,8 +210,10 @@ fn one_chain_per_subnet_and_family_and_network() {
 }
 
 /// 20 ADDs at once on a fresh table (all told the network is new, none told, half told): exactly
-/// one chain and one jump per family, as `-N` commits once; then the same after both jumps were
-/// lost, which the ADDs whose checks fail repair under the lock.
+/// one chain and one jump per family, as the creations take turns under the lock and only the
+/// first one's `-N` commits (`masquerade_lock.rs` checks the lock itself, as this race is too
+/// narrow to hit every run); then the same after both jumps were lost, which the ADDs whose
+/// checks fail repair under the lock.
 #[test]
 fn twenty_parallel_adds_write_exactly_one_jump() {
     for (backend, tools) in backends() {
