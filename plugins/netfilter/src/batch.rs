@@ -192,9 +192,9 @@ impl Batch {
     }
 
     /// `-N NAME`: creates the user chain, and fails the batch if the restore finds it when it
-    /// reads the table. Not exclusive on its own: iptables-nft-restore reads the table once at
-    /// start, and its commit does not fail when another restore created the chain since, so
-    /// two racing batches can both commit. Batches that race to create one chain must hold
+    /// reads the table. Not exclusive on its own: iptables-nft-restore's commit does not fail
+    /// when another restore created the chain between that read and the commit, so two racing
+    /// batches can both commit. Batches that race to create one chain must hold
     /// [`crate::lock::netfilter_lock`] from before the restore starts.
     pub fn create_chain(&mut self, table: Table, name: &str) -> Result<&mut Batch> {
         validate::chain(name)?;

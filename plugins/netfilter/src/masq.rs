@@ -56,12 +56,12 @@ pub fn masq_comment(network: &str) -> String {
 /// containers. A chain that is missing is created together with its jump in one restore that
 /// starts with `-N`, under [`lock::netfilter_lock`]: of several ADDs racing to create it, the
 /// first commits and the others' `-N` fails, so they find it on their next read. The lock is
-/// needed because iptables-nft-restore checks `-N` against the table as it read it at start,
-/// and its commit still succeeds when another restore created the chain meanwhile: two racing
-/// creations then both commit (a second jump, the chain's rules twice; 10 of 200 rounds of 8
-/// racing restores on iptables 1.8.9). With `likely_new` (say the caller
-/// just created the network's bridge) that restore is tried first, without checking: a
-/// network's first ADD then costs one exec as well. Anything else (a rule or jump missing or
+/// needed because iptables-nft-restore checks `-N` against the table as it read it, and its
+/// commit still succeeds when another restore created the chain between that read and the
+/// commit: two racing creations then both commit (a second jump, the chain's rules twice; 10 of
+/// 200 rounds of 8 racing restores on iptables 1.8.9). With `likely_new` (say the caller just
+/// created the network's bridge) that restore is tried first, without checking: a network's
+/// first ADD then costs one exec as well. Anything else (a rule or jump missing or
 /// changed) is repaired from a fresh save under [`lock::netfilter_lock`], which keeps two
 /// repairs from adding one jump each; a repair also drops duplicate and stray jumps to our
 /// chains. Those do no harm, so while the checks pass they stay (CHECK does not flag them).
