@@ -14,11 +14,11 @@ use crate::{Error, Family, Result, SavedTable, SavedTables, Table, validate};
 /// Total attempts for one command when it fails transiently (see [`Error::is_transient`]).
 const ATTEMPTS: u32 = 6;
 
-/// The four binaries we run. Which backend (nf_tables or legacy) they talk to is whatever they
+/// The six binaries we run. Which backend (nf_tables or legacy) they talk to is whatever they
 /// are: the default names follow the host's `update-alternatives` choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tools {
-    /// `iptables`, for listing one chain ([`Netfilter::list_chain`]).
+    /// `iptables` and `ip6tables`, for listing one chain ([`Netfilter::list_chain`]).
     pub v4: PathBuf,
     pub v6: PathBuf,
     pub v4_restore: PathBuf,
@@ -54,21 +54,24 @@ impl Tools {
         Tools::named("iptables-legacy", "ip6tables-legacy")
     }
 
-    fn restore(&self, family: Family) -> &PathBuf {
+    /// `iptables-restore` or `ip6tables-restore`, by family.
+    pub fn restore(&self, family: Family) -> &PathBuf {
         match family {
             Family::V4 => &self.v4_restore,
             Family::V6 => &self.v6_restore,
         }
     }
 
-    fn list(&self, family: Family) -> &PathBuf {
+    /// `iptables` or `ip6tables`, by family.
+    pub fn list(&self, family: Family) -> &PathBuf {
         match family {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
         }
     }
 
-    fn save(&self, family: Family) -> &PathBuf {
+    /// `iptables-save` or `ip6tables-save`, by family.
+    pub fn save(&self, family: Family) -> &PathBuf {
         match family {
             Family::V4 => &self.v4_save,
             Family::V6 => &self.v6_save,

@@ -194,13 +194,9 @@ fn one_chain_is_listed_as_a_save_shows_it() {
         let ns = ns();
         let nf = nf(&ns, &tools);
         for family in Family::ALL {
-            let restore = match family {
-                Family::V4 => &tools.v4_restore,
-                Family::V6 => &tools.v6_restore,
-            };
             run_restore(
                 &ns,
-                restore,
+                tools.restore(family),
                 "*nat\n:TETHER-LS - [0:0]\n:TETHER-OTHER - [0:0]\n\
                  -A TETHER-LS -p tcp -m multiport --dports 80,81 -m comment --comment \"tether a b\" -j RETURN\n\
                  -A TETHER-LS -m comment --comment plain -j TETHER-OTHER\n\

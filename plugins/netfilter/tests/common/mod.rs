@@ -30,10 +30,7 @@ pub fn net(s: &str) -> IpNetwork {
 /// `iptables-save -t nat` + `-t filter` run directly in the namespace (not through the library),
 /// comments dropped and counters zeroed.
 pub fn snapshot(ns: &Netns, tools: &Tools, family: Family) -> String {
-    let save = match family {
-        Family::V4 => &tools.v4_save,
-        Family::V6 => &tools.v6_save,
-    };
+    let save = tools.save(family);
     let mut out = String::new();
     for table in ["nat", "filter"] {
         let o = ns.command(save).args(["-t", table]).output().unwrap();
