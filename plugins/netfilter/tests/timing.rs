@@ -1,7 +1,7 @@
 //! ipMasq ADD latency, on the first container of a network (creates the chain with one restore)
 //! and on every later one (one restore of `-C` checks, nothing written), with 0 and 100 other
-//! networks' chains in the table. Not run by default (timings on a shared machine are not assertions); run with
-//! `cargo test -p tether-netfilter --test timing -- --ignored --nocapture`.
+//! networks' chains in the table. Not run by default (timings on a shared machine are not
+//! assertions); run with `cargo test -p tether-netfilter --test timing -- --ignored --nocapture`.
 
 mod common;
 

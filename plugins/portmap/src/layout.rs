@@ -357,10 +357,9 @@ pub fn ensure_base(
 }
 
 /// The whole base, for a host without `TETHER-HOSTPORT-DNAT`: every shared chain is created
-/// with `-N`, so the batch fails (and changes nothing in that table) if one exists already
-/// when it runs (the caller holds the netfilter lock: on nf_tables `-N` does not stop a racing
-/// restore);
-/// without the chains there can be no jumps to them. Raw first, as in [`check_base`].
+/// with `-N`, so the batch fails (and changes nothing in that table) if one exists already when
+/// it runs; without the chains there can be no jumps to them. The caller holds the netfilter
+/// lock: on nf_tables `-N` does not stop a racing restore. Raw first, as in [`check_base`].
 pub fn create_base(b: &mut Batch, cfg: &Config, family: Family) -> NfResult<()> {
     let raw = SavedTable::parse("", Table::Raw);
     let nat = SavedTable::parse("", Table::Nat);
