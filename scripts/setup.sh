@@ -19,3 +19,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found. Tether needs Rust 1.85 or newer: install it with rustup (https://rustup.rs)" >&2
     exit 1
 fi
+
+# scripts/test.sh runs `cargo fmt --check` and `cargo clippy` before the tests.
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "setup: cargo $tool not found: add it with 'rustup component add rustfmt clippy'" >&2
+        exit 1
+    fi
+done
