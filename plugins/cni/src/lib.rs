@@ -13,6 +13,7 @@ pub mod invoke;
 pub mod logging;
 pub mod request;
 pub mod result;
+pub mod result_check;
 pub mod runtime;
 pub mod skel;
 pub mod types;
