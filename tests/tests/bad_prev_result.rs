@@ -38,8 +38,11 @@ fn config(t: &CniHost, plugin: &str) -> Value {
     }
 }
 
-/// What each bad `prevResult` changes in a good one, and a word its error must contain.
-fn corruptions() -> Vec<(&'static str, fn(&mut Value), &'static str)> {
+/// A bad `prevResult`: what is wrong, how to make a good one so, and a word its error must
+/// contain.
+type Corruption = (&'static str, fn(&mut Value), &'static str);
+
+fn corruptions() -> Vec<Corruption> {
     vec![
         (
             "address without prefix",
