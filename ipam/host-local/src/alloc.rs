@@ -125,6 +125,7 @@ fn allocate_in_set(
     want: Option<IpAddr>,
     created: &mut Vec<IpAddr>,
 ) -> Result<IpAddr, Error> {
+    let cursor = store.last_reserved(idx);
     if let Some(ip) = want {
         let range = set
             .range_for(ip)
@@ -141,17 +142,17 @@ fn allocate_in_set(
             )));
         }
         created.push(ip);
-        store.set_last_reserved(idx, ip)?;
+        store.set_last_reserved(idx, cursor, ip)?;
         return Ok(ip);
     }
     // As the reference: the `O_EXCL` create of each candidate is both the test and the
     // reservation, so no listing is needed. Every failed candidate is an existing file, so the
     // walk ends after at most (leases + 1) candidates even in a /64, and after the whole set
     // when it is exhausted.
-    for (_, ip) in set.candidates(store.last_reserved(idx)) {
+    for (_, ip) in set.candidates(cursor) {
         if store.reserve(ip, id, ifname)? {
             created.push(ip);
-            store.set_last_reserved(idx, ip)?;
+            store.set_last_reserved(idx, cursor, ip)?;
             return Ok(ip);
         }
     }

@@ -359,19 +359,19 @@ impl Store {
         }
     }
 
-    /// Moves the round-robin cursor of range set `set` to `ip`, in place as the reference does
-    /// (a rewrite in place needs no more room than the file had, unlike a temporary file and a
-    /// rename). When the write fails (a full disk) the file is put back as it was: removed when
-    /// this call created it, else given its old content again when the room allows (if not, the
-    /// cursor is lost once, which only moves the next ADD back to the start of the set).
-    pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<(), Error> {
+    /// Moves the round-robin cursor of range set `set` from `previous` (what
+    /// [`Store::last_reserved`] read under this lock) to `ip`, in place as the reference does (a
+    /// rewrite in place needs no more room than the file had, unlike a temporary file and a
+    /// rename). When the write fails (a full disk) the file is put back: removed when there was
+    /// no cursor, else given `previous` again when the room allows (if not, the cursor is lost
+    /// once, which only moves the next ADD back to the start of the set).
+    pub fn set_last_reserved(
+        &self,
+        set: usize,
+        previous: Option<IpAddr>,
+        ip: IpAddr,
+    ) -> Result<(), Error> {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
-        let old = match std::fs::read(&path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            // Unreadable: we cannot put it back, and it was no usable cursor anyway.
-            Err(_) => Some(Vec::new()),
-        };
         let written = OpenOptions::new()
             .write(true)
             .create(true)
@@ -380,13 +380,12 @@ impl Store {
             .open(&path)
             .and_then(|mut f| f.write_all(ip.to_string().as_bytes()));
         if let Err(e) = written {
-            let undone = match &old {
+            let undone = match previous {
                 None => match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
                     _ => Ok(()),
                 },
-                Some(b) if b.is_empty() => Ok(()),
-                Some(b) => std::fs::write(&path, b),
+                Some(p) => std::fs::write(&path, p.to_string()),
             };
             if let Err(ue) = undone {
                 tracing::warn!(path = %path.display(), error = %ue, "cannot put the round-robin cursor back");
@@ -465,7 +464,7 @@ mod tests {
         std::fs::write(s.dir().join("10.0.0.3"), "old\n").unwrap();
         std::fs::write(s.dir().join("10.0.0.4"), "").unwrap();
         std::fs::create_dir(s.dir().join("10.0.0.5")).unwrap();
-        s.set_last_reserved(0, ip("10.0.0.2")).unwrap();
+        s.set_last_reserved(0, None, ip("10.0.0.2")).unwrap();
         assert_eq!(
             std::fs::read(s.dir().join("10.0.0.2")).unwrap(),
             b"c1\r\neth0"
