@@ -22,15 +22,23 @@ pub fn add(cfg: &Config, store: &Store, id: &str, ifname: &str) -> Result<Vec<Ip
     let held = index.held_by(id, ifname)?;
     let mut created = Vec::new();
     let result = add_sets(cfg, store, &held.ips, id, ifname, &mut created);
-    if result.is_err() {
-        for &ip in &created {
-            if let Err(e) = store.release(ip) {
-                tracing::warn!(%ip, error = %e, "cannot undo lease of failed ADD");
-                index.mark_incomplete("a lease of a failed ADD is left");
+    match &result {
+        Err(e) => {
+            for &ip in &created {
+                if let Err(e) = store.release(ip) {
+                    tracing::warn!(%ip, error = %e, "cannot undo lease of failed ADD");
+                    index.mark_incomplete("a lease of a failed ADD is left");
+                }
+            }
+            // A write that failed midway (a full disk, an I/O error) may have left something
+            // we could not take back: the next operation reads every lease rather than trust
+            // an index that may not know of it.
+            if matches!(e, Error::Io { .. }) {
+                index.mark_incomplete("a write to the lease store failed");
             }
         }
-    } else if !created.is_empty() {
-        index.added(id, ifname, &held, &created);
+        Ok(_) if !created.is_empty() => index.added(id, ifname, &held, &created),
+        Ok(_) => {}
     }
     index.finish();
     result
@@ -54,12 +62,8 @@ fn add_sets(
         let mine = held.iter().copied().find(|ip| set.contains(*ip));
         let ip = match mine {
             Some(ip) => keep_existing(ip, want, id, ifname)?,
-            None => {
-                let ip = allocate_in_set(store, idx, set, id, ifname, want)
-                    .map_err(|e| e.context(format!("failed to allocate for range set {idx}")))?;
-                created.push(ip);
-                ip
-            }
+            None => allocate_in_set(store, idx, set, id, ifname, want, created)
+                .map_err(|e| e.context(format!("failed to allocate for range set {idx}")))?,
         };
         let range = set
             .range_for(ip)
@@ -109,6 +113,9 @@ fn keep_existing(
     }
 }
 
+/// Takes one address of `set`. Every lease file it creates goes into `created` the moment it
+/// exists, before anything else can fail (the cursor write below can, on a full disk), so that
+/// the caller's rollback knows of it.
 fn allocate_in_set(
     store: &Store,
     idx: usize,
@@ -116,7 +123,9 @@ fn allocate_in_set(
     id: &str,
     ifname: &str,
     want: Option<IpAddr>,
+    created: &mut Vec<IpAddr>,
 ) -> Result<IpAddr, Error> {
+    let cursor = store.last_reserved(idx);
     if let Some(ip) = want {
         let range = set
             .range_for(ip)
@@ -132,16 +141,18 @@ fn allocate_in_set(
                 "requested IP address {ip} is not available in range set {set}: it is leased to {by}"
             )));
         }
-        store.set_last_reserved(idx, ip)?;
+        created.push(ip);
+        store.set_last_reserved(idx, cursor, ip)?;
         return Ok(ip);
     }
     // As the reference: the `O_EXCL` create of each candidate is both the test and the
     // reservation, so no listing is needed. Every failed candidate is an existing file, so the
     // walk ends after at most (leases + 1) candidates even in a /64, and after the whole set
     // when it is exhausted.
-    for (_, ip) in set.candidates(store.last_reserved(idx)) {
+    for (_, ip) in set.candidates(cursor) {
         if store.reserve(ip, id, ifname)? {
-            store.set_last_reserved(idx, ip)?;
+            created.push(ip);
+            store.set_last_reserved(idx, cursor, ip)?;
             return Ok(ip);
         }
     }
@@ -412,6 +423,30 @@ mod tests {
         );
         assert!(f.store().leases().unwrap().held_by("c2", "eth0").is_empty());
         assert_eq!(f.store().leases().unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_cursor_write_undoes_the_lease_and_leaves_the_index_unmarked() {
+        let f = fixture(json!({"subnet": "10.0.0.0/29"}));
+        assert_eq!(f.add("c0").unwrap(), ["10.0.0.2/29"]);
+        // A cursor that cannot be written (as on a full disk): the lease file was created
+        // first, and must go again.
+        let cursor = f.cfg.dir().join("last_reserved_ip.0");
+        std::fs::remove_file(&cursor).unwrap();
+        std::fs::create_dir(&cursor).unwrap();
+        let e = f.add("c1").unwrap_err();
+        assert!(
+            matches!(e, Error::Io { .. }) && e.to_string().contains("last_reserved_ip.0"),
+            "{e}"
+        );
+        let leases = f.store().leases().unwrap();
+        assert_eq!(leases.0.len(), 1, "{leases:?}");
+        assert!(leases.held_by("c1", "eth0").is_empty());
+        // After a failed write nothing vouches for the index: the next operation rebuilds it.
+        assert!(!f.store().in_sync());
+        std::fs::remove_dir(&cursor).unwrap();
+        assert_eq!(f.add("c1").unwrap(), ["10.0.0.3/29"]);
+        assert!(f.store().in_sync());
     }
 
     #[test]

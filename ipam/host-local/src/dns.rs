@@ -15,7 +15,24 @@ pub fn parse_resolv_conf(text: &str) -> Dns {
             continue;
         };
         match key {
-            "nameserver" => dns.nameservers.push(first.to_string()),
+            // A result's nameservers must be addresses (the next plugin refuses anything
+            // else), and a resolver ignores a line that names none.
+            "nameserver"
+                if first
+                    .split('%')
+                    .next()
+                    .unwrap_or_default()
+                    .parse::<std::net::IpAddr>()
+                    .is_ok() =>
+            {
+                dns.nameservers.push(first.to_string())
+            }
+            "nameserver" => {
+                tracing::warn!(
+                    nameserver = first,
+                    "resolvConf: skipping a nameserver that is not an IP address"
+                )
+            }
             "domain" => dns.domain = Some(first.to_string()),
             "search" => dns
                 .search
@@ -38,9 +55,10 @@ mod tests {
         let dns = parse_resolv_conf(
             "# comment\n; other comment\nnameserver 10.0.0.53\n  nameserver fd00::53  \n\
              domain a.example\ndomain b.example\nsearch x.example y.example\nsearch z.example\n\
-             options ndots:5 edns0\nsortlist 10.0.0.0\nnameserver\n\n",
+             options ndots:5 edns0\nsortlist 10.0.0.0\nnameserver\nnameserver dns.example\n\
+             nameserver fe80::53%eth0\n\n",
         );
-        assert_eq!(dns.nameservers, ["10.0.0.53", "fd00::53"]);
+        assert_eq!(dns.nameservers, ["10.0.0.53", "fd00::53", "fe80::53%eth0"]);
         assert_eq!(dns.domain.as_deref(), Some("b.example"));
         assert_eq!(dns.search, ["x.example", "y.example", "z.example"]);
         assert_eq!(dns.options, ["ndots:5", "edns0"]);

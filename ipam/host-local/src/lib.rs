@@ -11,7 +11,12 @@
 //!   after the reference (or anyone else) changed the directory;
 //! - an exhausted pool on ADD is code 50 too; configuration problems are code 7 (the reference
 //!   answers 999 for everything); DEL only needs the network name and `dataDir`, so a config
-//!   whose ranges became invalid still releases its leases.
+//!   whose ranges became invalid still releases its leases;
+//! - a subnet of `/0`, and a gateway, `rangeStart` or `rangeEnd` on the subnet's network address
+//!   (or IPv4 broadcast address), are refused (the reference hands such addresses out);
+//! - a failed ADD takes back every file it wrote, also on a full disk (code 5): the lease, and
+//!   the round-robin cursor (removed, or its old content put back); after a write failed, the
+//!   index is not trusted until the next operation rebuilds it.
 
 pub mod alloc;
 pub mod config;
@@ -43,12 +48,24 @@ pub enum Error {
     #[error("{0}")]
     Check(String),
     /// Reading or writing the lease store failed (code 5).
-    #[error("{what}: {source}")]
+    #[error("{what}: {source}{}", disk_full_hint(source))]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What to do about the one I/O error an operator can fix: a full disk (or quota) under the
+/// lease store.
+fn disk_full_hint(e: &std::io::Error) -> &'static str {
+    use nix::errno::Errno;
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOSPC | Errno::EDQUOT) => {
+            " (the filesystem holding the lease store, ipam.dataDir, is full: free some space and retry; a failed ADD keeps no lease)"
+        }
+        _ => "",
+    }
 }
 
 impl Error {

@@ -55,6 +55,13 @@ impl Range {
                 subnet.prefix()
             )));
         }
+        // The reference takes a /0, and hands out addresses like 10.67.0.23/0 with gateway
+        // 0.0.0.1: a container whose on-link route is the whole internet.
+        if subnet.prefix() == 0 {
+            return Err(Error::Config(format!(
+                "subnet {subnet} covers every address, so it cannot be one network's subnet: use a prefix of at least /1 (like \"10.1.0.0/16\")"
+            )));
+        }
         let bits = if subnet.is_ipv4() { 32 } else { 128 };
         // Fewer than 2 host bits leaves nothing to hand out next to the network address and the
         // gateway (the reference rejects the same prefixes).
@@ -83,16 +90,35 @@ impl Range {
             }
             Ok(ip)
         };
+        // Beyond the reference, which takes them: the network address (for IPv6 the
+        // subnet-router anycast address) and the IPv4 broadcast address are no host's, neither
+        // as a gateway nor handed out.
+        let host = |what: &str, ip: IpAddr| -> Result<IpAddr, Error> {
+            let ip = inside(what, ip)?;
+            if ip == network {
+                return Err(Error::Config(format!(
+                    "{what} {ip} is the network address of subnet {subnet}, not a host address: the first host address is {}",
+                    from_u128(network, first)
+                )));
+            }
+            if subnet.is_ipv4() && ip == subnet.broadcast() {
+                return Err(Error::Config(format!(
+                    "{what} {ip} is the broadcast address of subnet {subnet}, not a host address: the last host address is {}",
+                    from_u128(network, last)
+                )));
+            }
+            Ok(ip)
+        };
         let gateway = match spec.gateway {
-            Some(gw) => inside("gateway", gw)?,
+            Some(gw) => host("gateway", gw)?,
             None => from_u128(network, first),
         };
         let start = match spec.start {
-            Some(s) => inside("rangeStart", s)?,
+            Some(s) => host("rangeStart", s)?,
             None => from_u128(network, first),
         };
         let end = match spec.end {
-            Some(e) => inside("rangeEnd", e)?,
+            Some(e) => host("rangeEnd", e)?,
             None => from_u128(network, last),
         };
         if to_u128(start) > to_u128(end) {
@@ -360,6 +386,37 @@ mod tests {
         assert!(err(with(Some("fd00::1"), None, None)).contains("IP family"));
         assert!(err(with(Some("10.0.0.9"), Some("10.0.0.8"), None)).contains("after rangeEnd"));
         assert!(err(with(Some("10.0.0.1"), Some("10.0.0.1"), None)).contains("no usable address"));
+        for every in ["0.0.0.0/0", "::/0"] {
+            assert!(err(spec(every)).contains("covers every address"), "{every}");
+        }
+        // Network and broadcast addresses are no host's.
+        assert!(
+            err(with(None, None, Some("10.0.0.0")))
+                .contains("gateway 10.0.0.0 is the network address of subnet 10.0.0.0/24")
+        );
+        assert!(
+            err(with(None, None, Some("10.0.0.255")))
+                .contains("gateway 10.0.0.255 is the broadcast address")
+        );
+        assert!(
+            err(with(Some("10.0.0.0"), None, None)).contains("rangeStart 10.0.0.0 is the network")
+        );
+        assert!(
+            err(with(None, Some("10.0.0.255"), None))
+                .contains("rangeEnd 10.0.0.255 is the broadcast")
+        );
+        let v6 = |gw: &str| RangeSpec {
+            gateway: Some(ip(gw)),
+            ..spec("fd00::/120")
+        };
+        assert!(err(v6("fd00::")).contains("network address"));
+        // IPv6 has no broadcast: its last address is a host's.
+        assert_eq!(Range::new(&v6("fd00::ff")).unwrap().gateway, ip("fd00::ff"));
+        // A /1 is large but a subnet.
+        assert_eq!(
+            Range::new(&spec("128.0.0.0/1")).unwrap().start,
+            ip("128.0.0.1")
+        );
     }
 
     #[test]

@@ -298,7 +298,11 @@ impl Store {
             Err(e) => return Err(io_err("cannot create lease file", &path)(e)),
         };
         if let Err(e) = f.write_all(format!("{id}\r\n{ifname}").as_bytes()) {
-            let _ = std::fs::remove_file(&path);
+            // A full disk lets the create through and fails the write: the empty (or partial)
+            // file must not stay behind as a lease nobody holds.
+            if let Err(re) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %re, "cannot remove a lease file whose write failed");
+            }
             return Err(io_err("cannot write lease file", &path)(e));
         }
         Ok(true)
@@ -355,16 +359,40 @@ impl Store {
         }
     }
 
-    pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<(), Error> {
+    /// Moves the round-robin cursor of range set `set` from `previous` (what
+    /// [`Store::last_reserved`] read under this lock) to `ip`, in place as the reference does (a
+    /// rewrite in place needs no more room than the file had, unlike a temporary file and a
+    /// rename). When the write fails (a full disk) the file is put back: removed when there was
+    /// no cursor, else given `previous` again when the room allows (if not, the cursor is lost
+    /// once, which only moves the next ADD back to the start of the set).
+    pub fn set_last_reserved(
+        &self,
+        set: usize,
+        previous: Option<IpAddr>,
+        ip: IpAddr,
+    ) -> Result<(), Error> {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
-        OpenOptions::new()
+        let written = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o644)
             .open(&path)
-            .and_then(|mut f| f.write_all(ip.to_string().as_bytes()))
-            .map_err(io_err("cannot write", &path))
+            .and_then(|mut f| f.write_all(ip.to_string().as_bytes()));
+        if let Err(e) = written {
+            let undone = match previous {
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+                Some(p) => std::fs::write(&path, p.to_string()),
+            };
+            if let Err(ue) = undone {
+                tracing::warn!(path = %path.display(), error = %ue, "cannot put the round-robin cursor back");
+            }
+            return Err(io_err("cannot write", &path)(e));
+        }
+        Ok(())
     }
 }
 
@@ -436,7 +464,7 @@ mod tests {
         std::fs::write(s.dir().join("10.0.0.3"), "old\n").unwrap();
         std::fs::write(s.dir().join("10.0.0.4"), "").unwrap();
         std::fs::create_dir(s.dir().join("10.0.0.5")).unwrap();
-        s.set_last_reserved(0, ip("10.0.0.2")).unwrap();
+        s.set_last_reserved(0, None, ip("10.0.0.2")).unwrap();
         assert_eq!(
             std::fs::read(s.dir().join("10.0.0.2")).unwrap(),
             b"c1\r\neth0"

@@ -525,6 +525,33 @@ fn bad_configs_fail_with_code_7_and_touch_nothing() {
         ),
         (json!({}), "no IP ranges"),
         (json!({"subnet": "nonsense"}), "not a CIDR"),
+        // The reference takes these and hands out 10.67.0.23/0 with gateway 0.0.0.1.
+        (json!({"subnet": "0.0.0.0/0"}), "covers every address"),
+        (json!({"subnet": "::/0"}), "covers every address"),
+        (
+            json!({"subnet": "10.10.0.0/24", "gateway": "10.10.0.0"}),
+            "is the network address",
+        ),
+        (
+            json!({"subnet": "10.10.0.0/24", "gateway": "10.10.0.255"}),
+            "is the broadcast address",
+        ),
+        (
+            json!({"ranges": [[{"subnet": "fd00::/64", "gateway": "fd00::"}]]}),
+            "is the network address",
+        ),
+        (
+            json!({"ranges": [[{"subnet": "10.10.0.0/24", "rangeStart": "10.10.0.0"}]]}),
+            "is the network address",
+        ),
+        (
+            json!({"ranges": [[{"subnet": "10.10.0.0/24", "rangeEnd": "10.10.0.255"}]]}),
+            "is the broadcast address",
+        ),
+        (
+            json!({"subnet": "10.10.0.0/24", "gateway": "10.11.0.1"}),
+            "not inside subnet",
+        ),
     ] {
         let conf = w.conf("1.1.0", "bad", ipam.clone());
         let msg = w.ours("ADD", "c1", &conf).err(7);
@@ -848,4 +875,163 @@ fn index_beside_the_reference() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(left, set(&["last_reserved_ip.0", "lock"]));
+}
+
+/// Runs `f` on a thread with a mount namespace of its own (private propagation) in which a tmpfs
+/// of `size` is mounted on `dir`: the plugins it spawns see that mount, the rest of the machine
+/// never does, and the mount goes away with the thread.
+fn with_tmpfs<T: Send>(dir: &Path, size: &str, f: impl FnOnce() -> T + Send) -> T {
+    use nix::mount::{MsFlags, mount};
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .expect("unshare(CLONE_NEWNS) failed: run the tests as root");
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("make the private mount namespace's mounts private");
+            mount(
+                Some("tmpfs"),
+                dir,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some(format!("size={size},mode=0755").as_str()),
+            )
+            .expect("mount a tmpfs");
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+const PAGE: u64 = 4096;
+
+/// A file that takes every free page of its (tmpfs) filesystem, and gives some back on demand.
+struct Filler(File);
+
+impl Filler {
+    fn fill(path: &Path) -> Filler {
+        let mut f = File::create(path).unwrap();
+        let page = [0xa5u8; PAGE as usize];
+        loop {
+            match f.write(&page) {
+                Ok(n) => assert_eq!(n as u64, PAGE, "tmpfs writes whole pages or nothing"),
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        Filler(f)
+    }
+
+    /// Frees exactly `pages` pages (a tmpfs file holds one page per 4 KiB written).
+    fn free(&mut self, pages: u64) {
+        let len = self.0.metadata().unwrap().len();
+        self.0.set_len(len - pages * PAGE).unwrap();
+    }
+}
+
+/// A full disk under `dataDir`, at each of ADD's writes in turn: the lease file, the
+/// round-robin cursor `last_reserved_ip.0`, our index. A failed ADD is code 5 and leaves no
+/// lease (the cursor put back too); an ADD whose index write failed succeeds and leaves the
+/// index unmarked, so DEL still finds and frees its lease; once space is back, every address
+/// of the range can be leased and released again.
+#[test]
+fn a_full_lease_store_fails_add_cleanly_and_recovers() {
+    let w = World::new();
+    let data = w.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    // A /29: .2 to .6.
+    let conf = w.conf("1.1.0", "full", json!({"subnet": "10.95.0.0/29"}));
+    let dir = w.net_dir("full");
+    let cursor = dir.join("last_reserved_ip.0");
+    let index_entries = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir.join(".tether"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    with_tmpfs(&data, "256k", || {
+        let mut filler = Filler::fill(&data.join("filler"));
+
+        // Not one free page: the lease file's write fails.
+        let msg = w.ours("ADD", "c1", &conf).err(5);
+        assert!(
+            msg.contains("cannot write lease file")
+                && msg.contains("10.95.0.2")
+                && msg.contains("No space left on device")
+                && msg.contains("is full"),
+            "{msg}"
+        );
+        assert!(w.leases("full").is_empty());
+        assert!(!cursor.exists());
+
+        // One page: the lease file fits, the new cursor file does not. Both are undone.
+        filler.free(1);
+        let msg = w.ours("ADD", "c1", &conf).err(5);
+        assert!(
+            msg.contains("last_reserved_ip.0") && msg.contains("is full"),
+            "{msg}"
+        );
+        assert!(
+            w.leases("full").is_empty(),
+            "the failed ADD left a lease: {:?}",
+            w.leases("full")
+        );
+        assert!(!cursor.exists(), "the failed ADD left an empty cursor file");
+        w.ours("DEL", "c1", &conf).empty_ok();
+
+        // Two pages: lease and cursor fit, our index entry does not. The index is only a
+        // hint, so the ADD succeeds; it is not marked complete, so DEL (which looks up c1 in
+        // the index when it is) reads the leases and frees 10.95.0.2.
+        filler.free(1);
+        assert_eq!(addrs(&w.ours("ADD", "c1", &conf).ok()), ["10.95.0.2/29"]);
+        assert_eq!(w.lease_content("full", "10.95.0.2"), "c1\r\neth0");
+        assert!(!index_entries(&dir).contains("c1@eth0"));
+        w.ours("DEL", "c1", &conf).empty_ok();
+        assert!(w.leases("full").is_empty(), "DEL released nothing");
+
+        // One page again (the lease's went back), and the cursor exists now: rewriting it in
+        // place needs no new page, so an ADD fits.
+        assert_eq!(addrs(&w.ours("ADD", "c2", &conf).ok()), ["10.95.0.3/29"]);
+        w.ours("DEL", "c2", &conf).empty_ok();
+        assert!(w.leases("full").is_empty());
+
+        // Space is back: every address of the range is there to be leased, none was lost.
+        drop(filler);
+        std::fs::remove_file(data.join("filler")).unwrap();
+        let mut got = BTreeSet::new();
+        for i in 0..5 {
+            got.extend(addrs(&w.ours("ADD", &format!("a{i}"), &conf).ok()));
+        }
+        assert_eq!(
+            got,
+            set(&[
+                "10.95.0.2/29",
+                "10.95.0.3/29",
+                "10.95.0.4/29",
+                "10.95.0.5/29",
+                "10.95.0.6/29"
+            ])
+        );
+        w.ours("ADD", "a5", &conf).err(50);
+        assert_eq!(
+            index_entries(&dir),
+            set(&["a0@eth0", "a1@eth0", "a2@eth0", "a3@eth0", "a4@eth0"])
+        );
+        for i in 0..5 {
+            w.ours("DEL", &format!("a{i}"), &conf).empty_ok();
+        }
+        let left: BTreeSet<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, set(&["last_reserved_ip.0", "lock"]));
+    });
 }

@@ -60,6 +60,11 @@ fn invalid_configs_are_refused_before_anything_happens() {
             7,
             "disableContainerInterface",
         ),
+        // serde would read a list as the struct: an L2-only network, or IPAM "host-local".
+        (json!({ "ipam": [] }), 7, "\"ipam\": expected an object"),
+        (json!({ "ipam": ["host-local"] }), 7, "\"ipam\""),
+        (json!({ "ipam": "host-local" }), 7, "\"ipam\""),
+        (json!({ "dns": ["10.0.0.53"] }), 7, "\"dns\""),
     ];
     for (extra, code, word) in cases {
         let conf = env.conf("1.0.0", &["10.50.0.0/24"], extra.clone());

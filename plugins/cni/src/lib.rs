@@ -3,7 +3,9 @@
 //! - Plugin side: [`skel::run`] reads the `CNI_*` environment and the config on stdin, validates them,
 //!   dispatches to a [`Plugin`], and prints exactly one result or error JSON on stdout.
 //! - Both sides: [`CniResult`] is the spec 1.1.0 result model, converted from and to every version
-//!   from 0.1.0 to 1.1.0. [`Error`] is the CNI error with its code; it is the one place codes live.
+//!   from 0.1.0 to 1.1.0, every field checked on the way in ([`result_check`]: a `prevResult`
+//!   with an address lacking its prefix is code 7 for every plugin). [`Error`] is the CNI error
+//!   with its code; it is the one place codes live.
 //! - Runtime side: [`runtime`] loads conflists and runs them (`prevResult` chaining, result cache),
 //!   and [`delegate`] runs IPAM plugins for a plugin.
 
@@ -13,6 +15,7 @@ pub mod invoke;
 pub mod logging;
 pub mod request;
 pub mod result;
+pub mod result_check;
 pub mod runtime;
 pub mod skel;
 pub mod types;

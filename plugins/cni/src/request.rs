@@ -136,6 +136,26 @@ impl Request {
                 "network configuration must be a JSON object",
             ));
         }
+        // serde reads a list as a struct, field by field: `"ipam": []` would be an L2-only
+        // network and `"ipam": ["host-local"]` would name the IPAM plugin. The reference's
+        // decoder refuses both; so do we, for every key the spec makes an object.
+        for key in [
+            "ipam",
+            "dns",
+            "capabilities",
+            "runtimeConfig",
+            "args",
+            "prevResult",
+        ] {
+            match raw.get(key) {
+                None | Some(Value::Null | Value::Object(_)) => {}
+                Some(other) => {
+                    return Err(Error::invalid_config(format!(
+                        "invalid \"{key}\": expected an object, not {other}"
+                    )));
+                }
+            }
+        }
         let mut conf: NetConf = serde_json::from_value(raw.clone())
             .map_err(|e| Error::invalid_config(format!("invalid network configuration: {e}")))?;
         if conf.cni_version.is_empty() {
@@ -155,10 +175,13 @@ impl Request {
                 )));
             }
         }
+        // An empty `prevResult` is none (the spec says it must not fail a DEL). A malformed one
+        // is part of an invalid network config (code 7), whichever plugin reads it.
         let prev_result = match &conf.prev_result {
-            Some(v) if !v.is_null() && v.as_object().is_some_and(|o| !o.is_empty()) => {
-                Some(CniResult::from_json(v).map_err(|e| e.context("prevResult"))?)
-            }
+            Some(v) if v.as_object().is_some_and(|o| !o.is_empty()) => Some(
+                CniResult::from_json(v)
+                    .map_err(|e| Error::invalid_config(e.msg).context("prevResult"))?,
+            ),
             _ => None,
         };
         Ok(Request {
@@ -399,6 +422,51 @@ mod tests {
                 .unwrap_err()
                 .code,
             4
+        );
+    }
+
+    #[test]
+    fn objects_must_be_objects_and_prev_result_must_be_valid() {
+        let del = |conf: String| {
+            Request::from_env(
+                Command::Del,
+                &env(&[("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")]),
+                conf.into_bytes(),
+            )
+        };
+        let conf =
+            |extra: &str| format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"t"{extra}}}"#);
+        for extra in [
+            r#","ipam":[]"#,
+            r#","ipam":["host-local"]"#,
+            r#","dns":[]"#,
+            r#","runtimeConfig":[]"#,
+            r#","args":"x""#,
+            r#","prevResult":[]"#,
+            r#","prevResult":"x""#,
+        ] {
+            let e = del(conf(extra)).unwrap_err();
+            assert_eq!(e.code, 7, "{extra}: {}", e.msg);
+            assert!(e.msg.contains("expected an object"), "{extra}: {}", e.msg);
+        }
+        for extra in [
+            r#","ipam":null"#,
+            r#","prevResult":{}"#,
+            r#","prevResult":null"#,
+        ] {
+            del(conf(extra)).unwrap();
+        }
+        let e = del(conf(
+            r#","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.68.0.50"}]}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg
+                .starts_with("prevResult: invalid result: ips[0].address")
+                && e.msg.contains("no prefix length"),
+            "{}",
+            e.msg
         );
     }
 

@@ -5,6 +5,7 @@
 //! writes exactly the fields the requested version knows.
 
 use crate::error::{Error, ErrorCode};
+use crate::result_check;
 use crate::version;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,7 @@ pub struct Interface {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpConfig {
     /// Address with the prefix length of its subnet, e.g. `10.88.0.5/16`.
+    #[serde(deserialize_with = "cidr")]
     pub address: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
@@ -58,6 +60,7 @@ pub struct IpConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
+    #[serde(deserialize_with = "cidr")]
     pub dst: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
@@ -108,6 +111,13 @@ impl Dns {
     }
 }
 
+/// A CIDR with its prefix length (see [`result_check::parse_cidr`]): also for results built by
+/// serde directly, without [`CniResult::from_json`].
+fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpNetwork, D::Error> {
+    let s = String::deserialize(d)?;
+    result_check::parse_cidr(&s).map_err(serde::de::Error::custom)
+}
+
 fn decode_err(what: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::DecodingFailure,
@@ -118,6 +128,7 @@ fn decode_err(what: impl std::fmt::Display) -> Error {
 /// The legacy (0.1.0/0.2.0) per-family block.
 #[derive(Deserialize)]
 struct LegacyIp {
+    #[serde(deserialize_with = "cidr")]
     ip: IpNetwork,
     #[serde(default)]
     gateway: Option<IpAddr>,
@@ -127,6 +138,7 @@ struct LegacyIp {
 
 #[derive(Deserialize)]
 struct LegacyRoute {
+    #[serde(deserialize_with = "cidr")]
     dst: IpNetwork,
     #[serde(default)]
     gw: Option<IpAddr>,
@@ -134,7 +146,8 @@ struct LegacyRoute {
 
 impl CniResult {
     /// Parses a result of any spec version. The version is taken from `cniVersion`; a result
-    /// without one is read by its shape.
+    /// without one is read by its shape. Every field is checked first (see [`result_check`]):
+    /// a bad one is code 6, with a message naming it.
     pub fn from_json(v: &Value) -> Result<CniResult, Error> {
         let obj = v
             .as_object()
@@ -150,6 +163,7 @@ impl CniResult {
             version::is_legacy_result(&ver)
         };
         if legacy {
+            result_check::check_legacy(obj).map_err(decode_err)?;
             let mut r = CniResult {
                 cni_version: ver,
                 ..Default::default()
@@ -171,8 +185,14 @@ impl CniResult {
             }
             return Ok(r);
         }
+        result_check::check(obj).map_err(decode_err)?;
         // `ips[].version` (0.3.x/0.4.0) is ignored by serde: the address says the family.
-        serde_json::from_value(v.clone()).map_err(decode_err)
+        let mut r: CniResult = serde_json::from_value(v.clone()).map_err(decode_err)?;
+        // Go's `omitempty` writes an empty MAC as none.
+        for i in &mut r.interfaces {
+            i.mac = i.mac.take().filter(|m| !m.is_empty());
+        }
+        Ok(r)
     }
 
     /// Writes the result in the shape of `cni_version`.
@@ -404,5 +424,20 @@ mod tests {
         );
         let bad = json!({"cniVersion": "1.0.0", "ips": [{"address": "nonsense"}]});
         assert!(CniResult::from_json(&bad).is_err());
+        // `ipnetwork` alone would read this as a /32.
+        for v in ["1.0.0", "0.4.0", "0.2.0"] {
+            let bare = if version::is_legacy_result(v) {
+                json!({"cniVersion": v, "ip4": {"ip": "10.68.0.50"}})
+            } else {
+                json!({"cniVersion": v, "ips": [{"address": "10.68.0.50"}]})
+            };
+            let e = CniResult::from_json(&bare).unwrap_err();
+            assert_eq!(e.code, ErrorCode::DecodingFailure as u32);
+            assert!(e.msg.contains("has no prefix length"), "{v}: {}", e.msg);
+        }
+        let e = serde_json::from_value::<IpConfig>(json!({"address": "10.68.0.50"})).unwrap_err();
+        assert!(e.to_string().contains("no prefix length"), "{e}");
+        let e = serde_json::from_value::<Route>(json!({"dst": "0.0.0.0"})).unwrap_err();
+        assert!(e.to_string().contains("no prefix length"), "{e}");
     }
 }

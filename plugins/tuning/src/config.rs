@@ -7,6 +7,12 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The MTU bounds any link can have: IPv4's minimum (the kernel's `ETH_MIN_MTU`), and the
+/// loopback's 64 KiB. Each device's own bounds, narrower, are the kernel's to enforce (a refusal
+/// then rolls back what ADD changed).
+pub const MIN_MTU: u32 = 68;
+pub const MAX_MTU: u32 = 65536;
+
 /// Where backups of the original link values live, as in the reference.
 pub const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";
 
@@ -156,6 +162,23 @@ pub fn parse(stdin: &[u8], cni_args_mac: Option<&str>) -> Result<Tuning, Error> 
             tether_netlink::format_mac(m)
         )));
     }
+    if mac == Some([0; 6]) {
+        return Err(Error::Config(
+            "MAC address 00:00:00:00:00:00 is no interface's address".into(),
+        ));
+    }
+    // The reference treats 0 as "not set".
+    let mtu = keys.mtu.filter(|m| *m != 0);
+    if let Some(m) = mtu
+        && !(MIN_MTU..=MAX_MTU).contains(&m)
+    {
+        return Err(Error::Config(format!(
+            "invalid MTU {m}: it must be between {MIN_MTU} and {MAX_MTU}"
+        )));
+    }
+    for (k, v) in &sysctl {
+        check_sysctl_value(k, v)?;
+    }
     Ok(Tuning {
         data_dir: PathBuf::from(
             raw.data_dir
@@ -164,8 +187,7 @@ pub fn parse(stdin: &[u8], cni_args_mac: Option<&str>) -> Result<Tuning, Error> 
         ),
         sysctl,
         mac,
-        // The reference treats 0 as "not set".
-        mtu: keys.mtu.filter(|m| *m != 0),
+        mtu,
         promisc: keys.promisc,
         allmulti: keys.allmulti,
         tx_qlen: keys.tx_qlen,
@@ -181,6 +203,19 @@ pub fn data_dir(raw: &serde_json::Value) -> PathBuf {
             .filter(|d| !d.is_empty())
             .unwrap_or(DEFAULT_DATA_DIR),
     )
+}
+
+/// A sysctl value is written to its file as it is: a newline would make the kernel take only
+/// the first line (or write a second value), a NUL would cut it, other control characters mean
+/// nothing to any sysctl. Spaces and tabs separate the words of vector values
+/// (`net.ipv4.tcp_rmem`).
+fn check_sysctl_value(key: &str, value: &str) -> Result<(), Error> {
+    if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(Error::Config(format!(
+            "invalid value {value:?} for sysctl {key:?}: it contains the control character {c:?} (one line of words separated by spaces)"
+        )));
+    }
+    Ok(())
 }
 
 /// `aa:bb:cc:dd:ee:ff` (or with `-`), case-insensitive.
@@ -213,6 +248,12 @@ pub fn sysctl_path(key: &str, ifname: &str) -> Result<PathBuf, Error> {
         }
         if p.contains('/') || p.contains('\0') {
             return Err(invalid("a path component contains '/' or NUL"));
+        }
+        // No sysctl name has them; in a path they only hide what the key names.
+        if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "a path component contains whitespace or a control character",
+            ));
         }
     }
     let mut path = PathBuf::from("/proc/sys");
@@ -288,6 +329,15 @@ mod tests {
             "vm.swappiness",
             "net/./core",
             "",
+            "net.core.somaxconn\n",
+            "net.core. somaxconn",
+            "net.core.some\u{1b}x",
+            "net.ipv4.conf.IFNAME\0.x",
+            "net/ipv4/conf/../../../kernel/hostname",
+            "net//ipv4",
+            "./net/core/x",
+            "net.",
+            ".net.core.x",
         ] {
             assert!(p(bad).is_err(), "{bad} accepted");
         }
@@ -322,6 +372,46 @@ mod tests {
         assert!(parse(br#"{"txQLen":-1}"#, None).is_err());
         let t = parse(br#"{"mtu":0,"mac":""}"#, None).unwrap();
         assert!(!t.touches_link());
+    }
+
+    #[test]
+    fn values_and_link_fields_are_checked() {
+        let err = |conf: &str| parse(conf.as_bytes(), None).unwrap_err().to_string();
+        for v in [r#""1\n2""#, r#""1\u0000""#, r#""1\r""#, r#""\u001b[2J""#] {
+            let e = err(&format!(r#"{{"sysctl":{{"net.core.somaxconn":{v}}}}}"#));
+            assert!(e.contains("control character"), "{v}: {e}");
+        }
+        // Also when the value comes from args.cni.
+        let e = err(r#"{"args":{"cni":{"sysctl":{"net.core.somaxconn":"1\n2"}}}}"#);
+        assert!(e.contains("control character"), "{e}");
+        let t = parse(
+            br#"{"sysctl":{"net.ipv4.tcp_rmem":"4096\t87380 6291456"}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.sysctl[0].1, "4096\t87380 6291456");
+        for mtu in [1, 67, 65537, 70000] {
+            let e = err(&format!(r#"{{"mtu":{mtu}}}"#));
+            assert!(e.contains("invalid MTU"), "{mtu}: {e}");
+        }
+        for mtu in [68, 1500, 9000, 65536] {
+            assert_eq!(
+                parse(format!(r#"{{"mtu":{mtu}}}"#).as_bytes(), None)
+                    .unwrap()
+                    .mtu,
+                Some(mtu)
+            );
+        }
+        assert!(err(r#"{"mac":"00:00:00:00:00:00"}"#).contains("no interface's address"));
+        assert!(err(r#"{"runtimeConfig":{"mac":"00-00-00-00-00-00"}}"#).contains("no interface"));
+        for bad in [
+            r#"{"promisc":"yes"}"#,
+            r#"{"allmulti":1}"#,
+            r#"{"txQLen":4294967296}"#,
+            r#"{"mtu":-1}"#,
+        ] {
+            assert!(err(bad).contains("invalid tuning configuration"), "{bad}");
+        }
     }
 
     #[test]

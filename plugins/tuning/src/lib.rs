@@ -140,11 +140,23 @@ fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T, Error> + Send) -
     tether_netlink::in_netns(ns.as_fd(), f)?
 }
 
+/// The sysctl files to write, in config order. Two keys naming one file (`IFNAME` and the
+/// interface's name, dots and slashes) are refused as the reference refuses a key given twice:
+/// which value would win is otherwise an accident of order.
 fn sysctl_paths(t: &Tuning, ifname: &str) -> Result<Vec<(PathBuf, String)>, Error> {
-    t.sysctl
-        .iter()
-        .map(|(k, v)| Ok((config::sysctl_path(k, ifname)?, v.clone())))
-        .collect()
+    let mut out: Vec<(PathBuf, String)> = Vec::with_capacity(t.sysctl.len());
+    for (k, v) in &t.sysctl {
+        let p = config::sysctl_path(k, ifname)?;
+        if let Some(j) = out.iter().position(|(seen, _)| *seen == p) {
+            return Err(Error::Config(format!(
+                "sysctl keys {:?} and {k:?} both name {}",
+                t.sysctl[j].0,
+                p.display()
+            )));
+        }
+        out.push((p, v.clone()));
+    }
+    Ok(out)
 }
 
 /// A sysctl's value without the trailing newline; `None` for a write-only sysctl.
@@ -154,6 +166,10 @@ fn read_sysctl(p: &Path) -> Result<Option<String>, Error> {
         Err(e) if e.kind() == ErrorKind::PermissionDenied => Ok(None),
         Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Config(format!(
             "sysctl {} does not exist in the container's namespace",
+            p.display()
+        ))),
+        Err(e) if e.kind() == ErrorKind::IsADirectory => Err(Error::Config(format!(
+            "{} is a directory of sysctls, not a sysctl",
             p.display()
         ))),
         Err(source) => Err(Error::Io {

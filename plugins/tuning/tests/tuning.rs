@@ -143,6 +143,27 @@ fn invalid_configs_change_nothing() {
             json!({"net.core.somaxconn": "999", "net.core.no_such_sysctl": "1"}),
             7,
         ),
+        // A value is one line: "1\n2" would write two.
+        (json!({"net.core.somaxconn": "1\n2"}), 7),
+        (json!({"net.core.somaxconn": "999\u{0}1"}), 7),
+        (
+            json!({"net.core.somaxconn": "999", "net.ipv4.conf.eth0.arp_filter": "1\r"}),
+            7,
+        ),
+        (
+            json!({"net.core.somaxconn": "999", "net.core.somaxconn\n": "1"}),
+            7,
+        ),
+        (
+            json!({"net.core.somaxconn": "999", "net/core//somaxconn": "1"}),
+            7,
+        ),
+        (json!({"net.core.somaxconn": "999", "net.ipv4": "1"}), 7),
+        // One file under two names.
+        (
+            json!({"net.ipv4.conf.IFNAME.arp_filter": "1", "net/ipv4/conf/eth0/arp_filter": "0"}),
+            7,
+        ),
     ];
     for (sysctls, code) in cases {
         let conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"), "sysctl": sysctls,
@@ -152,10 +173,29 @@ fn invalid_configs_change_nothing() {
             .expect_err(&format!("{sysctls} accepted"));
         assert_eq!(e.code, code, "{sysctls}: {e:?}");
     }
-    // Valid keys, but the kernel refuses a value midway: what was already set is put back.
+    // Link values no link can take: refused before anything is read or written.
     for extra in [
         json!({"mtu": 70000}),
-        json!({"txQLen": 100, "mac": "02:00:00:00:00:00", "mtu": 1}),
+        json!({"mtu": 1}),
+        json!({"mac": "00:00:00:00:00:00"}),
+        json!({"promisc": "yes"}),
+        json!({"txQLen": -1}),
+    ] {
+        let mut conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"),
+                              "sysctl": {"net.core.somaxconn": "999"}});
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        let e = t
+            .exec(&conf, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
+            .expect_err(&format!("{extra} accepted"));
+        assert_eq!(e.code, 7, "{extra}: {e:?}");
+    }
+    // Valid keys, but the kernel refuses a value midway (a veth's MTU is at most 65535, below
+    // the 65536 a loopback has): what was already set is put back.
+    for extra in [
+        json!({"mtu": 65536}),
+        json!({"txQLen": 100, "mac": "02:00:00:00:00:00", "mtu": 65536}),
     ] {
         let mut conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"),
                               "sysctl": {"net.core.somaxconn": "999"}});
