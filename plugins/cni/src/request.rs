@@ -147,6 +147,11 @@ impl Request {
             "args",
             "prevResult",
         ] {
+            // DEL must clean up even after a runtime cached a damaged result: its prevResult
+            // is only a hint (host-side state is found by name), so a bad one is dropped below.
+            if key == "prevResult" && command == Command::Del {
+                continue;
+            }
             match raw.get(key) {
                 None | Some(Value::Null | Value::Object(_)) => {}
                 Some(other) => {
@@ -176,12 +181,19 @@ impl Request {
             }
         }
         // An empty `prevResult` is none (the spec says it must not fail a DEL). A malformed one
-        // is part of an invalid network config (code 7), whichever plugin reads it.
+        // is part of an invalid network config (code 7), whichever plugin reads it, except on
+        // DEL: there it is ignored with a warning, so that cleanup never depends on it.
         let prev_result = match &conf.prev_result {
-            Some(v) if v.as_object().is_some_and(|o| !o.is_empty()) => Some(
-                CniResult::from_json(v)
-                    .map_err(|e| Error::invalid_config(e.msg).context("prevResult"))?,
-            ),
+            Some(v) if v.as_object().is_some_and(|o| !o.is_empty()) => {
+                match CniResult::from_json(v) {
+                    Ok(r) => Some(r),
+                    Err(e) if command == Command::Del => {
+                        tracing::warn!(error = %e.msg, "DEL: ignoring a malformed prevResult");
+                        None
+                    }
+                    Err(e) => return Err(Error::invalid_config(e.msg).context("prevResult")),
+                }
+            }
             _ => None,
         };
         Ok(Request {
@@ -427,13 +439,20 @@ mod tests {
 
     #[test]
     fn objects_must_be_objects_and_prev_result_must_be_valid() {
-        let del = |conf: String| {
+        let call = |command: Command, conf: String| {
             Request::from_env(
-                Command::Del,
-                &env(&[("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")]),
+                command,
+                &env(&[
+                    ("CNI_CONTAINERID", "c"),
+                    ("CNI_IFNAME", "eth0"),
+                    ("CNI_PATH", "/nonexistent"),
+                ]),
                 conf.into_bytes(),
             )
         };
+        let del = |conf: String| call(Command::Del, conf);
+        // Every command but DEL reads prevResult strictly (GC needs no netns in this env).
+        let strict = |conf: String| call(Command::Gc, conf);
         let conf =
             |extra: &str| format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"t"{extra}}}"#);
         for extra in [
@@ -442,24 +461,30 @@ mod tests {
             r#","dns":[]"#,
             r#","runtimeConfig":[]"#,
             r#","args":"x""#,
-            r#","prevResult":[]"#,
-            r#","prevResult":"x""#,
         ] {
             let e = del(conf(extra)).unwrap_err();
             assert_eq!(e.code, 7, "{extra}: {}", e.msg);
             assert!(e.msg.contains("expected an object"), "{extra}: {}", e.msg);
         }
+        for extra in [r#","prevResult":[]"#, r#","prevResult":"x""#] {
+            let e = strict(conf(extra)).unwrap_err();
+            assert_eq!(e.code, 7, "{extra}: {}", e.msg);
+            assert!(e.msg.contains("expected an object"), "{extra}: {}", e.msg);
+        }
+        let bare_address =
+            r#","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.68.0.50"}]}"#;
+        // DEL cleans up whatever the cached result looks like: a damaged one is dropped.
         for extra in [
             r#","ipam":null"#,
             r#","prevResult":{}"#,
             r#","prevResult":null"#,
+            r#","prevResult":[]"#,
+            r#","prevResult":"x""#,
+            bare_address,
         ] {
-            del(conf(extra)).unwrap();
+            assert!(del(conf(extra)).unwrap().prev_result.is_none(), "{extra}");
         }
-        let e = del(conf(
-            r#","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.68.0.50"}]}"#,
-        ))
-        .unwrap_err();
+        let e = strict(conf(bare_address)).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(
             e.msg
