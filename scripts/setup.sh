@@ -3,7 +3,8 @@
 # Idempotent: skips apt when everything is already there.
 set -euo pipefail
 
-packages=(iptables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux)
+packages=(iptables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux
+          containerd golang-go golang-github-appc-cni-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
