@@ -2,6 +2,10 @@
 # The whole test suite: installs dependencies, builds every plugin binary, runs every test.
 # Tests make their own throwaway network namespaces; the host's real network is never touched.
 set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "$(basename "$0"): must run as root (it installs Debian packages and creates network namespaces); as a user with sudo: sudo $0${*:+ $*}" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 # Integration tests exec the plugin binaries from target/debug, so build them all first.
