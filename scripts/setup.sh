@@ -3,7 +3,7 @@
 # Idempotent: skips apt when everything is already there.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
-    echo "$(basename "$0"): must run as root (it installs Debian packages and creates network namespaces); as a user with sudo: sudo $0${*:+ $*}" >&2
+    echo "$(basename "$0"): must run as root (it installs Debian packages); as a user with sudo: sudo $0${*:+ $*}" >&2
     exit 1
 fi
 

@@ -8,7 +8,7 @@
 // the netns path as upstream does. One addition: CNI_CACHE_DIR overrides libcni's result cache
 // dir (default /var/lib/cni), so tests keep the cache in their temp dir.
 //
-// Built offline in GOPATH mode against Debian's libcni (see tests/tests/clients/cnitool.rs).
+// Built offline in GOPATH mode against Debian's libcni (see tests/tests/cnitool.rs).
 package main
 
 import (
