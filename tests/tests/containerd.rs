@@ -69,6 +69,16 @@ fn containerd_runs_reference_containers_that_reach_each_other_and_the_outside() 
 }
 
 #[test]
+fn containerd_detached_tether_container_needs_the_users_del() {
+    detached(&bin_dir());
+}
+
+#[test]
+fn containerd_detached_reference_container_needs_the_users_del() {
+    detached(Path::new(REFERENCE_DIR));
+}
+
+#[test]
 fn containerd_runs_ten_tether_containers_in_parallel() {
     parallel(&bin_dir());
 }
@@ -175,6 +185,56 @@ fn lifecycle(plugin_dir: &Path) {
     assert_eq!(sb.ctr(&["container", "ls", "-q"]), "");
 
     sb.assert_cleared(&before, &["srv", "cli"]);
+}
+
+/// `ctr run -d --cni` never sends a DEL: after `ctr task kill` and `ctr container delete` the
+/// lease and libcni's cached result (and with the reference its masquerade chain) stay. What a
+/// user must do, shown here: run the conflist's DEL for container id `<namespace>-<id>`,
+/// ifname `eth0`, empty netns, plugins in reverse order (as ctr would have), and remove libcni's
+/// cache file `/var/lib/cni/results/<network>-<namespace>-<id>-eth0`.
+fn detached(plugin_dir: &Path) {
+    let list = conflist(vec![]);
+    let sb = Sandbox::new(plugin_dir, &list);
+    let before = sb.state();
+    sb.ctr(&["run", "-d", "--cni", IMAGE, "bg", "sleep", "600"]);
+    sb.wait_attached("bg");
+    sb.ctr(&["task", "kill", "-s", "9", "bg"]);
+    wait_for(|| sb.ctr(&["task", "ls"]).contains("STOPPED"));
+    sb.ctr(&["task", "delete", "bg"]);
+    sb.ctr(&["container", "delete", "bg"]);
+    let left = sb.state();
+    assert!(
+        left.leases.iter().any(|l| l.starts_with(SUBNET_PREFIX)),
+        "ctr sent a DEL for a detached container? {:?}",
+        left.leases
+    );
+    assert_eq!(left.cache.len(), 1, "{:?}", left.cache);
+
+    // The user's DEL.
+    let id = format!("{}-bg", sb.namespace);
+    let plugins = list["plugins"].as_array().unwrap();
+    for plugin in plugins.iter().rev() {
+        let mut conf = plugin.clone();
+        conf["name"] = NETWORK.into();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        let done = sb.in_sandbox_with_stdin(
+            &[&format!(
+                "/opt/cni/bin/{}",
+                plugin["type"].as_str().unwrap()
+            )],
+            &[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", &id),
+                ("CNI_NETNS", ""),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/opt/cni/bin"),
+            ],
+            &conf.to_string(),
+        );
+        assert_eq!(done.code, Some(0), "the user's DEL: {done}");
+    }
+    std::fs::remove_file(sb.inside(&format!("/var/lib/cni/results/{NETWORK}-{id}-eth0"))).unwrap();
+    sb.assert_cleared(&before, &["bg"]);
 }
 
 /// Ten `ctr run --cni --rm` at once, each pinging the gateway: ten distinct addresses, and
@@ -446,6 +506,21 @@ impl Sandbox {
             std::thread::sleep(Duration::from_millis(20));
         }
         sb.ctr(&["image", "import", sb.image_tar().to_str().unwrap()]);
+        // containerd serves on its unix sockets only (the CRI plugin, which would listen on
+        // TCP for streaming, is disabled), and even that inside the throwaway host.
+        for table in ["tcp", "tcp6"] {
+            let path = format!("/proc/{}/net/{table}", sb.init.id());
+            let text = std::fs::read_to_string(&path).unwrap();
+            let listening: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(3) == Some("0A"))
+                .collect();
+            assert!(
+                listening.is_empty(),
+                "something listens on TCP: {listening:?}"
+            );
+        }
         sb
     }
 
@@ -488,6 +563,40 @@ impl Sandbox {
             out,
             err,
         }
+    }
+
+    /// `argv` inside the sandbox with only `env` set and `stdin` on its stdin, waited for.
+    fn in_sandbox_with_stdin(&self, argv: &[&str], env: &[(&str, &str)], stdin: &str) -> Done {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let input = self.dir().join(format!("{n}.in"));
+        std::fs::write(&input, stdin).unwrap();
+        let p = self.init.id();
+        let (out, err) = (
+            self.dir().join(format!("{n}.out")),
+            self.dir().join(format!("{n}.err")),
+        );
+        let child = Command::new("nsenter")
+            .arg(format!("--mount=/proc/{p}/ns/mnt"))
+            .arg(format!("--net=/proc/{p}/ns/net"))
+            .arg(format!("--pid=/proc/{p}/ns/pid_for_children"))
+            .arg("--")
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().copied())
+            .stdin(File::open(&input).unwrap())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn nsenter: {e}"));
+        Running {
+            child,
+            args: argv.join(" "),
+            plugins: self.plugin_dir.clone(),
+            out,
+            err,
+        }
+        .wait()
     }
 
     /// Runs `ctr args` and returns its output.
