@@ -86,7 +86,8 @@ impl Sandbox {
                  root = \"{}\"\nstate = \"{}\"\n\
                  disabled_plugins = [\"io.containerd.grpc.v1.cri\", \
                  \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \
-                 \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n\
+                 \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\", \
+                 \"io.containerd.snapshotter.v1.overlayfs\"]\n\
                  [grpc]\naddress = \"{}\"\n\
                  [ttrpc]\naddress = \"{}\"\n\
                  [debug]\naddress = \"{}\"\n\
@@ -208,6 +209,9 @@ impl Sandbox {
             .args(["--", "ctr", "-a"])
             .arg(self.dir().join("containerd.sock"))
             .args(["-n", &self.namespace])
+            // Plain copies under the private root: no overlayfs (which fails when the temp dir
+            // is itself on overlayfs, as in a container) and no mounts outside the sandbox.
+            .env("CONTAINERD_SNAPSHOTTER", "native")
             .args(args)
             // Files, not pipes: the shims outlive ctr and may hold inherited pipes.
             .stdin(Stdio::null())
@@ -286,30 +290,27 @@ impl Sandbox {
     #[track_caller]
     pub fn wait_attached(&self, id: &str) -> String {
         let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
+        let pid = loop {
+            // `TASK PID STATUS`; the pid is in the sandbox's pid namespace.
             let tasks = self.ctr(&["task", "ls"]);
-            if tasks
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(id) && l.contains("RUNNING"))
-            {
-                break;
+            let pid = tasks.lines().find_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() == 3 && w[0] == id && w[2] == "RUNNING").then(|| w[1].to_string())
+            });
+            if let Some(pid) = pid {
+                break pid;
             }
             assert!(Instant::now() < deadline, "task {id} never ran: {tasks}");
             std::thread::sleep(Duration::from_millis(50));
-        }
-        let addr = self.ctr(&[
-            "task",
-            "exec",
-            "--exec-id",
-            "probe",
-            id,
-            "ip",
-            "-4",
-            "-o",
-            "addr",
-            "show",
-            "eth0",
-        ]);
+        };
+        // Read through the task's own namespace: `ctr task exec` sometimes loses the output
+        // of a short command (its IO copy races the exit).
+        let netns = self.inside(&format!("/proc/{pid}/ns/net"));
+        let addr = clients::run_ok(
+            Command::new("nsenter")
+                .arg(format!("--net={}", netns.display()))
+                .args(["ip", "-4", "-o", "addr", "show", "eth0"]),
+        );
         let cidr = addr
             .split_whitespace()
             .skip_while(|w| *w != "inet")
