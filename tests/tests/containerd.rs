@@ -17,16 +17,25 @@
 //! ```
 //!
 //! containerd gets a private root, state dir and sockets in the test's temp dir, the CRI plugin
-//! (the only one that listens on TCP) and the snapshotters it cannot use disabled, and a unique
+//! (the only one that listens on TCP) and every snapshotter but `native` disabled (plain copies
+//! under the private root: no overlayfs, no mounts outside the sandbox), and a unique
 //! containerd namespace per test, so its cgroups are `/<namespace>/<id>`, removed at the end.
 //! The image is a busybox-static root filesystem packed by the test as a docker archive and
 //! `ctr image import`ed (no registry needed). When the test ends or panics, the sandbox's pid 1
 //! stops containerd by its pid and exits; the kernel then kills what is left of the pid
 //! namespace (shims, containers), and the private mounts go with the mount namespace.
 //!
-//! Known reference failure, asserted so the test notices when it changes: the reference bridge
-//! leaks its per-container masquerade chain (`CNI-<hash>` and its `POSTROUTING` jump) on every
-//! DEL with an empty `CNI_NETNS`, i.e. on every ctr DEL (containernetworking/plugins#810).
+//! Scenarios: two containers (bridge, gateway, NAT to an outside namespace; `ctr task kill -s
+//! 9` then delete, and a plain exit with `--rm`); a detached container, which ctr never DELs,
+//! and the DEL its user must run instead; ten in parallel; a static port mapping (ctr has no
+//! `-p`); a broken conflist. Each ends with nothing left: links but the bridge, rules but the
+//! shared chains, leases, libcni's cached results.
+//!
+//! Known reference failures, asserted so the test notices when they change: the reference
+//! bridge leaks its per-container masquerade chain (`CNI-<hash>`, its rules and its
+//! `POSTROUTING` jump) on every DEL with an empty `CNI_NETNS`, i.e. on every ctr DEL
+//! (containernetworking/plugins#810); and when IPAM fails it leaves the bridge and the
+//! container's veth it made before asking (the veth goes with the container's namespace).
 
 mod clients;
 #[path = "containerd/image.rs"]
