@@ -108,8 +108,9 @@ fn scenario(plugin_dir: &Path, version: &str) {
     // Real packets: across the bridge, through the published port from outside, and out
     // through NAT.
     // Retried, and the retry is logged: with our bridge (never with the reference's, in 195
-    // runs each) the first echo right after ADD goes unanswered in about 1 run of 20; an open
-    // finding, not yet explained.
+    // runs each) the first echo right after ADD goes unanswered in about 1 run of 20. In those
+    // runs the host veth's operstate is still UNKNOWN when ADD returns (the kernel's linkwatch
+    // has not yet turned the carrier into a forwarding bridge port); an open bridge finding.
     let answered = (1..=3).find(|_| ping(&cli_ns, GATEWAY.into()));
     assert!(
         answered.is_some(),
