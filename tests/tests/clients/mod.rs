@@ -174,11 +174,16 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .unwrap_or_else(|e| panic!("/bin/busybox (apt-get install busybox-static): {e}"));
-    run_ok(
-        Command::new("chroot")
-            .arg(&root)
-            .args(["/bin/busybox", "--install", "-s", "/bin"]),
-    );
+    // The applet links are made here, not by running the copy (`chroot root busybox
+    // --install`): a file just written may still be open for writing in a child another test
+    // thread is forking, and exec'ing it then fails with ETXTBSY.
+    let applets = run_ok(Command::new("/bin/busybox").arg("--list"));
+    for applet in applets.lines().filter(|a| *a != "busybox") {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).unwrap();
+        }
+    }
     root
 }
 
