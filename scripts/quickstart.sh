@@ -10,6 +10,10 @@
 #    and fetches from the outside, which sees the host's address as the source (MASQUERADE),
 #  - removes everything and shows that nothing was left behind.
 set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "$(basename "$0"): must run as root (it installs Debian packages and creates network namespaces); as a user with sudo: sudo $0${*:+ $*}" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" != "--inside" ]; then

@@ -2,8 +2,13 @@
 # Installs what Tether's build, demo and tests need on a fresh Debian machine (run as root).
 # Idempotent: skips apt when everything is already there.
 set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "$(basename "$0"): must run as root (it installs Debian packages); as a user with sudo: sudo $0${*:+ $*}" >&2
+    exit 1
+fi
 
-packages=(iptables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux)
+packages=(iptables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux
+          containerd golang-go golang-github-appc-cni-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,10 @@
 # binary, runs every test. Tests make their own throwaway network namespaces; the host's real
 # network is never touched.
 set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "$(basename "$0"): must run as root (it installs Debian packages and creates network namespaces); as a user with sudo: sudo $0${*:+ $*}" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 # The habits are enforced, not hoped for: unformatted code or a clippy warning fails the run

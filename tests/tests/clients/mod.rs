@@ -1,0 +1,200 @@
+//! Shared by the real-client tests (`containerd.rs`, `cnitool.rs`): the host state a client may
+//! leave behind (links and iptables rules) and how to judge it, and a busybox root filesystem.
+//! `podman.rs` predates this module and keeps its own copies.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use netns_fixtures::{FIREWALL_SHARED_CHAINS, Netns, PORTMAP_SHARED_CHAINS, is_masq_chain};
+
+/// Debian's reference plugins (containernetworking-plugins).
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+/// Chains that plugins share between all attachments and keep after the last DEL (see
+/// netns-fixtures' `shared` module); the bridge's masquerade chains are recognised by
+/// [`is_masq_chain`].
+pub fn is_shared_chain(name: &str) -> bool {
+    PORTMAP_SHARED_CHAINS.contains(&name) || FIREWALL_SHARED_CHAINS.contains(&name)
+}
+
+/// Panics unless every binary of `plugins` is in `dir`, naming how to get it.
+#[track_caller]
+pub fn require_plugins(dir: &Path, plugins: &[&str]) {
+    for p in plugins {
+        assert!(
+            dir.join(p).is_file(),
+            "{}/{p} is missing: build ours with `cargo build --workspace --bins`; the reference \
+             comes with `apt-get install containernetworking-plugins`",
+            dir.display()
+        );
+    }
+}
+
+/// Links (`name kind`) of `ns`, sorted.
+pub fn links(ns: &Netns) -> BTreeSet<String> {
+    ns.netlink()
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| format!("{} {}", l.name, l.kind.as_deref().unwrap_or("-")))
+        .collect()
+}
+
+/// Every chain and rule of `ns` (v4 and v6; filter, nat, raw, mangle), without counters.
+pub fn rules(ns: &Netns) -> BTreeSet<String> {
+    let mut rules = BTreeSet::new();
+    for save in ["iptables-save", "ip6tables-save"] {
+        for table in ["filter", "nat", "raw", "mangle"] {
+            let out = ns
+                .command(save)
+                .args(["-t", table])
+                .output()
+                .unwrap_or_else(|e| panic!("{save}: {e}"));
+            assert!(out.status.success(), "{save} -t {table}: {out:?}");
+            for line in String::from_utf8(out.stdout).unwrap().lines() {
+                if line.starts_with(':') || line.starts_with("-A") {
+                    // Drop counters: `:CHAIN POLICY [pkts:bytes]`.
+                    let line = line.split(" [").next().unwrap();
+                    rules.insert(format!("{save} {table} {line}"));
+                }
+            }
+        }
+    }
+    rules
+}
+
+/// The rules and chains in `after` but not in `before` that are not allowed to stay: anything
+/// outside the shared chains, or anything that mentions one of `forbidden` (container ids, host
+/// ports, ...). `subnet` may appear only in the bridge's per-network masquerade chains, which
+/// exist for it. Also panics if a rule of `before` is gone.
+#[track_caller]
+pub fn rules_left(
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+    subnet: &str,
+    forbidden: &[String],
+) -> Vec<String> {
+    let lost: Vec<_> = before.difference(after).collect();
+    assert!(
+        lost.is_empty(),
+        "rules removed that were there before: {lost:#?}"
+    );
+    after
+        .difference(before)
+        .filter(|line| {
+            let chains_ok = line
+                .split([' ', ':'])
+                .filter(|w| w.starts_with("CNI-") || w.starts_with("TETHER-"))
+                .all(|w| is_shared_chain(w) || is_masq_chain(w));
+            // Checked without the masquerade chain names: a hash may contain a port number.
+            let masq_word = |w: &&str| is_masq_chain(w.trim_start_matches(':'));
+            let masq = line.split(' ').any(|w| masq_word(&w));
+            let text: String = line
+                .split(' ')
+                .filter(|w| !masq_word(w))
+                .collect::<Vec<_>>()
+                .join(" ");
+            !chains_ok
+                || (!masq && text.contains(subnet))
+                || forbidden.iter().any(|f| text.contains(f.as_str()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// [`rules_left`] must be empty.
+#[track_caller]
+pub fn assert_rules_cleared(
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+    subnet: &str,
+    forbidden: &[String],
+) {
+    let bad = rules_left(before, after, subnet, forbidden);
+    assert!(bad.is_empty(), "rules left behind: {bad:#?}");
+}
+
+/// Links of `after` not in `before`, other than `allowed` (the network's bridge, which every
+/// bridge plugin keeps after the last DEL); links of `before` must all still be there.
+#[track_caller]
+pub fn assert_links_cleared(before: &BTreeSet<String>, after: &BTreeSet<String>, allowed: &str) {
+    let lost: Vec<_> = before.difference(after).collect();
+    assert!(lost.is_empty(), "links removed: {lost:#?}");
+    let added: Vec<_> = after
+        .difference(before)
+        .filter(|l| l.split(' ').next() != Some(allowed))
+        .collect();
+    assert!(added.is_empty(), "links left behind: {added:#?}");
+}
+
+/// Files under `dir`, recursively, as paths relative to it; none if it does not exist.
+pub fn files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => panic!("{}: {e}", dir.display()),
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// host-local's lease files under its data dir: everything but its lock and round-robin cursor,
+/// which it keeps on purpose.
+pub fn leases(data_dir: &Path) -> Vec<String> {
+    files(data_dir)
+        .into_iter()
+        .filter(|f| {
+            let name = f.rsplit('/').next().unwrap();
+            name != "lock" && !name.starts_with("last_reserved_ip")
+        })
+        .collect()
+}
+
+/// A busybox-static root filesystem in `dir/rootfs` (`/bin` with every applet).
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .unwrap_or_else(|e| panic!("/bin/busybox (apt-get install busybox-static): {e}"));
+    // The applet links are made here, not by running the copy (`chroot root busybox
+    // --install`): a file just written may still be open for writing in a child another test
+    // thread is forking, and exec'ing it then fails with ETXTBSY.
+    let applets = run_ok(Command::new("/bin/busybox").arg("--list"));
+    for applet in applets.lines().filter(|a| *a != "busybox") {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).unwrap();
+        }
+    }
+    root
+}
+
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
