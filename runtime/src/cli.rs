@@ -192,24 +192,8 @@ pub struct RunArgs {
     /// Number of ids mapped with --userns
     #[arg(long, default_value_t = 65_536, value_name = "N")]
     pub userns_size: u32,
-    /// Memory limit (e.g. 64m, 1g); the OOM killer acts beyond it
-    #[arg(short, long, value_name = "SIZE")]
-    pub memory: Option<String>,
-    /// Memory plus swap limit (needs --memory; -1 = unlimited swap)
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
-    pub memory_swap: Option<String>,
-    /// CPU limit in CPUs (e.g. 0.5): a CFS quota
-    #[arg(long, value_name = "N")]
-    pub cpus: Option<String>,
-    /// Relative CPU weight (2 to 262144, default 1024)
-    #[arg(short = 'c', long, value_name = "SHARES")]
-    pub cpu_shares: Option<u64>,
-    /// CPUs the container may run on (e.g. 0-1,3)
-    #[arg(long, value_name = "LIST")]
-    pub cpuset_cpus: Option<String>,
-    /// Maximum number of processes (-1 = unlimited)
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub pids_limit: Option<i64>,
+    #[command(flatten)]
+    pub limits: crate::cgroups::LimitFlags,
     /// Parent cgroup: absolute with a leading '/', else below tether's own cgroup
     /// [default: tether (v1), /tether (v2)]
     #[arg(long, env = "TETHER_CGROUP_PARENT", value_name = "PATH")]
@@ -429,12 +413,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     userns: a.userns,
                     userns_host_id: a.userns_host_id,
                     userns_size: a.userns_size,
-                    memory: a.memory,
-                    memory_swap: a.memory_swap,
-                    cpus: a.cpus,
-                    cpu_shares: a.cpu_shares,
-                    cpuset_cpus: a.cpuset_cpus,
-                    pids_limit: a.pids_limit,
+                    limits: a.limits,
                     cgroup_parent: a.cgroup_parent,
                     cgroup_manager: cli.global.cgroup_manager,
                 },

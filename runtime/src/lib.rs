@@ -12,6 +12,7 @@ pub mod container;
 pub mod error;
 pub mod netns;
 pub mod network;
+pub mod poll;
 pub mod process;
 pub mod run;
 pub mod state;

@@ -9,6 +9,7 @@
 
 use crate::cgroups::Join;
 use crate::error::{Context, Error, Result};
+use crate::poll::poll_until;
 use crate::state::{IdMap, ProcRef};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
@@ -50,24 +51,6 @@ pub struct Child {
     pub in_cgroup: bool,
     sock: std::os::unix::net::UnixStream,
     released: bool,
-}
-
-/// Polls `cond` for up to `timeout`, first every 100 µs, backing off to every 10 ms: for states
-/// the kernel offers no notification of (a v1 freezer's progress, a cgroup emptying).
-pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_micros(100);
-    loop {
-        if cond() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(10));
-    }
 }
 
 /// Waits up to `timeout` for `p` to exit (a zombie has); true once it has. Blocks on a pidfd, so

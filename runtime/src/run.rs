@@ -2,13 +2,13 @@
 //! supervise the container until it exits and clean up. Any failure during creation unwinds what was
 //! made, so nothing is left half-made.
 
-use crate::cgroups::{self, Manager};
+use crate::cgroups::{self, Limits, Manager};
 use crate::container;
 use crate::error::{Context, Error, Result, at};
 use crate::network::{self, NetMode};
 use crate::process::{self, ChildSpec};
 use crate::state::{
-    self, Config, ContainerState, IdMap, Limits, NetworkState, Paths, ProcRef, RunState, Status,
+    self, Config, ContainerState, IdMap, NetworkState, Paths, ProcRef, RunState, Status,
     Store,
 };
 use crate::units::{self, PortMapping};
@@ -36,12 +36,7 @@ pub struct RunOpts {
     pub userns: bool,
     pub userns_host_id: u32,
     pub userns_size: u32,
-    pub memory: Option<String>,
-    pub memory_swap: Option<String>,
-    pub cpus: Option<String>,
-    pub cpu_shares: Option<u64>,
-    pub cpuset_cpus: Option<String>,
-    pub pids_limit: Option<i64>,
+    pub limits: crate::cgroups::LimitFlags,
     pub cgroup_parent: Option<String>,
     pub cgroup_manager: Manager,
 }
@@ -57,69 +52,6 @@ struct Plan {
     limits: Limits,
     cgroup: cgroups::CgroupRecord,
     config: Config,
-}
-
-fn parse_limits(o: &RunOpts) -> Result<Limits> {
-    let memory = o
-        .memory
-        .as_deref()
-        .map(|m| units::parse_size("--memory", m))
-        .transpose()?;
-    if let Some(m) = memory
-        && m < 6 << 20
-    {
-        return Err(Error::usage(format!(
-            "--memory {} is too small: the minimum is 6m",
-            o.memory.as_deref().unwrap_or_default()
-        )));
-    }
-    let memory_swap = match o.memory_swap.as_deref() {
-        None => None,
-        Some("-1") => Some(-1),
-        Some(s) => {
-            let v = units::parse_size("--memory-swap", s)?;
-            match memory {
-                None => {
-                    return Err(Error::usage(
-                        "--memory-swap needs --memory: it is the total of memory and swap",
-                    ));
-                }
-                Some(m) if v < m => {
-                    return Err(Error::usage(format!(
-                        "--memory-swap {s} is smaller than --memory: it is the total of memory and swap, so it must be at least as large (or -1 for unlimited swap)"
-                    )));
-                }
-                _ => {}
-            }
-            Some(v as i64)
-        }
-    };
-    if let Some(s) = o.cpu_shares
-        && !(2..=262_144).contains(&s)
-    {
-        return Err(Error::usage(format!(
-            "--cpu-shares {s} is out of range: use 2 to 262144 (1024 is the default weight)"
-        )));
-    }
-    if let Some(p) = o.pids_limit
-        && (p == 0 || p < -1)
-    {
-        return Err(Error::usage(format!(
-            "--pids-limit {p} is invalid: use a positive number, or -1 for unlimited"
-        )));
-    }
-    Ok(Limits {
-        memory,
-        memory_swap,
-        cpu_quota: o.cpus.as_deref().map(units::parse_cpus).transpose()?,
-        cpu_shares: o.cpu_shares,
-        cpuset_cpus: o
-            .cpuset_cpus
-            .as_deref()
-            .map(units::parse_cpuset)
-            .transpose()?,
-        pids: o.pids_limit,
-    })
 }
 
 fn build_env(o: &RunOpts, hostname: &str) -> Result<Vec<String>> {
@@ -160,7 +92,7 @@ fn plan(paths: &Paths, o: &RunOpts) -> Result<Plan> {
         }
         None => format!("tether-{}", &id[..8]),
     };
-    let limits = parse_limits(o)?;
+    let limits = o.limits.parse()?;
     let mode = NetMode::parse(&o.net)?;
     let ports = o
         .publish

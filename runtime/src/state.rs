@@ -1,7 +1,7 @@
 //! Container state on disk: `<root>/containers/<id>/state.json`, written atomically and guarded by a
 //! per-container `flock`, so that `tether rm` can finish what a killed `tether run` left behind.
 
-use crate::cgroups::CgroupRecord;
+use crate::cgroups::{CgroupRecord, Limits};
 use crate::error::{Context, Error, Result, at};
 use crate::units::PortMapping;
 use serde::{Deserialize, Serialize};
@@ -106,36 +106,6 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
 
 pub fn proc_start_time(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(_, t)| t)
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Limits {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<u64>,
-    /// Memory plus swap; -1 for unlimited swap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_swap: Option<i64>,
-    /// CFS quota and period in microseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_quota: Option<(u64, u64)>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_shares: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpuset_cpus: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pids: Option<i64>,
-}
-
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        self.memory.is_none()
-            && self.memory_swap.is_none()
-            && self.cpu_quota.is_none()
-            && self.cpu_shares.is_none()
-            && self.cpuset_cpus.is_none()
-            && self.pids.is_none()
-    }
 }
 
 /// A user namespace mapping: container ids `0..size` are host ids `host_id..host_id+size`.

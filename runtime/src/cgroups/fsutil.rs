@@ -129,7 +129,7 @@ pub fn remove_parent_if_empty(dir: &Path) {
     }
 }
 
-pub use crate::process::poll_until as wait_for;
+pub use crate::poll::poll_until as wait_for;
 
 /// SIGKILLs the pids listed until none are left.
 pub fn kill_procs(list: impl Fn() -> Vec<i32>, timeout: Duration) -> Result<()> {

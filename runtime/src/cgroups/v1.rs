@@ -1,9 +1,8 @@
 //! cgroup v1: one directory per controller hierarchy.
 
 use super::fsutil::{self, keyed, read, read_u64, write};
-use super::{CgroupRecord, Stats, Version};
+use super::{CgroupRecord, Limits, Stats, Version};
 use crate::error::{Error, Result};
-use crate::state::Limits;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

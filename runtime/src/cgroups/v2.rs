@@ -1,9 +1,8 @@
 //! cgroup v2: one directory in the unified hierarchy, controllers enabled top-down.
 
 use super::fsutil::{self, keyed, read, read_u64, write};
-use super::{CgroupRecord, Stats, V2_CONTROLLERS, Version};
+use super::{CgroupRecord, Limits, Stats, V2_CONTROLLERS, Version};
 use crate::error::{Error, Result};
-use crate::state::Limits;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
