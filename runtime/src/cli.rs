@@ -666,15 +666,14 @@ fn network_cmd(p: &Paths, n: NetworkCmd) -> Result<i32> {
             let containers: Vec<Value> = Store { paths: p }
                 .list()
                 .into_iter()
-                .filter(|s| s.network.name == name && s.is_running())
+                .filter(|s| s.network.name() == name && s.is_running())
                 .map(|s| {
                     let addrs: Vec<String> = s
                         .network
                         .result
                         .as_ref()
-                        .and_then(|r| cni::CniResult::from_json(r).ok())
                         .map(|r| {
-                            network::container_addresses(&r)
+                            network::container_addresses(r)
                                 .iter()
                                 .map(ToString::to_string)
                                 .collect()
@@ -687,35 +686,9 @@ fn network_cmd(p: &Paths, n: NetworkCmd) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
             Ok(0)
         }
-        NetworkCmd::Rm { names } => for_each(&names, |name| {
-            if name == network::DEFAULT_NETWORK {
-                return Err(Error::usage(
-                    "the built-in bridge network cannot be removed",
-                ));
-            }
-            let file = network::list_networks(p)
-                .into_iter()
-                .find(|(l, _)| l.name == name)
-                .and_then(|(_, f)| f)
-                .ok_or_else(|| {
-                    Error::usage(format!("no such network: {name} (see `tether network ls`)"))
-                })?;
-            let users: Vec<String> = Store { paths: p }
-                .list()
-                .into_iter()
-                .filter(|s| s.network.name == name && s.is_running())
-                .map(|s| s.name)
-                .collect();
-            if !users.is_empty() {
-                return Err(Error::usage(format!(
-                    "network {name} is in use by {}: remove those containers first",
-                    users.join(", ")
-                )));
-            }
-            std::fs::remove_file(&file).ctx(format!("failed to remove {}", file.display()))
-        }),
+        NetworkCmd::Rm { names } => for_each(&names, |name| crate::gc::remove_network(p, name)),
         NetworkCmd::Prune => {
-            for line in container::prune(p)? {
+            for line in crate::gc::prune(p)? {
                 println!("{line}");
             }
             Ok(0)

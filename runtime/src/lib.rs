@@ -6,12 +6,17 @@
 //! existing containers), [`process`] (clone, sync, in-child setup, exec), [`cgroups`], [`network`]
 //! (`--net` modes, conflists, plugin lookup), [`state`] (files under `--root`), [`units`] (parsing).
 
+pub mod atomic;
 pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod error;
+pub mod gc;
+pub mod hook;
 pub mod netns;
 pub mod network;
+pub mod orphans;
+pub mod paths;
 pub mod poll;
 pub mod process;
 pub mod run;

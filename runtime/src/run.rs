@@ -5,15 +5,11 @@
 use crate::cgroups::{self, Limits, Manager};
 use crate::container;
 use crate::error::{Context, Error, Result, at};
-use crate::network::{self, NetMode};
+use crate::network::{self, NetMode, NetworkRecord};
 use crate::process::{self, ChildSpec};
-use crate::state::{
-    self, Config, ContainerState, IdMap, NetworkState, Paths, ProcRef, RunState, Status,
-    Store,
-};
+use crate::state::{self, Config, ContainerState, IdMap, Paths, ProcRef, RunState, Status, Store};
 use crate::units::{self, PortMapping};
-use cni::runtime::{ConfList, RuntimeConf};
-use serde_json::{Map, json};
+use cni::runtime::ConfList;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -312,21 +308,17 @@ fn create(paths: &Paths, plan: Plan) -> Result<(process::Child, Option<OwnedFd>)
         namespaces: Default::default(),
         // Recorded before it exists: removal is idempotent, and whatever of it gets made is found.
         cgroup: Some(plan.cgroup.clone()),
-        network: NetworkState {
-            mode: match &plan.mode {
-                NetMode::None => "none".into(),
-                NetMode::Host => "host".into(),
-                NetMode::Container(n) => format!("container:{n}"),
-                NetMode::Network(n) => n.clone(),
-            },
-            name: plan.conflist.name.clone(),
-            ifname: "eth0".into(),
-            conflist: plan.conflist.to_json(),
-            ports: plan.ports.clone(),
-            joined: plan.joined.as_ref().map(|j| j.id.clone()),
-            netns_path: None,
-            result: None,
-        },
+        // The pin's path is recorded before the pin exists: whoever finds the record can
+        // remove it (see orphans.rs for what a kill before the record leaves).
+        network: NetworkRecord::new(
+            plan.mode.clone(),
+            plan.conflist.clone(),
+            plan.ports.clone(),
+            plan.joined.as_ref().map(|j| j.id.clone()),
+            plan.mode
+                .own_netns()
+                .then(|| paths.netns_dir().join(&plan.id)),
+        ),
         log_path: None,
     };
     {
@@ -509,34 +501,18 @@ fn start(
         std::fs::File::open(&proc_ns).ctx(at("open", &proc_ns))?,
     ));
     let ns_path = if plan.mode.own_netns() {
-        let pinned = tracing::debug_span!("netns_pin")
-            .in_scope(|| crate::netns::pin(&paths.netns_dir(), &plan.id, pid))?;
-        st.network.netns_path = Some(pinned.clone());
-        pinned
+        tracing::debug_span!("netns_pin")
+            .in_scope(|| crate::netns::pin(&paths.netns_dir(), &plan.id, pid))?
     } else {
         proc_ns
     };
     // The pid and the pin, before ADD: if tether dies from here on, `rm` finds both.
     store.save(st)?;
 
-    let mut caps = Map::new();
-    if !plan.ports.is_empty() {
-        caps.insert("portMappings".into(), json!(plan.ports));
-    }
-    let rt = RuntimeConf {
-        container_id: plan.id.clone(),
-        netns: ns_path,
-        ifname: st.network.ifname.clone(),
-        args: Vec::new(),
-        capability_args: caps,
-    };
     // The conflist is already in the state: if tether dies during ADD, `rm` still runs DEL.
-    let result = tracing::debug_span!("cni_add", network = %plan.conflist.name)
-        .in_scope(|| paths.invoker().add(&plan.conflist, &rt))
-        .ctx(format!("network {}: ADD failed", plan.conflist.name))?;
-    // Saved with the running state below: until then DEL needs only the conflist (saved) and the
-    // plugins' cached result.
-    st.network.result = Some(result.to_json(cni::version::CURRENT));
+    // The result is saved with the running state below: until then DEL needs only the conflist
+    // (saved) and the plugins' cached result.
+    let result = st.network.add(paths, &plan.id, ns_path)?.clone();
 
     if plan.config.rootfs.is_some() {
         // Written in place, never replaced: the child has bind-mounted these very inodes already.

@@ -3,48 +3,13 @@
 
 use crate::cgroups::{CgroupRecord, Limits};
 use crate::error::{Context, Error, Result, at};
-use crate::units::PortMapping;
+use crate::network::NetworkRecord;
+pub use crate::paths::Paths;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-/// Where the runtime keeps things.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// State root (`/run/tether`).
-    pub root: PathBuf,
-    /// Network configs (`/etc/tether/net.d`).
-    pub config_dir: PathBuf,
-    /// Plugin search path, in order.
-    pub cni_path: Vec<PathBuf>,
-}
-
-impl Paths {
-    pub fn containers(&self) -> PathBuf {
-        self.root.join("containers")
-    }
-    pub fn container_dir(&self, id: &str) -> PathBuf {
-        self.containers().join(id)
-    }
-    /// The CNI result cache used for DEL, CHECK and GC.
-    pub fn cni_cache(&self) -> PathBuf {
-        self.root.join("cni")
-    }
-    /// host-local's lease store for the networks tether writes.
-    pub fn ipam_dir(&self) -> PathBuf {
-        self.root.join("ipam")
-    }
-    /// Pinned network namespaces (bind mounts), one per container with its own namespace.
-    pub fn netns_dir(&self) -> PathBuf {
-        self.root.join("netns")
-    }
-    pub fn invoker(&self) -> cni::runtime::Invoker {
-        cni::runtime::Invoker::new(self.cni_path.clone(), self.cni_cache())
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,28 +124,6 @@ pub struct RunState {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkState {
-    /// What `--net` said: `bridge`, `none`, `host`, `container:NAME` or a network name.
-    pub mode: String,
-    /// The conflist name.
-    pub name: String,
-    pub ifname: String,
-    /// The conflist exactly as used for ADD, so DEL runs the same plugins.
-    pub conflist: Value,
-    pub ports: Vec<PortMapping>,
-    /// For `container:NAME`: the id of the container whose namespace is shared.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub joined: Option<String>,
-    /// The pinned network namespace (`<root>/netns/<id>`), for modes with a namespace of their own.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns_path: Option<PathBuf>,
-    /// The final CNI result of ADD (spec 1.1.0 shape).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerState {
@@ -193,7 +136,7 @@ pub struct ContainerState {
     pub namespaces: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<CgroupRecord>,
-    pub network: NetworkState,
+    pub network: NetworkRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_path: Option<PathBuf>,
 }
@@ -257,7 +200,7 @@ impl Store<'_> {
         let _span = tracing::debug_span!("state_save", status = %s.state.status).entered();
         let p = self.state_file(&s.id);
         let b = serde_json::to_vec_pretty(s).expect("state serializes");
-        write_replacing(&p, &b).ctx(at("write", &p))
+        crate::atomic::write_replacing(&p, &b).ctx(at("write", &p))
     }
 
     /// Every container, oldest first. Unreadable entries are skipped with a warning.
@@ -402,19 +345,6 @@ fn rfc3339(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// Replaces `path` with `bytes` in one step for readers: written to a temporary file beside it
-/// (named after this process, so that concurrent writers never share one), then renamed over
-/// it. A failed write or rename removes the temporary file.
-pub fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }
 
 #[cfg(test)]
