@@ -14,8 +14,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// The flags of `tether run`, as the CLI parsed them.
 #[derive(Debug, Clone, Default)]
 pub struct RunOpts {
@@ -52,7 +50,7 @@ struct Plan {
 
 fn build_env(o: &RunOpts, hostname: &str) -> Result<Vec<String>> {
     let mut env: Vec<String> = vec![
-        format!("PATH={DEFAULT_PATH}"),
+        format!("PATH={}", process::DEFAULT_PATH),
         format!("HOSTNAME={hostname}"),
         "HOME=/root".into(),
     ];
@@ -274,12 +272,9 @@ fn redirect_supervisor_output(log: &std::path::Path) -> Result<()> {
         .open(log)
         .ctx(at("open", log))?;
     let null = std::fs::File::open("/dev/null").ctx("open /dev/null")?;
-    // SAFETY: plain dup2 onto the standard descriptors.
-    unsafe {
-        libc::dup2(null.as_raw_fd(), 0);
-        libc::dup2(f.as_raw_fd(), 1);
-        libc::dup2(f.as_raw_fd(), 2);
-    }
+    nix::unistd::dup2_stdin(&null).ctx("dup2")?;
+    nix::unistd::dup2_stdout(&f).ctx("dup2")?;
+    nix::unistd::dup2_stderr(&f).ctx("dup2")?;
     Ok(())
 }
 
@@ -454,13 +449,8 @@ fn start(
         make_dir_in(root, w)?;
     }
     let spec = ChildSpec {
-        argv: plan.config.command.clone(),
-        env: plan.config.env.clone(),
-        hostname: plan.config.hostname.clone(),
-        rootfs: plan.config.rootfs.clone(),
+        config: &plan.config,
         etc_files,
-        workdir: plan.config.workdir.clone(),
-        userns: plan.config.userns.is_some(),
         loopback_up: plan.mode.own_netns(),
         pin_dir: Some(paths.netns_dir()),
         log_fd: log.as_ref().map(|f| f.as_raw_fd()),
