@@ -9,7 +9,10 @@ use std::path::Path;
 pub fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let r = std::fs::write(&tmp, bytes).and_then(|()| {
+        crate::hook::kill_point("write-tmp");
+        std::fs::rename(&tmp, path)
+    });
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

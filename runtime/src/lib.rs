@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod cgroups;
 pub mod cli;
+pub mod cnitool;
 pub mod container;
 pub mod error;
 pub mod gc;

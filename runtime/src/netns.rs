@@ -13,6 +13,7 @@ pub fn pin(dir: &Path, id: &str, pid: i32) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).ctx(at("create", dir))?;
     let target = dir.join(id);
     std::fs::File::create(&target).ctx(at("create", &target))?;
+    crate::hook::kill_point("pin-file");
     let src = PathBuf::from(format!("/proc/{pid}/ns/net"));
     if let Err(e) = mount(
         Some(&src),

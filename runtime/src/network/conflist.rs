@@ -13,40 +13,6 @@ use ipnetwork::IpNetwork;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-/// The plugin search path: the user's (`--cni-path`, `CNI_PATH` or the config file's `cniPath`)
-/// when given, as every CNI runtime treats `CNI_PATH`; otherwise the directory `tether` is installed
-/// in (where the workspace builds the plugins), then `/opt/cni/bin`.
-pub fn cni_search_path(user: &[PathBuf]) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = Vec::new();
-    if user.is_empty() {
-        v.extend(
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf)),
-        );
-        v.push(PathBuf::from("/opt/cni/bin"));
-    } else {
-        v.extend(user.iter().cloned());
-    }
-    let mut seen = Vec::new();
-    v.retain(|p| {
-        if seen.contains(p) {
-            false
-        } else {
-            seen.push(p.clone());
-            true
-        }
-    });
-    v
-}
-
-pub fn split_path_list(s: &str) -> Vec<PathBuf> {
-    s.split(':')
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect()
-}
-
 fn single(name: &str, plugin: &str) -> ConfList {
     ConfList {
         cni_version: CNI_VERSION.into(),

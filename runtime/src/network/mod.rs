@@ -20,13 +20,15 @@ mod store;
 mod version;
 
 pub use conflist::{
-    add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free, cni_search_path,
-    conflist_for, is_bridge_network, overlaps, split_path_list, subnets,
+    add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free, conflist_for,
+    is_bridge_network, overlaps, subnets,
 };
 pub use etc::{container_addresses, hosts_file, resolv_file};
 pub use mode::NetMode;
 pub use record::NetworkRecord;
-pub use store::{CreateOpts, create_network, gc_list, list_networks, load_network, network_file};
+pub use store::{
+    CreateArgs, CreateOpts, create_network, gc_list, list_networks, load_network, network_file,
+};
 pub use version::negotiate_version;
 
 /// The built-in default network: needs no file.

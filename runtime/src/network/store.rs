@@ -56,6 +56,61 @@ pub fn list_networks(paths: &Paths) -> Vec<(ConfList, Option<PathBuf>)> {
     v
 }
 
+/// The flags of `tether network create`, as clap parses them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// Network name (letters, digits, '_', '.', '-')
+    pub name: String,
+    /// Subnet in CIDR notation, e.g. 10.89.0.0/24
+    #[arg(long)]
+    pub subnet: String,
+    /// Gateway address (default: the first address of the subnet)
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Linux bridge name (default: tbr-<hash of the name>)
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// Do not masquerade traffic leaving the subnet
+    #[arg(long)]
+    pub no_masquerade: bool,
+    /// The conflist's cniVersion [default: the newest the plugins support, up to 1.1.0, which
+    /// `network prune` needs to send GC]
+    #[arg(long, value_name = "VERSION")]
+    pub cni_version: Option<String>,
+}
+
+impl CreateArgs {
+    /// Parses the flags and writes the conflist; returns its path.
+    pub fn create(&self, paths: &Paths) -> Result<PathBuf> {
+        let subnet = self.subnet.parse().map_err(|e| {
+            Error::usage(format!(
+                "invalid --subnet {:?}: {e}; use CIDR notation such as 10.89.0.0/24",
+                self.subnet
+            ))
+        })?;
+        let gateway = self
+            .gateway
+            .as_ref()
+            .map(|g| {
+                g.parse().map_err(|_| {
+                    Error::usage(format!("invalid --gateway {g:?}: use an IP address"))
+                })
+            })
+            .transpose()?;
+        create_network(
+            paths,
+            &CreateOpts {
+                name: &self.name,
+                subnet,
+                gateway,
+                bridge: self.bridge.as_deref(),
+                masquerade: !self.no_masquerade,
+                cni_version: self.cni_version.as_deref(),
+            },
+        )
+    }
+}
+
 pub struct CreateOpts<'a> {
     pub name: &'a str,
     pub subnet: IpNetwork,
