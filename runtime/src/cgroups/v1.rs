@@ -110,7 +110,7 @@ impl V1 {
         write(d, "freezer.state", "FROZEN")?;
         let state = || read(d, "freezer.state");
         // A cgroup removed meanwhile ends the wait too.
-        fsutil::wait_for(timeout, || state().is_none_or(|s| s == "FROZEN"));
+        crate::poll::poll_until(timeout, || state().is_none_or(|s| s == "FROZEN"));
         match state() {
             Some(s) if s == "FROZEN" => Ok(()),
             None => Err(Error::Cgroup(format!("{} is gone", d.display()))),

@@ -161,7 +161,7 @@ impl super::Cgroup for V2 {
 
     fn freeze(&self) -> Result<()> {
         write(&self.dir, "cgroup.freeze", "1")?;
-        if fsutil::wait_for(Duration::from_secs(5), || self.is_frozen()) {
+        if crate::poll::poll_until(Duration::from_secs(5), || self.is_frozen()) {
             Ok(())
         } else {
             let _ = write(&self.dir, "cgroup.freeze", "0");

@@ -2,9 +2,7 @@
 //! `none`, `host` and `container:`, and `portmap` added for `-p`. Also where plugins are looked
 //! for and whether a host port is free.
 
-use super::{
-    CNI_VERSION, DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET, NetMode, store, version,
-};
+use super::{CNI_VERSION, DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET};
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::units::PortMapping;
@@ -13,7 +11,7 @@ use ipnetwork::IpNetwork;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-fn single(name: &str, plugin: &str) -> ConfList {
+pub(super) fn single(name: &str, plugin: &str) -> ConfList {
     ConfList {
         cni_version: CNI_VERSION.into(),
         name: name.into(),
@@ -71,29 +69,6 @@ pub fn builtin_bridge(paths: &Paths) -> ConfList {
         true,
         &paths.ipam_dir(),
     )
-}
-
-/// The conflist for a `--net` mode. `ports` adds the `portmap` plugin to bridge networks that lack
-/// a plugin with the `portMappings` capability.
-pub fn conflist_for(paths: &Paths, mode: &NetMode, ports: &[PortMapping]) -> Result<ConfList> {
-    let mut list = match mode {
-        NetMode::None => single("none", "none"),
-        NetMode::Host => single("host", "host"),
-        NetMode::Container(_) => single("container", "container"),
-        NetMode::Network(name) => store::load_network_file(paths, name)?,
-    };
-    if !ports.is_empty() {
-        if !matches!(mode, NetMode::Network(_)) {
-            return Err(Error::usage(
-                "-p publishes ports of a container with its own address: use it with --net=bridge or a network from `tether network create`",
-            ));
-        }
-        add_portmap(&mut list);
-    }
-    if *mode == NetMode::Network(DEFAULT_NETWORK.into()) {
-        version::negotiate_version(&mut list, paths);
-    }
-    Ok(list)
 }
 
 /// Appends the `portmap` plugin (with the `portMappings` capability) unless the list has a plugin
@@ -197,36 +172,5 @@ pub fn check_port_free(p: &PortMapping) -> Result<()> {
             p.host_port, p.protocol
         ))),
         _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::network::test_paths as paths;
-
-    #[test]
-    fn builtin_bridge_and_portmap() {
-        let (_d, p) = paths();
-        let l = conflist_for(&p, &NetMode::Network("bridge".into()), &[]).unwrap();
-        assert_eq!(l.name, "bridge");
-        assert_eq!(l.plugins[0]["bridge"], "tether0");
-        assert_eq!(
-            l.plugins[0]["ipam"]["ranges"][0][0]["subnet"],
-            "10.88.0.0/16"
-        );
-        assert_eq!(
-            l.plugins[0]["ipam"]["dataDir"],
-            p.ipam_dir().display().to_string()
-        );
-        let port = crate::units::parse_port("8080:80").unwrap();
-        let l = conflist_for(
-            &p,
-            &NetMode::Network("bridge".into()),
-            std::slice::from_ref(&port),
-        )
-        .unwrap();
-        assert_eq!(l.plugins[1]["type"], "portmap");
-        assert!(conflist_for(&p, &NetMode::None, &[port]).is_err());
     }
 }

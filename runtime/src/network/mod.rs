@@ -3,10 +3,10 @@
 //! ```text
 //! mode.rs      --net values (NetMode): parse and Display, one the inverse of the other
 //! conflist.rs  the conflists tether generates (built-in bridge, none/host/container, portmap
-//!              added for -p), plugin lookup and the host-port check
+//!              added for -p), what is in a list, plugin lookup and the host-port check
 //! version.rs   VERSION negotiation for generated lists, and its per-binary answer cache
-//! store.rs     the network store: <config_dir>/*.conflist by name (load, list, create, remove)
-//!              and the list GC runs with
+//! store.rs     the network store: <config_dir>/*.conflist by name (load, list, create, remove),
+//!              the list a --net mode runs with, and the list GC runs with
 //! record.rs    a container's network record (mode, conflist, result, pin) and the ADD and
 //!              DEL that run from it
 //! etc.rs       /etc/hosts and /etc/resolv.conf derived from a CNI result
@@ -20,14 +20,15 @@ mod store;
 mod version;
 
 pub use conflist::{
-    add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free, conflist_for,
+    add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free,
     is_bridge_network, overlaps, subnets,
 };
 pub use etc::{container_addresses, hosts_file, resolv_file};
 pub use mode::NetMode;
 pub use record::NetworkRecord;
 pub use store::{
-    CreateArgs, CreateOpts, create_network, gc_list, list_networks, load_network, network_file,
+    CreateArgs, CreateOpts, conflist_for, create_network, gc_list, list_networks, load_network,
+    network_file,
 };
 pub use version::negotiate_version;
 

@@ -1,13 +1,41 @@
 //! The network store: named conflists in `<config_dir>` (plus the built-in `bridge`, which needs no
-//! file): load, list, create, remove, and the list GC runs with for each network.
+//! file): load, list, create, remove; the list a `--net` mode runs with, and the list GC runs
+//! with for each network.
 
-use super::{DEFAULT_NETWORK, bridge_conflist, builtin_bridge, overlaps, subnets, version};
+use super::{
+    DEFAULT_NETWORK, NetMode, add_portmap, bridge_conflist, builtin_bridge, overlaps, subnets,
+    version,
+};
 use crate::error::{Context, Error, Result, at};
 use crate::paths::Paths;
+use crate::units::PortMapping;
 use cni::runtime::ConfList;
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 use std::path::PathBuf;
+
+/// The conflist for a `--net` mode. `ports` adds the `portmap` plugin to bridge networks that lack
+/// a plugin with the `portMappings` capability.
+pub fn conflist_for(paths: &Paths, mode: &NetMode, ports: &[PortMapping]) -> Result<ConfList> {
+    let mut list = match mode {
+        NetMode::None => super::conflist::single("none", "none"),
+        NetMode::Host => super::conflist::single("host", "host"),
+        NetMode::Container(_) => super::conflist::single("container", "container"),
+        NetMode::Network(name) => load_network_file(paths, name)?,
+    };
+    if !ports.is_empty() {
+        if !matches!(mode, NetMode::Network(_)) {
+            return Err(Error::usage(
+                "-p publishes ports of a container with its own address: use it with --net=bridge or a network from `tether network create`",
+            ));
+        }
+        add_portmap(&mut list);
+    }
+    if *mode == NetMode::Network(DEFAULT_NETWORK.into()) {
+        version::negotiate_version(&mut list, paths);
+    }
+    Ok(list)
+}
 
 /// The conflist of a named network: the built-in `bridge` (its version negotiated with the
 /// plugins), or `<config_dir>/*.conflist` by name, as written.
@@ -305,5 +333,30 @@ mod tests {
             "{e}"
         );
         assert_eq!(list_networks(&p).len(), 2);
+    }
+
+    #[test]
+    fn builtin_bridge_and_portmap() {
+        let (_d, p) = paths();
+        let l = conflist_for(&p, &NetMode::Network("bridge".into()), &[]).unwrap();
+        assert_eq!(l.name, "bridge");
+        assert_eq!(l.plugins[0]["bridge"], "tether0");
+        assert_eq!(
+            l.plugins[0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.88.0.0/16"
+        );
+        assert_eq!(
+            l.plugins[0]["ipam"]["dataDir"],
+            p.ipam_dir().display().to_string()
+        );
+        let port = crate::units::parse_port("8080:80").unwrap();
+        let l = conflist_for(
+            &p,
+            &NetMode::Network("bridge".into()),
+            std::slice::from_ref(&port),
+        )
+        .unwrap();
+        assert_eq!(l.plugins[1]["type"], "portmap");
+        assert!(conflist_for(&p, &NetMode::None, &[port]).is_err());
     }
 }

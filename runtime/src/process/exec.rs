@@ -1,7 +1,8 @@
 //! `tether exec`: join every namespace of a running container, fork (so the PID namespace
 //! applies), and run a command there through the same become-root-and-exec routine as the init.
 
-use super::child::{become_root_and_exec, sys};
+use super::child::become_root_and_exec;
+use super::error::sys;
 use super::{signals, wait};
 use crate::error::{Context, Result};
 use nix::sched::CloneFlags;

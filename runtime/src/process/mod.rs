@@ -7,6 +7,7 @@
 //! ```text
 //! clone.rs    the clone and the handshake (Child: id maps, release, abort)
 //! child.rs    in the init until exec, and become_root_and_exec, shared with exec.rs
+//! error.rs    ChildError: what failed before exec, and its exit code
 //! rootfs.rs   the mounts of --rootfs, then pivot_root
 //! signals.rs  forwarding, ignoring, and the clean slate before exec
 //! exec.rs     tether exec: join a running container's namespaces
@@ -18,13 +19,15 @@
 
 mod child;
 mod clone;
+mod error;
 mod exec;
 mod rootfs;
 mod signals;
 mod wait;
 
-pub use child::{ChildError, ChildSpec, DEFAULT_PATH, become_root_and_exec};
+pub use child::{ChildSpec, DEFAULT_PATH, become_root_and_exec};
 pub use clone::{Child, clone_flags, spawn};
+pub use error::ChildError;
 pub use exec::{ExecSpec, JOIN_ORDER, exec_in, namespaces_of};
 pub use signals::{ignore_forwarded, install_forwarding};
 pub use wait::{wait_exit, wait_forwarding};

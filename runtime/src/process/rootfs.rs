@@ -8,7 +8,7 @@
 //!   etc/hosts, hostname, resolv.conf   bound from <root>/containers/<id>/ (filled in by tether)
 //! ```
 
-use super::child::{ChildError, ChildResult, sys};
+use super::error::{ChildError, ChildResult, sys};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::{Path, PathBuf};
 
