@@ -146,7 +146,7 @@ pub struct CreateOpts<'a> {
     pub bridge: Option<&'a str>,
     pub masquerade: bool,
     /// The conflist's `cniVersion`; by default the newest the plugins on the search path support,
-    /// up to [`CNI_VERSION`].
+    /// up to [`super::CNI_VERSION`].
     pub cni_version: Option<&'a str>,
 }
 
