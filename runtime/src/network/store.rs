@@ -51,14 +51,14 @@ pub(super) fn load_network_file(paths: &Paths, name: &str) -> Result<ConfList> {
     if name == DEFAULT_NETWORK {
         return Ok(builtin_bridge(paths));
     }
-    match ConfList::load(&paths.config_dir, name) {
-        Ok(l) => Ok(l),
-        Err(e) if e.msg.starts_with("no network named") => Err(Error::usage(format!(
+    // `load` skips unreadable files: its only failure is that no readable file names the
+    // network (no need to read its message to tell).
+    ConfList::load(&paths.config_dir, name).map_err(|_| {
+        Error::usage(format!(
             "unknown network {name:?}: no conflist named {name} in {}; create it with `tether network create {name} --subnet 10.89.0.0/24`, or see `tether network ls`",
             paths.config_dir.display()
-        ))),
-        Err(e) => Err(Error::cni(format!("failed to load network {name}"), e)),
-    }
+        ))
+    })
 }
 
 /// Every network config in the config dir, by name (unreadable files are skipped).
