@@ -5,12 +5,9 @@ use crate::cgroups;
 use crate::error::{Context, Error, Result};
 use crate::process;
 use crate::state::{self, ContainerState, Paths, Status, Store};
-use cni::runtime::{ConfList, RuntimeConf};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Map, json};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 /// Waits up to `timeout` for the container's init to be gone.
@@ -53,7 +50,7 @@ pub fn cleanup(paths: &Paths, st: &mut ContainerState, netns: Option<&OwnedFd>) 
                 tracing::debug_span!(parent: &parent, "cgroup_remove").in_scope(|| cg.remove())
             })
         });
-        let net = network_down(paths, st_ref, netns);
+        let net = st_ref.network.down(paths, &st_ref.id, netns);
         (
             net,
             remover.map(|h| h.join().expect("cgroup removal does not panic")),
@@ -75,64 +72,6 @@ pub fn cleanup(paths: &Paths, st: &mut ContainerState, netns: Option<&OwnedFd>) 
             st.name, st.name
         )))
     }
-}
-
-/// CNI DEL (in reverse plugin order, with the cached result), then the namespace's unpinning.
-/// Returns what failed.
-fn network_down(paths: &Paths, st: &ContainerState, netns: Option<&OwnedFd>) -> Vec<String> {
-    let mut errors = Vec::new();
-    let mut del_ok = true;
-    if !st.network.conflist.is_null() {
-        match ConfList::from_bytes(&serde_json::to_vec(&st.network.conflist).unwrap_or_default()) {
-            Ok(list) => {
-                let mut caps = Map::new();
-                if !st.network.ports.is_empty() {
-                    caps.insert("portMappings".into(), json!(st.network.ports));
-                }
-                // The pinned namespace if it is still there, else one we hold open, else empty:
-                // that tells the plugins the namespace is gone (a stale /proc/<pid>/ns/net could
-                // name another process's namespace).
-                let pinned = st
-                    .network
-                    .netns_path
-                    .clone()
-                    .filter(|p| crate::netns::is_pinned(p));
-                let netns = pinned
-                    .or_else(|| {
-                        netns.map(|fd| {
-                            PathBuf::from(format!(
-                                "/proc/{}/fd/{}",
-                                std::process::id(),
-                                fd.as_raw_fd()
-                            ))
-                        })
-                    })
-                    .unwrap_or_default();
-                let rt = RuntimeConf {
-                    container_id: st.id.clone(),
-                    netns,
-                    ifname: st.network.ifname.clone(),
-                    args: Vec::new(),
-                    capability_args: caps,
-                };
-                let del = tracing::debug_span!("cni_del", network = %list.name)
-                    .in_scope(|| paths.invoker().del(&list, &rt));
-                if let Err(e) = del {
-                    del_ok = false;
-                    errors.push(format!("network {}: DEL failed: {e}", list.name));
-                }
-            }
-            Err(e) => errors.push(format!("recorded network config is invalid: {e}")),
-        }
-    }
-    // Unpinned only after a successful DEL, so a retry can still enter the namespace; the
-    // namespace (and anything left in it) goes with the last mount.
-    if let Some(p) = st.network.netns_path.as_ref().filter(|_| del_ok)
-        && let Err(e) = tracing::debug_span!("netns_unpin").in_scope(|| crate::netns::unpin(p))
-    {
-        errors.push(e.to_string());
-    }
-    errors
 }
 
 /// Records that the container stopped and cleans up after it, once. Safe to call from the
@@ -426,88 +365,4 @@ pub fn inspect(paths: &Paths, name: &str) -> Result<ContainerState> {
         st.state.oom_killed = true;
     }
     Ok(st)
-}
-
-/// `tether network prune`: cleans up after containers whose `tether` died, then GCs every network
-/// with the attachments of running containers as the valid set.
-pub fn prune(paths: &Paths) -> Result<Vec<String>> {
-    let store = Store { paths };
-    let mut report = Vec::new();
-    let mut first_err = None;
-    for st in store.list() {
-        if st.effective_status() == Status::Dead
-            || st.state.status == Status::Exited && !st.state.cleaned
-        {
-            match finalize(paths, &st.id, None, None) {
-                Ok(()) => report.push(format!("cleaned up after container {}", st.name)),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-    }
-    let running: Vec<ContainerState> = store
-        .list()
-        .into_iter()
-        .filter(|s| s.is_running())
-        .collect();
-    let mut lists: Vec<ConfList> = crate::network::list_networks(paths)
-        .into_iter()
-        .map(|(mut l, _)| {
-            // `run -p` adds portmap to bridge networks: its rules are theirs to collect too.
-            if crate::network::is_bridge_network(&l)
-                && cni::runtime::find_plugin("portmap", &paths.cni_path).is_ok()
-            {
-                crate::network::add_portmap(&mut l);
-            }
-            if l.name == crate::network::DEFAULT_NETWORK {
-                crate::network::negotiate_version(&mut l, paths);
-            }
-            l
-        })
-        .collect();
-    for st in store.list() {
-        if let Ok(l) =
-            ConfList::from_bytes(&serde_json::to_vec(&st.network.conflist).unwrap_or_default())
-            && !lists.iter().any(|x| x.name == l.name)
-        {
-            lists.push(l);
-        }
-    }
-    let invoker = paths.invoker();
-    for l in lists {
-        let valid: Vec<cni::Attachment> = running
-            .iter()
-            .filter(|s| s.network.name == l.name)
-            .map(|s| cni::Attachment {
-                container_id: s.id.clone(),
-                ifname: s.network.ifname.clone(),
-            })
-            .collect();
-        let stale = invoker
-            .cached_attachments(&l.name)
-            .iter()
-            .filter(|c| !valid.iter().any(|v| v.container_id == c.container_id))
-            .count();
-        if stale == 0 && !cni::version::at_least(&l.cni_version, "1.1.0") {
-            continue;
-        }
-        match invoker.gc(&l, &valid) {
-            Ok(()) => {
-                if stale > 0 {
-                    report.push(format!(
-                        "network {}: removed {stale} stale attachment(s)",
-                        l.name
-                    ));
-                }
-            }
-            Err(e) => {
-                first_err.get_or_insert(Error::cni(format!("network {}: GC failed", l.name), e));
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(report),
-    }
 }

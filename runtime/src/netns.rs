@@ -13,6 +13,7 @@ pub fn pin(dir: &Path, id: &str, pid: i32) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).ctx(at("create", dir))?;
     let target = dir.join(id);
     std::fs::File::create(&target).ctx(at("create", &target))?;
+    crate::hook::kill_point("pin-file");
     let src = PathBuf::from(format!("/proc/{pid}/ns/net"));
     if let Err(e) = mount(
         Some(&src),
@@ -57,5 +58,74 @@ pub fn drop_copies(dir: &Path) {
         {
             let _ = umount2(mp, MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// This thread in another network namespace until dropped. Coming back is not optional: every
+/// later step (the pin, ADD, the state) would run in the wrong namespace, so if the return fails
+/// `tether` aborts rather than carry on.
+pub struct NetnsSwitch {
+    own: std::fs::File,
+}
+
+impl NetnsSwitch {
+    pub fn enter(target: &std::os::fd::OwnedFd) -> Result<NetnsSwitch> {
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .ctx("failed to open tether's own network namespace")?;
+        nix::sched::setns(target, nix::sched::CloneFlags::CLONE_NEWNET)
+            .ctx("failed to enter the target container's network namespace")?;
+        Ok(NetnsSwitch { own })
+    }
+}
+
+impl Drop for NetnsSwitch {
+    fn drop(&mut self) {
+        if let Err(e) = nix::sched::setns(&self.own, nix::sched::CloneFlags::CLONE_NEWNET) {
+            eprintln!("tether: cannot return to its own network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current() -> PathBuf {
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap()
+    }
+
+    /// Needs root (CAP_SYS_ADMIN), as every runtime test does. Runs on a thread of its own, whose
+    /// namespace it changes.
+    #[test]
+    fn a_switch_returns_on_every_path() {
+        std::thread::spawn(|| {
+            let home = current();
+            let home_fd: std::os::fd::OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
+                .unwrap()
+                .into();
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let other = current();
+            let other_fd: std::os::fd::OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
+                .unwrap()
+                .into();
+            nix::sched::setns(&home_fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            assert_ne!(home, other);
+            {
+                let _s = NetnsSwitch::enter(&other_fd).unwrap();
+                assert_eq!(current(), other);
+            }
+            assert_eq!(current(), home);
+            // An early return through `?` comes back too.
+            let failing = || -> Result<()> {
+                let _s = NetnsSwitch::enter(&other_fd)?;
+                assert_eq!(current(), other);
+                Err(crate::Error::usage("a later step failed"))
+            };
+            assert!(failing().is_err());
+            assert_eq!(current(), home);
+        })
+        .join()
+        .unwrap();
     }
 }

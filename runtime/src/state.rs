@@ -1,50 +1,14 @@
 //! Container state on disk: `<root>/containers/<id>/state.json`, written atomically and guarded by a
 //! per-container `flock`, so that `tether rm` can finish what a killed `tether run` left behind.
 
-use crate::cgroups::CgroupRecord;
+use crate::cgroups::{CgroupRecord, Limits};
 use crate::error::{Context, Error, Result, at};
-use crate::units::PortMapping;
+use crate::network::NetworkRecord;
+pub use crate::paths::Paths;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-/// Where the runtime keeps things.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// State root (`/run/tether`).
-    pub root: PathBuf,
-    /// Network configs (`/etc/tether/net.d`).
-    pub config_dir: PathBuf,
-    /// Plugin search path, in order.
-    pub cni_path: Vec<PathBuf>,
-}
-
-impl Paths {
-    pub fn containers(&self) -> PathBuf {
-        self.root.join("containers")
-    }
-    pub fn container_dir(&self, id: &str) -> PathBuf {
-        self.containers().join(id)
-    }
-    /// The CNI result cache used for DEL, CHECK and GC.
-    pub fn cni_cache(&self) -> PathBuf {
-        self.root.join("cni")
-    }
-    /// host-local's lease store for the networks tether writes.
-    pub fn ipam_dir(&self) -> PathBuf {
-        self.root.join("ipam")
-    }
-    /// Pinned network namespaces (bind mounts), one per container with its own namespace.
-    pub fn netns_dir(&self) -> PathBuf {
-        self.root.join("netns")
-    }
-    pub fn invoker(&self) -> cni::runtime::Invoker {
-        cni::runtime::Invoker::new(self.cni_path.clone(), self.cni_cache())
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,36 +72,6 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(_, t)| t)
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Limits {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<u64>,
-    /// Memory plus swap; -1 for unlimited swap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_swap: Option<i64>,
-    /// CFS quota and period in microseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_quota: Option<(u64, u64)>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_shares: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpuset_cpus: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pids: Option<i64>,
-}
-
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        self.memory.is_none()
-            && self.memory_swap.is_none()
-            && self.cpu_quota.is_none()
-            && self.cpu_shares.is_none()
-            && self.cpuset_cpus.is_none()
-            && self.pids.is_none()
-    }
-}
-
 /// A user namespace mapping: container ids `0..size` are host ids `host_id..host_id+size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -189,28 +123,6 @@ pub struct RunState {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkState {
-    /// What `--net` said: `bridge`, `none`, `host`, `container:NAME` or a network name.
-    pub mode: String,
-    /// The conflist name.
-    pub name: String,
-    pub ifname: String,
-    /// The conflist exactly as used for ADD, so DEL runs the same plugins.
-    pub conflist: Value,
-    pub ports: Vec<PortMapping>,
-    /// For `container:NAME`: the id of the container whose namespace is shared.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub joined: Option<String>,
-    /// The pinned network namespace (`<root>/netns/<id>`), for modes with a namespace of their own.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns_path: Option<PathBuf>,
-    /// The final CNI result of ADD (spec 1.1.0 shape).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerState {
@@ -223,7 +135,7 @@ pub struct ContainerState {
     pub namespaces: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<CgroupRecord>,
-    pub network: NetworkState,
+    pub network: NetworkRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_path: Option<PathBuf>,
 }
@@ -287,7 +199,7 @@ impl Store<'_> {
         let _span = tracing::debug_span!("state_save", status = %s.state.status).entered();
         let p = self.state_file(&s.id);
         let b = serde_json::to_vec_pretty(s).expect("state serializes");
-        write_replacing(&p, &b).ctx(at("write", &p))
+        crate::atomic::write_replacing(&p, &b).ctx(at("write", &p))
     }
 
     /// Every container, oldest first. Unreadable entries are skipped with a warning.
@@ -339,7 +251,7 @@ impl Store<'_> {
 
 /// An exclusive `flock` held until dropped.
 pub struct Lock {
-    _file: File,
+    _file: nix::fcntl::Flock<File>,
 }
 
 impl Lock {
@@ -347,21 +259,17 @@ impl Lock {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).ctx(at("create", parent))?;
         }
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .ctx(at("open lock", path))?;
         loop {
-            // SAFETY: flock on an fd we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(Lock { _file: file });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io(at("lock", path), e));
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(f) => return Ok(Lock { _file: f }),
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
+                Err((_, e)) => return Err(e).ctx(at("lock", path)),
             }
         }
     }
@@ -432,19 +340,6 @@ fn rfc3339(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// Replaces `path` with `bytes` in one step for readers: written to a temporary file beside it
-/// (named after this process, so that concurrent writers never share one), then renamed over
-/// it. A failed write or rename removes the temporary file.
-pub fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }
 
 #[cfg(test)]

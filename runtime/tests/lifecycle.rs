@@ -224,3 +224,137 @@ fn foreground_run_forwards_signals_and_logs_follow() {
     env.tether(&["rm", "f"]).ok();
     env.assert_clean();
 }
+
+/// Entries of a directory under the state root (hidden ones too).
+fn entries_under(env: &Env, rel: &str) -> Vec<String> {
+    std::fs::read_dir(env.root.join(rel))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[track_caller]
+fn assert_nothing_left(env: &Env, what: &str) {
+    env.assert_clean();
+    assert_eq!(
+        entries_under(env, "netns"),
+        Vec::<String>::new(),
+        "pins left {what}"
+    );
+    assert_eq!(
+        entries_under(env, "containers"),
+        Vec::<String>::new(),
+        "container files left {what}"
+    );
+}
+
+/// `tether run` SIGKILLed at each step of its creation (by its own test hook, as a kill at that
+/// moment would): whatever it left, `rm` (when it left a record) and `network prune` remove,
+/// pinned namespace mounts included.
+#[test]
+fn tether_run_killed_at_any_early_step_leaves_nothing_after_rm_and_prune() {
+    let env = Env::new();
+    // (step, whether the record exists by then)
+    let steps = [
+        ("reserved", false),
+        ("write-tmp", false),
+        ("cgroup", true),
+        ("cloned", true),
+        ("pin-file", true),
+        ("pinned", true),
+        ("saved", true),
+        ("added", true),
+    ];
+    for net in ["none", "bridge"] {
+        for (step, recorded) in steps {
+            let what = format!("after a kill at {step} with --net={net}");
+            let mut c = env.cmd();
+            c.env("TETHER_TEST_KILL_AT", step).args([
+                "run",
+                "--name",
+                "k",
+                &format!("--net={net}"),
+                "--",
+                "true",
+            ]);
+            let r = run_with_timeout(c, Duration::from_secs(30));
+            assert_eq!(
+                r.code, None,
+                "tether should have been killed {what}: {r:#?}"
+            );
+            // With the built-in network the first replaced file can be the plugin version
+            // cache rather than the record; either way nothing of a container may remain.
+            let has_record = recorded || env.tether(&["inspect", "k"]).code == Some(0);
+            if has_record {
+                env.tether(&["rm", "k"]).ok();
+            } else {
+                env.tether(&["rm", "k"]).fails_with("no such container");
+            }
+            env.tether(&["network", "prune"]).ok();
+            assert_nothing_left(&env, &what);
+        }
+    }
+    // What an older tether could leave: a pinned namespace whose record is gone.
+    let mut c = env.cmd();
+    c.env("TETHER_TEST_KILL_AT", "pinned").args([
+        "run",
+        "--name",
+        "old",
+        "--net=none",
+        "--",
+        "true",
+    ]);
+    assert_eq!(run_with_timeout(c, Duration::from_secs(30)).code, None);
+    let id = env.inspect("old")["id"].as_str().unwrap().to_string();
+    assert!(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&id),
+        "the pin is mounted"
+    );
+    let rec = env.inspect("old");
+    std::fs::remove_dir_all(env.root.join("containers").join(&id)).unwrap();
+    let out = env.tether(&["network", "prune"]);
+    assert!(
+        out.ok().contains("orphaned network namespace pin"),
+        "{out:#?}"
+    );
+    // The cgroup it had is the record's to remove; gone with the record, so by hand here.
+    for d in rec["cgroup"]["paths"].as_object().unwrap().values() {
+        let d = std::path::Path::new(d.as_str().unwrap());
+        let _ = std::fs::remove_dir(d);
+        let _ = std::fs::remove_dir(d.parent().unwrap());
+    }
+    assert_nothing_left(&env, "after the sweep of an orphaned pin");
+}
+
+/// SIGKILL at random moments of the first milliseconds of `tether run` (the 0-2 ms):
+/// `rm -f` of whatever is listed, then `network prune`, leave nothing.
+#[test]
+fn tether_run_killed_in_its_first_milliseconds_is_undone_by_rm_and_prune() {
+    let env = Env::new();
+    let mut seed = std::process::id() as u64;
+    for i in 0..10u64 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_micros((seed >> 33) % 3000 + i * 100);
+        let mut c = env.cmd();
+        c.args(["run", "--net=none", "--", "true"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    let ps = env.tether(&["ps", "-a", "-q"]);
+    for id in ps.ok().split_whitespace() {
+        env.tether(&["rm", "-f", id]).ok();
+    }
+    env.tether(&["network", "prune"]).ok();
+    assert_nothing_left(&env, "after random early kills");
+}

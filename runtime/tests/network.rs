@@ -426,3 +426,148 @@ fn the_builtin_network_speaks_1_0_0_to_plugins_that_stop_there() {
     run_with_timeout(c, Duration::from_secs(60)).ok();
     env.assert_clean();
 }
+
+#[test]
+fn network_rm_is_refused_while_in_use_then_gcs_the_network_and_removes_its_conflist() {
+    require_plugins(&["bridge", "host-local"]);
+    let env = Env::new();
+    env.tether(&[
+        "network",
+        "create",
+        "green",
+        "--subnet",
+        "10.93.4.0/24",
+        "--bridge",
+        "green0",
+    ])
+    .ok();
+    env.run_detached("user1", &["--net=green"], &["sleep", "60"]);
+    let r = env.tether(&["network", "rm", "green"]);
+    r.fails_with("in use");
+    r.fails_with("user1");
+    assert!(
+        env.config_dir.join("green.conflist").exists(),
+        "kept while in use"
+    );
+    // An attachment nobody remembers: added by hand, its cache entry lost. Only the network's GC
+    // can find it.
+    let ns = env.host.container();
+    let netns = ns.path().display().to_string();
+    env.tether(&["cni", "add", "green", &netns, "--container-id", "ghost"])
+        .ok();
+    std::fs::remove_file(env.root.join("cni/results/green-ghost-eth0")).unwrap();
+    env.tether(&["rm", "-f", "user1"]).ok();
+    assert_eq!(env.leases().len(), 1, "the ghost's lease");
+    assert_eq!(host_veths(&env).len(), 1, "the ghost's veth");
+    env.tether(&["network", "rm", "green"]).ok();
+    assert!(!env.config_dir.join("green.conflist").exists());
+    assert_eq!(env.leases(), Vec::<String>::new(), "GC collected the lease");
+    assert_eq!(
+        host_veths(&env),
+        Vec::<String>::new(),
+        "GC collected the veth"
+    );
+    let inside = ns.command("ip").args(["-o", "link"]).output().unwrap();
+    assert!(!text(&inside).contains("eth0"), "{}", text(&inside));
+    env.tether(&["network", "inspect", "green"])
+        .fails_with("unknown network");
+    env.assert_clean();
+}
+
+#[test]
+fn network_rm_keeps_the_conflist_when_gc_fails_and_can_be_retried() {
+    let env = Env::new();
+    let bin = env.host.dir().join("gcbin");
+    std::fs::create_dir(&bin).unwrap();
+    let plugin = |ok: bool| {
+        use std::os::unix::fs::PermissionsExt;
+        let body = if ok {
+            "#!/bin/sh\nexit 0\n"
+        } else {
+            "#!/bin/sh\necho '{\"cniVersion\":\"1.1.0\",\"code\":999,\"msg\":\"gc refused by the fake plugin\"}'\nexit 1\n"
+        };
+        let tmp = bin.join(".gcfail.tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, bin.join("gcfail")).unwrap();
+    };
+    plugin(false);
+    std::fs::create_dir_all(&env.config_dir).unwrap();
+    let conf = env.config_dir.join("flaky.conflist");
+    std::fs::write(
+        &conf,
+        r#"{"cniVersion":"1.1.0","name":"flaky","plugins":[{"type":"gcfail"}]}"#,
+    )
+    .unwrap();
+    let rm = || {
+        let mut c = env.cmd();
+        c.env("CNI_PATH", &bin).args(["network", "rm", "flaky"]);
+        run_with_timeout(c, Duration::from_secs(30))
+    };
+    let r = rm();
+    r.fails_with("GC failed");
+    r.fails_with("gc refused by the fake plugin");
+    assert!(conf.exists(), "kept for a retry");
+    plugin(true);
+    rm().ok();
+    assert!(!conf.exists());
+    env.assert_clean();
+}
+
+/// The kernel side of `network rm` is the bridge plugin's GC with no valid attachment: it
+/// removes the network's masquerade chains and the bridge tether created, and never a bridge
+/// that was there before.
+#[test]
+fn network_rm_removes_the_networks_bridge_and_rules() {
+    require_plugins(&["bridge", "host-local"]);
+    let env = Env::new();
+    env.host
+        .sh("ip", &["link", "add", "usrbr0", "type", "bridge"]);
+    env.tether(&["network", "create", "made", "--subnet", "10.93.5.0/24"])
+        .ok();
+    env.tether(&[
+        "network",
+        "create",
+        "theirs",
+        "--subnet",
+        "10.93.6.0/24",
+        "--bridge",
+        "usrbr0",
+    ])
+    .ok();
+    let made: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.config_dir.join("made.conflist")).unwrap())
+            .unwrap();
+    let made_bridge = made["plugins"][0]["bridge"].as_str().unwrap().to_string();
+    env.run_detached("m", &["--net=made"], &["sleep", "60"]);
+    env.run_detached("t", &["--net=theirs"], &["sleep", "60"]);
+    assert!(env.host_links().contains(&made_bridge));
+    let masq = |env: &Env| -> Vec<String> {
+        let out = env
+            .host
+            .command("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("TETHER-MASQ-"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(!masq(&env).is_empty(), "both networks masquerade");
+    env.tether(&["rm", "-f", "m", "t"]).ok();
+    env.tether(&["network", "rm", "made", "theirs"]).ok();
+    assert_eq!(masq(&env), Vec::<String>::new(), "masquerade chains left");
+    let links = env.host_links();
+    assert!(
+        !links.contains(&made_bridge),
+        "tether's bridge left: {links:?}"
+    );
+    assert!(
+        links.contains(&"usrbr0".to_string()),
+        "the user's bridge was removed"
+    );
+    env.host.sh("ip", &["link", "del", "usrbr0"]);
+    env.assert_clean();
+}

@@ -1,6 +1,7 @@
 //! Small helpers for cgroupfs files: every write error names the value and the file.
 
 use crate::error::{Error, Result};
+use crate::poll::poll_until as wait_for;
 use std::path::Path;
 use std::time::Duration;
 
@@ -128,8 +129,6 @@ pub fn remove_parent_if_empty(dir: &Path) {
         let _ = std::fs::remove_dir(parent);
     }
 }
-
-pub use crate::process::poll_until as wait_for;
 
 /// SIGKILLs the pids listed until none are left.
 pub fn kill_procs(list: impl Fn() -> Vec<i32>, timeout: Duration) -> Result<()> {

@@ -9,16 +9,17 @@
 //! otherwise it is relative to tether's own cgroup (Docker's `--cgroup-parent` rule).
 
 mod fsutil;
+mod limits;
 mod v1;
 mod v2;
 
 use crate::error::{Error, Result};
-use crate::state::Limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+pub use limits::{LimitFlags, Limits};
 pub use v1::V1;
 pub use v2::V2;
 

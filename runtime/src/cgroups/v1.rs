@@ -1,9 +1,8 @@
 //! cgroup v1: one directory per controller hierarchy.
 
 use super::fsutil::{self, keyed, read, read_u64, write};
-use super::{CgroupRecord, Stats, Version};
+use super::{CgroupRecord, Limits, Stats, Version};
 use crate::error::{Error, Result};
-use crate::state::Limits;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,7 +110,7 @@ impl V1 {
         write(d, "freezer.state", "FROZEN")?;
         let state = || read(d, "freezer.state");
         // A cgroup removed meanwhile ends the wait too.
-        fsutil::wait_for(timeout, || state().is_none_or(|s| s == "FROZEN"));
+        crate::poll::poll_until(timeout, || state().is_none_or(|s| s == "FROZEN"));
         match state() {
             Some(s) if s == "FROZEN" => Ok(()),
             None => Err(Error::Cgroup(format!("{} is gone", d.display()))),

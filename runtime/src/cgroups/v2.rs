@@ -1,9 +1,8 @@
 //! cgroup v2: one directory in the unified hierarchy, controllers enabled top-down.
 
 use super::fsutil::{self, keyed, read, read_u64, write};
-use super::{CgroupRecord, Stats, V2_CONTROLLERS, Version};
+use super::{CgroupRecord, Limits, Stats, V2_CONTROLLERS, Version};
 use crate::error::{Error, Result};
-use crate::state::Limits;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -162,7 +161,7 @@ impl super::Cgroup for V2 {
 
     fn freeze(&self) -> Result<()> {
         write(&self.dir, "cgroup.freeze", "1")?;
-        if fsutil::wait_for(Duration::from_secs(5), || self.is_frozen()) {
+        if crate::poll::poll_until(Duration::from_secs(5), || self.is_frozen()) {
             Ok(())
         } else {
             let _ = write(&self.dir, "cgroup.freeze", "0");

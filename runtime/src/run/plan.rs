@@ -1,0 +1,159 @@
+//! Everything `tether run` checks and resolves before anything is created: a bad flag is a usage
+//! error (exit code 125) with nothing made. The result is the container's record-to-be.
+
+use super::opts::RunArgs;
+use crate::cgroups::{self, Manager};
+use crate::error::{Error, Result};
+use crate::network::{self, NetMode, NetworkRecord};
+use crate::paths::Paths;
+use crate::state::{self, Config, ContainerState, IdMap, Store};
+use crate::units;
+
+/// A container that may be created.
+pub(super) struct Plan {
+    pub id: String,
+    pub name: String,
+    /// The network record, complete but for ADD's result.
+    pub network: NetworkRecord,
+    /// For `container:NAME`: that container, checked running.
+    pub joined: Option<ContainerState>,
+    pub cgroup: cgroups::CgroupRecord,
+    pub config: Config,
+}
+
+fn build_env(a: &RunArgs, hostname: &str) -> Result<Vec<String>> {
+    let mut env: Vec<String> = vec![
+        format!("PATH={}", crate::process::DEFAULT_PATH),
+        format!("HOSTNAME={hostname}"),
+        "HOME=/root".into(),
+    ];
+    for e in &a.env {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            // `-e KEY` passes tether's own value, as Docker does.
+            None => match std::env::var(e) {
+                Ok(v) => (e.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        if k.is_empty() || k.contains('\0') {
+            return Err(Error::usage(format!("invalid -e {e:?}: use KEY=VALUE")));
+        }
+        env.retain(|x| x.split_once('=').map(|(a, _)| a) != Some(k.as_str()));
+        env.push(format!("{k}={v}"));
+    }
+    Ok(env)
+}
+
+pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan> {
+    if a.command.is_empty() || a.command[0].is_empty() {
+        return Err(Error::usage(
+            "no command given: put it after the options, for example `tether run --net=none -- sh -c 'echo hi'`",
+        ));
+    }
+    let id = state::new_id()?;
+    let name = match &a.name {
+        Some(n) => {
+            state::validate_name(n)?;
+            n.clone()
+        }
+        None => format!("tether-{}", &id[..8]),
+    };
+    let limits = a.limits.parse()?;
+    let mode = NetMode::parse(&a.net)?;
+    let ports = a
+        .publish
+        .iter()
+        .map(|p| units::parse_port(p))
+        .collect::<Result<Vec<_>>>()?;
+    let store = Store { paths };
+    let joined = match &mode {
+        NetMode::Container(target) => {
+            let t = store.find(target).map_err(|_| {
+                Error::usage(format!(
+                    "--net=container:{target}: no such container (see `tether ps`)"
+                ))
+            })?;
+            if !t.is_running() {
+                return Err(Error::usage(format!(
+                    "--net=container:{target}: the container is {}; its network namespace exists only while it runs (start one with `tether run -d --name {target} ...`)",
+                    t.effective_status()
+                )));
+            }
+            Some(t)
+        }
+        _ => None,
+    };
+    let conflist = network::conflist_for(paths, &mode, &ports)?;
+    network::check_plugins(&conflist, &paths.cni_path)?;
+    let rootfs = match &a.rootfs {
+        Some(r) => {
+            let c = std::fs::canonicalize(r)
+                .map_err(|e| Error::usage(format!("--rootfs {}: {e}", r.display())))?;
+            if !c.is_dir() {
+                return Err(Error::usage(format!(
+                    "--rootfs {} is not a directory",
+                    r.display()
+                )));
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    if let Some(w) = &a.workdir
+        && !w.starts_with('/')
+    {
+        return Err(Error::usage(format!(
+            "-w {w}: the working directory must be an absolute path"
+        )));
+    }
+    let hostname = match &a.hostname {
+        Some(h) => {
+            if h.is_empty() || h.len() > 64 || h.contains(['/', ' ', '\0']) {
+                return Err(Error::usage(format!(
+                    "invalid --hostname {h:?}: 1 to 64 characters, no spaces or '/'"
+                )));
+            }
+            h.clone()
+        }
+        None if mode == NetMode::Host => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| id[..12].to_string()),
+        None => id[..12].to_string(),
+    };
+    if a.userns && a.userns_size == 0 {
+        return Err(Error::usage("--userns-size must be at least 1"));
+    }
+    let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
+    let config = Config {
+        command: a.command.clone(),
+        env: build_env(a, &hostname)?,
+        workdir: a.workdir.clone(),
+        hostname,
+        rootfs,
+        userns: a.userns.then_some(IdMap {
+            host_id: a.userns_host_id,
+            size: a.userns_size,
+        }),
+        limits,
+        auto_remove: a.rm,
+        detached: a.detach,
+    };
+    let network = NetworkRecord::new(
+        mode.clone(),
+        conflist,
+        ports,
+        joined.as_ref().map(|j| j.id.clone()),
+        // The pin's path is recorded before the pin exists: whoever finds the record can remove
+        // it (see orphans.rs for what a kill before the record leaves).
+        mode.own_netns().then(|| paths.netns_dir().join(&id)),
+    );
+    Ok(Plan {
+        id,
+        name,
+        network,
+        joined,
+        cgroup,
+        config,
+    })
+}
