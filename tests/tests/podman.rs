@@ -37,6 +37,8 @@ use netns_fixtures::{
 };
 use serde_json::Value;
 
+mod clients;
+
 /// Debian's reference plugins (containernetworking-plugins).
 const REFERENCE_DIR: &str = "/usr/lib/cni";
 /// The binaries podman's stock conflist runs.
@@ -386,20 +388,12 @@ impl Sandbox {
 
     /// A tarball of a busybox-static root filesystem with the page the server serves.
     fn image_tar(&self) -> PathBuf {
-        let root = self.dir().join("rootfs");
-        for d in ["bin", "etc", "tmp", "www"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .unwrap_or_else(|e| panic!("/bin/busybox (apt-get install busybox-static): {e}"));
+        // Applet links made without exec'ing the fresh copy (ETXTBSY under parallel tests).
+        let root = clients::busybox_rootfs(self.dir());
+        std::fs::create_dir_all(root.join("www")).unwrap();
         std::fs::write(root.join("www/index.html"), PAGE).unwrap();
-        run_ok(
-            Command::new("chroot")
-                .arg(&root)
-                .args(["/bin/busybox", "--install", "-s", "/bin"]),
-        );
         let tar = self.dir().join("rootfs.tar");
-        run_ok(
+        clients::run_ok(
             Command::new("tar")
                 .arg("-C")
                 .arg(&root)
@@ -680,10 +674,4 @@ fn list(dir: &Path) -> Vec<String> {
     };
     names.sort();
     names
-}
-
-#[track_caller]
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {out:?}");
 }
