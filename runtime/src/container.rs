@@ -295,7 +295,13 @@ pub fn exec(
     argv: Vec<String>,
     env: &[String],
     workdir: Option<String>,
+    (interactive, tty): (bool, bool),
 ) -> Result<i32> {
+    if let Err(msg) = crate::tty::check_input(interactive, tty) {
+        // Docker's wording and exit code (1: refused before anything ran).
+        eprintln!("tether: {msg}");
+        return Ok(1);
+    }
     let st = Store { paths }.find(name)?;
     match st.effective_status() {
         Status::Running => {}
@@ -324,15 +330,18 @@ pub fn exec(
     if let Some(rec) = &st.cgroup {
         cgroups::open(rec).add_pid(std::process::id() as i32)?;
     }
+    let pty = tty.then(crate::tty::Pty::open).transpose()?;
     process::exec_in(
         p.pid,
-        &process::ExecSpec {
+        process::ExecSpec {
             argv,
             env: full_env,
             workdir: workdir
                 .or_else(|| st.config.workdir.clone())
                 .unwrap_or_else(|| "/".into()),
             userns: st.config.userns.is_some(),
+            interactive,
+            tty: pty,
         },
     )
 }

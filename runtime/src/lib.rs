@@ -16,6 +16,7 @@
 //! cgroups/    v1 · v2 · limits (LimitFlags, Limits) · fsutil
 //! state       the container's record on disk, its locks
 //! netns       pinned namespaces, and NetnsSwitch (the guard of any netns switch)
+//! tty/        -i/-t: pty (open, controlling tty, /dev/console) · raw (terminal mode) · copy
 //! paths · atomic · poll · units · hook · error      leaves
 //! ```
 //!
@@ -43,6 +44,7 @@ pub mod poll;
 pub mod process;
 pub mod run;
 pub mod state;
+pub mod tty;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -95,6 +95,12 @@ pub struct Config {
     pub limits: Limits,
     pub auto_remove: bool,
     pub detached: bool,
+    /// `-i`: stdin kept open (else /dev/null).
+    #[serde(default)]
+    pub interactive: bool,
+    /// `-t`: a pseudo-terminal as stdin, stdout and stderr.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -139,6 +139,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Keep stdin open: the command reads tether's stdin (without -i it reads /dev/null)
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal for the command; with -i the terminal is put in raw mode
+    #[arg(short, long)]
+    pub tty: bool,
     /// Set an environment variable (KEY=VALUE)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,

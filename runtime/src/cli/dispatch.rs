@@ -40,7 +40,14 @@ pub(super) fn dispatch(cli: Cli) -> Result<i32> {
     let p = paths(&cli.global)?;
     match cli.command {
         Command::Run(a) => run::run(&p, cli.global.cgroup_manager, &a),
-        Command::Exec(a) => container::exec(&p, &a.container, a.command, &a.env, a.workdir),
+        Command::Exec(a) => container::exec(
+            &p,
+            &a.container,
+            a.command,
+            &a.env,
+            a.workdir,
+            (a.interactive, a.tty),
+        ),
         Command::Ps(a) => print::ps(&p, &a),
         Command::Inspect { containers } => print::inspect(&p, &containers),
         Command::Logs { follow, container } => print::logs(&p, &container, follow),

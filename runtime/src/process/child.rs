@@ -31,6 +31,8 @@ pub struct ChildSpec<'a> {
     pub pin_dir: Option<PathBuf>,
     /// For detached containers: stdout and stderr go here, stdin is /dev/null.
     pub log_fd: Option<RawFd>,
+    /// `-t`: the pty slave, the process's controlling terminal and stdio (wins over `log_fd`).
+    pub tty: Option<RawFd>,
 }
 
 /// The init's life until exec: report the error to the parent and leave, or become the command.
@@ -49,9 +51,7 @@ fn setup_and_exec(
 ) -> ChildError {
     let joined = join_cgroup(cgroup_tasks);
     signals::reset();
-    if let Some(fd) = spec.log_fd
-        && let Err(e) = redirect_stdio(fd)
-    {
+    if let Err(e) = container_stdio(spec.tty, spec.log_fd, spec.config.interactive) {
         return e;
     }
     // Without a user namespace the whole setup runs while the parent runs CNI ADD (nothing in it
@@ -133,6 +133,10 @@ fn prepare(spec: &ChildSpec) -> ChildResult<()> {
     match &c.rootfs {
         Some(root) => rootfs::setup(root, &spec.etc_files)?,
         None => rootfs::mount_proc(Path::new("/proc"))?,
+    }
+    // -t with the container's own /dev: /dev/console is the terminal.
+    if spec.tty.is_some() && c.rootfs.is_some() {
+        crate::tty::bind_console().map_err(ChildError::Other)?;
     }
     if let Some(w) = &c.workdir {
         std::fs::create_dir_all(w).map_err(|e| ChildError::Other(format!("workdir {w}: {e}")))?;
@@ -221,6 +225,27 @@ fn lookup(cmd: &str, path_env: &str) -> ChildResult<CString> {
     })?;
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| ChildError::Other(format!("{cmd:?} contains a NUL byte")))
+}
+
+/// The process's stdio (`-i`, `-t`, `-d`): the pty slave as controlling terminal; else the log
+/// (detached); else tether's own, with stdin `/dev/null` unless `-i`. Shared with `tether exec`.
+pub(super) fn container_stdio(
+    tty: Option<RawFd>,
+    log: Option<RawFd>,
+    interactive: bool,
+) -> ChildResult<()> {
+    if let Some(slave) = tty {
+        return crate::tty::make_controlling(slave)
+            .map_err(sys("making the pseudo-terminal the controlling terminal"));
+    }
+    if let Some(fd) = log {
+        return redirect_stdio(fd);
+    }
+    if !interactive {
+        crate::tty::stdin_to_null()
+            .map_err(|e| ChildError::Other(format!("stdin from /dev/null: {e}")))?;
+    }
+    Ok(())
 }
 
 fn redirect_stdio(log: RawFd) -> ChildResult<()> {

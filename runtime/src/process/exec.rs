@@ -1,7 +1,7 @@
 //! `tether exec`: join every namespace of a running container, fork (so the PID namespace
 //! applies), and run a command there through the same become-root-and-exec routine as the init.
 
-use super::child::become_root_and_exec;
+use super::child::{become_root_and_exec, container_stdio};
 use super::error::sys;
 use super::{signals, wait};
 use crate::error::{Context, Result};
@@ -26,13 +26,17 @@ pub struct ExecSpec {
     pub env: Vec<String>,
     pub workdir: String,
     pub userns: bool,
+    /// `-i`: stdin kept open (else /dev/null).
+    pub interactive: bool,
+    /// `-t`: the process's terminal, opened on the host before any namespace is joined.
+    pub tty: Option<crate::tty::Pty>,
 }
 
 /// Enters every namespace of `pid` that differs from ours, forks, and runs the command; returns
 /// its exit code (127 or 126 when it could not be run). This `tether` stays in the container's
 /// namespaces for the rest of its (short) life: it only waits. Must be called from a
 /// single-threaded process.
-pub fn exec_in(pid: i32, spec: &ExecSpec) -> Result<i32> {
+pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<i32> {
     // Open everything first: after setns(mnt) `/proc/<pid>` would mean the container's /proc.
     let mut fds = Vec::new();
     for (kind, flag) in JOIN_ORDER {
@@ -53,6 +57,12 @@ pub fn exec_in(pid: i32, spec: &ExecSpec) -> Result<i32> {
     match unsafe { nix::unistd::fork() }.ctx("fork")? {
         nix::unistd::ForkResult::Child => {
             signals::reset();
+            let slave = spec.tty.as_ref().and_then(crate::tty::Pty::slave_fd);
+            if let Err(err) = container_stdio(slave, None, spec.interactive) {
+                let _ = writeln!(std::io::stderr(), "tether exec: {err}");
+                // SAFETY: as below.
+                unsafe { libc::_exit(err.exit_code()) }
+            }
             let err = become_root_and_exec(spec.userns, &spec.argv, &spec.env, || {
                 nix::unistd::chdir(spec.workdir.as_str())
                     .map_err(sys(format!("workdir {}", spec.workdir)))
@@ -63,7 +73,19 @@ pub fn exec_in(pid: i32, spec: &ExecSpec) -> Result<i32> {
         }
         nix::unistd::ForkResult::Parent { child } => {
             signals::install_forwarding();
-            wait::wait_forwarding(child)
+            match spec.tty.as_mut() {
+                Some(pty) => {
+                    pty.close_slave();
+                    crate::tty::attach(crate::tty::Attach {
+                        master: &pty.master,
+                        pid: child,
+                        stdin: spec.interactive,
+                        forward: true,
+                        output: &mut std::io::stdout(),
+                    })
+                }
+                None => wait::wait_forwarding(child),
+            }
         }
     }
 }

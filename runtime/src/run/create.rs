@@ -16,12 +16,17 @@ use crate::network;
 use crate::paths::Paths;
 use crate::process::{self, ChildSpec};
 use crate::state::{self, ContainerState, ProcRef, RunState, Status, Store};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 /// Creates the container and lets it exec. Returns the running child and an fd holding its network
 /// namespace (so DEL can still reach the container side after it exits). On error, unwinds.
-pub(super) fn create(paths: &Paths, plan: Plan) -> Result<(process::Child, Option<OwnedFd>)> {
+/// `tty`: the pty slave for the container's stdio (`-t`), which tether closes after this returns.
+pub(super) fn create(
+    paths: &Paths,
+    plan: Plan,
+    tty: Option<RawFd>,
+) -> Result<(process::Child, Option<OwnedFd>)> {
     let store = Store { paths };
     let dir = paths.container_dir(&plan.id);
     let mut st = ContainerState {
@@ -87,7 +92,7 @@ pub(super) fn create(paths: &Paths, plan: Plan) -> Result<(process::Child, Optio
     }
     let mut netns_fd = None;
     let mut child = None;
-    match start(paths, &plan, &mut st, &mut netns_fd, &mut child) {
+    match start(paths, &plan, &mut st, &mut netns_fd, &mut child, tty) {
         Ok(()) => Ok((child.expect("started"), netns_fd)),
         Err(e) => {
             if let Some(c) = child.as_mut() {
@@ -143,6 +148,7 @@ fn start(
     st: &mut ContainerState,
     netns_fd: &mut Option<OwnedFd>,
     child_slot: &mut Option<process::Child>,
+    tty: Option<RawFd>,
 ) -> Result<()> {
     let store = Store { paths };
     let dir = paths.container_dir(&plan.id);
@@ -187,6 +193,7 @@ fn start(
         loopback_up: plan.network.mode.own_netns(),
         pin_dir: Some(paths.netns_dir()),
         log_fd: log.as_ref().map(|f| f.as_raw_fd()),
+        tty,
     };
     let target_netns = match &plan.joined {
         Some(t) => {

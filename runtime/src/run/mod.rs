@@ -35,6 +35,11 @@ impl Reporter {
 
 /// Runs a container; returns the exit code for `tether run` (the container's, in the foreground).
 pub fn run(paths: &Paths, manager: Manager, args: &RunArgs) -> Result<i32> {
+    if let Err(msg) = crate::tty::check_input(args.interactive && !args.detach, args.tty) {
+        // Docker's wording and exit code (1: refused before anything was made).
+        eprintln!("tether: {msg}");
+        return Ok(1);
+    }
     let plan = tracing::debug_span!("plan").in_scope(|| plan::plan(paths, manager, args))?;
     if !args.detach {
         return create_and_supervise(paths, plan, Reporter(None));
@@ -82,7 +87,21 @@ fn create_and_supervise(paths: &Paths, plan: plan::Plan, mut rep: Reporter) -> R
     let id = plan.id.clone();
     let auto_remove = plan.config.auto_remove;
     let detached = plan.config.detached;
-    let (child, netns) = match create::create(paths, plan) {
+    let interactive = plan.config.interactive;
+    // -t: the pty exists before the container; the supervisor (or this tether) keeps the master.
+    let mut pty = match plan.config.tty.then(crate::tty::Pty::open).transpose() {
+        Ok(p) => p,
+        Err(e) if detached => {
+            rep.send(&format!("err {e}"));
+            return Ok(125);
+        }
+        Err(e) => return Err(e),
+    };
+    let created = create::create(paths, plan, pty.as_ref().and_then(crate::tty::Pty::slave_fd));
+    if let Some(p) = pty.as_mut() {
+        p.close_slave();
+    }
+    let (child, netns) = match created {
         Ok(v) => v,
         Err(e) if detached => {
             rep.send(&format!("err {e}"));
@@ -100,12 +119,47 @@ fn create_and_supervise(paths: &Paths, plan: plan::Plan, mut rep: Reporter) -> R
     } else {
         process::install_forwarding();
     }
-    let code = tracing::debug_span!("wait").in_scope(|| process::wait_forwarding(child.pid).ok());
+    let code = tracing::debug_span!("wait").in_scope(|| match &pty {
+        Some(p) => attach_pty(paths, &id, p, child.pid, detached, interactive).ok(),
+        None => process::wait_forwarding(child.pid).ok(),
+    });
     child.reaped();
     tracing::debug_span!("finalize").in_scope(|| {
         container::finalize_and_remove(paths, &id, code, netns.as_ref(), auto_remove)
     })?;
     Ok(code.unwrap_or(125))
+}
+
+/// `-t`: copies the pty until the container exits. In the foreground with the terminal (and
+/// stdin with -i); detached, the supervisor writes the pty's output to the container's log.
+fn attach_pty(
+    paths: &Paths,
+    id: &str,
+    pty: &crate::tty::Pty,
+    pid: nix::unistd::Pid,
+    detached: bool,
+    interactive: bool,
+) -> Result<i32> {
+    let mut log;
+    let mut stdout;
+    let output: &mut dyn Write = if detached {
+        let p = paths.container_dir(id).join("container.log");
+        log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .ctx(at("open", &p))?;
+        &mut log
+    } else {
+        stdout = std::io::stdout();
+        &mut stdout
+    };
+    crate::tty::attach(crate::tty::Attach {
+        master: &pty.master,
+        pid,
+        stdin: interactive && !detached,
+        forward: !detached,
+        output,
+    })
 }
 
 fn redirect_supervisor_output(log: &std::path::Path) -> Result<()> {

@@ -24,6 +24,13 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Keep stdin open: the container reads tether's stdin (without -i it reads /dev/null)
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal as the container's stdin, stdout and stderr; with -i the
+    /// terminal is put in raw mode, so ^C reaches the container. With -d its output is logged
+    #[arg(short, long)]
+    pub tty: bool,
     /// A unique name for the container
     #[arg(long)]
     pub name: Option<String>,

@@ -138,6 +138,8 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         limits,
         auto_remove: a.rm,
         detached: a.detach,
+        interactive: a.interactive,
+        tty: a.tty,
     };
     let network = NetworkRecord::new(
         mode.clone(),

@@ -1,0 +1,104 @@
+//! The pseudo-terminal pair: opened by tether on the host's `/dev/ptmx` (before any namespace is
+//! entered, so a container without devpts still gets one), the master kept by tether, the slave
+//! handed to the container's process, which makes it its controlling terminal.
+
+use crate::error::{Context, Result};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::pty::Winsize;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// A pty pair; the slave is closed in tether once the container's process holds it.
+pub struct Pty {
+    pub master: OwnedFd,
+    slave: Option<OwnedFd>,
+}
+
+impl Pty {
+    /// Opens a pair sized like tether's terminal (when it has one).
+    pub fn open() -> Result<Pty> {
+        let size = host_winsize();
+        let p = nix::pty::openpty(size.as_ref(), None).ctx("failed to open a pseudo-terminal")?;
+        for fd in [&p.master, &p.slave] {
+            // The container's process gets the slave as fd 0-2 (dup2 clears the flag); nothing
+            // exec'd may inherit either end otherwise.
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).ctx("fcntl on the pty")?;
+        }
+        Ok(Pty {
+            master: p.master,
+            slave: Some(p.slave),
+        })
+    }
+
+    /// The slave, for the process about to be cloned or forked.
+    pub fn slave_fd(&self) -> Option<RawFd> {
+        self.slave.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Closes tether's copy of the slave: from now on only the container holds it, so the master
+    /// reads EIO once the container's last process is gone.
+    pub fn close_slave(&mut self) {
+        self.slave = None;
+    }
+}
+
+/// The window size of tether's terminal: stdin's, else stdout's (as Docker's client).
+pub fn host_winsize() -> Option<Winsize> {
+    [libc::STDIN_FILENO, libc::STDOUT_FILENO]
+        .into_iter()
+        .find_map(|fd| {
+            let mut ws: Winsize = unsafe { std::mem::zeroed() };
+            // SAFETY: TIOCGWINSZ fills a winsize; a non-terminal fd fails with ENOTTY.
+            let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+            (rc == 0 && ws.ws_row > 0).then_some(ws)
+        })
+}
+
+/// Sets the pty's window size (on the master): the kernel sends SIGWINCH to the foreground
+/// process group of the slave's session when it changes.
+pub fn set_winsize(master: BorrowedFd<'_>, ws: &Winsize) {
+    // SAFETY: TIOCSWINSZ reads a winsize.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, ws as *const Winsize) };
+}
+
+/// In the container's process, before exec: a new session whose controlling terminal is the
+/// slave, which becomes stdin, stdout and stderr. Async-signal-safe calls only (it runs between
+/// clone/fork and exec).
+pub fn make_controlling(slave: RawFd) -> nix::Result<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: TIOCSCTTY with 0: take the terminal only if no other session has it (a new pty).
+    if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: the slave stays open in this process until exec (tether closes its copy only
+    // after the clone or fork).
+    let s = unsafe { BorrowedFd::borrow_raw(slave) };
+    nix::unistd::dup2_stdin(s)?;
+    nix::unistd::dup2_stdout(s)?;
+    nix::unistd::dup2_stderr(s)?;
+    Ok(())
+}
+
+/// Without `-i`: the container reads EOF, as under Docker.
+pub fn stdin_to_null() -> std::io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2_stdin(null.as_fd())?;
+    Ok(())
+}
+
+/// HOOK for the container's own `/dev` (a tmpfs): `/dev/console` is the pty slave, as under
+/// Docker and runc. Called after pivot_root, with the slave already on fd 0; whatever `/dev`
+/// setup made `/dev/console` (an empty file, or a node), the bind goes on top of it.
+pub fn bind_console() -> std::result::Result<(), String> {
+    let console = std::path::Path::new("/dev/console");
+    if std::fs::symlink_metadata(console).is_err() {
+        std::fs::File::create(console).map_err(|e| format!("create /dev/console: {e}"))?;
+    }
+    nix::mount::mount(
+        Some("/proc/self/fd/0"),
+        console,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind the terminal on /dev/console: {e}"))
+}
