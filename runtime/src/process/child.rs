@@ -130,13 +130,17 @@ fn prepare(spec: &ChildSpec) -> ChildResult<()> {
     if let Some(d) = &spec.pin_dir {
         crate::netns::drop_copies(d);
     }
+    // -t with the container's own /dev: /dev/console is the terminal (see tty/pty.rs).
+    let console = match spec.tty.is_some() && c.rootfs.is_some() {
+        true => Some(crate::tty::clone_console().map_err(ChildError::Other)?),
+        false => None,
+    };
     match &c.rootfs {
         Some(root) => rootfs::setup(root, &spec.etc_files)?,
         None => rootfs::mount_proc(Path::new("/proc"))?,
     }
-    // -t with the container's own /dev: /dev/console is the terminal.
-    if spec.tty.is_some() && c.rootfs.is_some() {
-        crate::tty::bind_console().map_err(ChildError::Other)?;
+    if let Some(tree) = console {
+        crate::tty::attach_console(tree).map_err(ChildError::Other)?;
     }
     if let Some(w) = &c.workdir {
         std::fs::create_dir_all(w).map_err(|e| ChildError::Other(format!("workdir {w}: {e}")))?;

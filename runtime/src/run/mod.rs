@@ -97,7 +97,11 @@ fn create_and_supervise(paths: &Paths, plan: plan::Plan, mut rep: Reporter) -> R
         }
         Err(e) => return Err(e),
     };
-    let created = create::create(paths, plan, pty.as_ref().and_then(crate::tty::Pty::slave_fd));
+    let created = create::create(
+        paths,
+        plan,
+        pty.as_ref().and_then(crate::tty::Pty::slave_fd),
+    );
     if let Some(p) = pty.as_mut() {
         p.close_slave();
     }

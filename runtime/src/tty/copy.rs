@@ -113,7 +113,10 @@ fn copy_until_exit(a: &mut Attach<'_>, sfd: &SignalFd) -> Result<i32> {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e).ctx("poll"),
         }
-        let ready = |k: Option<usize>| k.and_then(|k| fds[k].revents()).unwrap_or(PollFlags::empty());
+        let ready = |k: Option<usize>| {
+            k.and_then(|k| fds[k].revents())
+                .unwrap_or(PollFlags::empty())
+        };
         let (sig_ev, m_ev, i_ev) = (ready(Some(0)), ready(m), ready(i));
         if !sig_ev.is_empty() {
             while let Ok(Some(info)) = sfd.read_signal() {

@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! pty.rs    open the pair (host's /dev/ptmx), window sizes, the child's side (controlling tty,
-//!           /dev/console)
+//!           /dev/console: cloned before pivot_root, mounted after)
 //! raw.rs    RawMode: the host terminal in raw mode, restored on drop (and by the loop on every
 //!           signal that ends it)
 //! copy.rs   attach(): the copy loop until the process exits; its exit code
@@ -29,7 +29,7 @@ mod pty;
 mod raw;
 
 pub use copy::{Attach, attach};
-pub use pty::{Pty, bind_console, make_controlling, stdin_to_null};
+pub use pty::{Pty, attach_console, clone_console, make_controlling, stdin_to_null};
 pub use raw::RawMode;
 
 /// Docker's check before anything is created: `-i -t` needs a terminal on stdin.
@@ -39,4 +39,3 @@ pub fn check_input(interactive: bool, tty: bool) -> Result<(), String> {
     }
     Ok(())
 }
-

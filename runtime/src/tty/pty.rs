@@ -85,20 +85,69 @@ pub fn stdin_to_null() -> std::io::Result<()> {
     Ok(())
 }
 
-/// HOOK for the container's own `/dev` (a tmpfs): `/dev/console` is the pty slave, as under
-/// Docker and runc. Called after pivot_root, with the slave already on fd 0; whatever `/dev`
-/// setup made `/dev/console` (an empty file, or a node), the bind goes on top of it.
-pub fn bind_console() -> std::result::Result<(), String> {
+/// `open_tree(2)` flags and `move_mount(2)`'s (libc has the syscall numbers only).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// HOOK for the container's own `/dev` (a tmpfs), step 1, before `pivot_root`: a detached copy
+/// of the pty slave's mount (the slave is fd 0 by now). After `pivot_root` the host's devpts is
+/// out of the mount tree and can no longer be a bind source; a detached copy still can. It is
+/// cloned by path (`/dev/pts/N` in this namespace's copy of the host's mounts): fd 0 itself
+/// points into tether's mount namespace, which open_tree refuses.
+pub fn clone_console() -> std::result::Result<OwnedFd, String> {
+    let what = "copying the terminal's mount for /dev/console";
+    let path = std::fs::read_link("/proc/self/fd/0").map_err(|e| format!("{what}: {e}"))?;
+    let same = nix::sys::stat::fstat(std::io::stdin())
+        .ok()
+        .zip(nix::sys::stat::stat(&path).ok())
+        .is_some_and(|(a, b)| a.st_rdev == b.st_rdev);
+    if !same {
+        return Err(format!(
+            "{what}: {} is not the terminal in this mount namespace",
+            path.display()
+        ));
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| format!("{what}: {e}"))?;
+    // SAFETY: open_tree on a path returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(format!("{what}: {}", nix::errno::Errno::last()));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// Step 2, after `pivot_root`: `/dev/console` is the pty slave, as under Docker and runc. Whatever
+/// `/dev` setup made `/dev/console` (an empty file, or a node), the mount goes on top of it.
+pub fn attach_console(tree: OwnedFd) -> std::result::Result<(), String> {
     let console = std::path::Path::new("/dev/console");
     if std::fs::symlink_metadata(console).is_err() {
         std::fs::File::create(console).map_err(|e| format!("create /dev/console: {e}"))?;
     }
-    nix::mount::mount(
-        Some("/proc/self/fd/0"),
-        console,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| format!("bind the terminal on /dev/console: {e}"))
+    // SAFETY: move_mount of a detached tree (an fd we own) onto a path; returns 0 or -1.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c"/dev/console".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(format!(
+            "mounting the terminal on /dev/console: {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    Ok(())
 }

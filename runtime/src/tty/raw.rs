@@ -30,4 +30,3 @@ impl Drop for RawMode {
         let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSADRAIN, &self.saved);
     }
 }
-
