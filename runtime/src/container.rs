@@ -330,7 +330,8 @@ pub fn exec(
     if let Some(rec) = &st.cgroup {
         cgroups::open(rec).add_pid(std::process::id() as i32)?;
     }
-    let pty = tty.then(crate::tty::Pty::open).transpose()?;
+    let owner = st.config.userns.map(|m| m.host_id);
+    let pty = tty.then(|| crate::tty::Pty::open(owner)).transpose()?;
     process::exec_in(
         p.pid,
         process::ExecSpec {

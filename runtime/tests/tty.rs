@@ -24,6 +24,13 @@ const SHORT: Duration = Duration::from_secs(10);
 fn rootfs(env: &Env) -> PathBuf {
     let root = busybox_rootfs(env.host.dir());
     std::os::unix::fs::symlink("busybox", root.join("bin/stty")).unwrap();
+    // Mount points made by host root: with --userns the container's root may not write here.
+    for d in ["proc", "sys", "dev", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for f in ["hosts", "hostname", "resolv.conf"] {
+        std::fs::write(root.join("etc").join(f), "").unwrap();
+    }
     root
 }
 
@@ -374,5 +381,36 @@ fn stdin_is_open_only_with_i_and_it_needs_a_terminal() {
         "test -t 0 && test -t 1 && echo on-a-tty",
     ]);
     assert_eq!(r.ok(), "on-a-tty\r\n");
+    env.assert_clean();
+}
+
+#[test]
+fn run_it_works_in_a_user_namespace() {
+    require_plugins(&["none"]);
+    let env = Env::new();
+    let root = rootfs(&env);
+    let r = root.display().to_string();
+    let mut t = Term::start(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-it",
+            "--userns",
+            "--net=none",
+            "--rootfs",
+            &r,
+            "--",
+            "sh",
+        ],
+    );
+    t.expect("# ");
+    t.run("echo u''id=$(id -u)", "uid=0");
+    // The container's root owns its terminal, as under Docker.
+    t.run("echo con''sole-ok > /dev/console", "console-ok");
+    t.run("stty size", "24 80");
+    t.type_("exit 5\r");
+    assert_eq!(t.exit_code(), 5, "the terminal shows:\n{}", t.output());
+    t.assert_mode_restored();
     env.assert_clean();
 }

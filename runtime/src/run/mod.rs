@@ -89,7 +89,13 @@ fn create_and_supervise(paths: &Paths, plan: plan::Plan, mut rep: Reporter) -> R
     let detached = plan.config.detached;
     let interactive = plan.config.interactive;
     // -t: the pty exists before the container; the supervisor (or this tether) keeps the master.
-    let mut pty = match plan.config.tty.then(crate::tty::Pty::open).transpose() {
+    let owner = plan.config.userns.map(|m| m.host_id);
+    let mut pty = match plan
+        .config
+        .tty
+        .then(|| crate::tty::Pty::open(owner))
+        .transpose()
+    {
         Ok(p) => p,
         Err(e) if detached => {
             rep.send(&format!("err {e}"));

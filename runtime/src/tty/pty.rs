@@ -14,10 +14,21 @@ pub struct Pty {
 }
 
 impl Pty {
-    /// Opens a pair sized like tether's terminal (when it has one).
-    pub fn open() -> Result<Pty> {
+    /// Opens a pair sized like tether's terminal (when it has one). `owner`: the host uid of the
+    /// container's root (`--userns`), given the slave, so that root inside can open its own
+    /// terminal by name (`/dev/console`), as it could under Docker.
+    pub fn open(owner: Option<u32>) -> Result<Pty> {
         let size = host_winsize();
         let p = nix::pty::openpty(size.as_ref(), None).ctx("failed to open a pseudo-terminal")?;
+        if let Some(id) = owner {
+            let id = Some(nix::unistd::Uid::from_raw(id));
+            nix::unistd::fchown(
+                &p.slave,
+                id,
+                id.map(|u| nix::unistd::Gid::from_raw(u.as_raw())),
+            )
+            .ctx("failed to give the pseudo-terminal to the container's root")?;
+        }
         for fd in [&p.master, &p.slave] {
             // The container's process gets the slave as fd 0-2 (dup2 clears the flag); nothing
             // exec'd may inherit either end otherwise.
