@@ -9,10 +9,11 @@
 
 mod common;
 use common::*;
-use nix::pty::{Winsize, openpty};
+use nix::pty::Winsize;
 use nix::sys::termios::{Termios, tcgetattr};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -32,6 +33,33 @@ fn rootfs(env: &Env) -> PathBuf {
         std::fs::write(root.join("etc").join(f), "").unwrap();
     }
     root
+}
+
+/// A pty pair opened close-on-exec: tests run in parallel, and a `tether` another test spawns
+/// must not inherit this test's master (the terminal would never hang up).
+fn open_pty_cloexec(ws: &Winsize) -> nix::pty::OpenptyResult {
+    use nix::fcntl::OFlag;
+    let m = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+    nix::pty::grantpt(&m).unwrap();
+    nix::pty::unlockpt(&m).unwrap();
+    let name = nix::pty::ptsname_r(&m).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(name)
+        .unwrap();
+    // SAFETY: TIOCSWINSZ reads a winsize.
+    assert_eq!(
+        unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, ws) },
+        0
+    );
+    // SAFETY: the master's fd, owned by `m`, is handed over to the OwnedFd.
+    let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(m.into_raw_fd()) };
+    nix::pty::OpenptyResult {
+        master,
+        slave: slave.into(),
+    }
 }
 
 /// `tether ARGS` on a terminal of the test's own.
@@ -54,7 +82,7 @@ impl Term {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        let pty = openpty(&ws, None).expect("openpty");
+        let pty = open_pty_cloexec(&ws);
         let before = tcgetattr(&pty.slave).unwrap();
         let mut cmd = env.cmd();
         cmd.args(args);
@@ -149,6 +177,14 @@ impl Term {
             unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
             0
         );
+    }
+
+    /// Closes the terminal (the window is gone): the slave side hangs up.
+    fn hang_up(&mut self) {
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        // The master's fd number now refers to /dev/null: the pty's only master is closed.
+        // SAFETY: dup2 onto an fd this struct owns; it stays open (as /dev/null) until dropped.
+        assert!(unsafe { libc::dup2(devnull.as_raw_fd(), self.master.as_raw_fd()) } >= 0);
     }
 
     fn still_running(&mut self) -> bool {
@@ -412,5 +448,32 @@ fn run_it_works_in_a_user_namespace() {
     t.type_("exit 5\r");
     assert_eq!(t.exit_code(), 5, "the terminal shows:\n{}", t.output());
     t.assert_mode_restored();
+    env.assert_clean();
+}
+
+#[test]
+fn a_hung_up_terminal_hangs_up_the_containers_and_tether_exits() {
+    require_plugins(&["none"]);
+    let env = Env::new();
+    let root = rootfs(&env);
+    let r = root.display().to_string();
+    let mut t = Term::start(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-it",
+            "--net=none",
+            "--rootfs",
+            &r,
+            "--",
+            "sh",
+        ],
+    );
+    t.expect("# ");
+    t.run("echo rea''dy", "ready");
+    t.hang_up();
+    // The shell reads EOF on its own hung-up terminal and exits; tether follows and cleans up.
+    t.exit_code();
     env.assert_clean();
 }

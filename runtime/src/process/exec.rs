@@ -73,11 +73,12 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<i32> {
         }
         nix::unistd::ForkResult::Parent { child } => {
             signals::install_forwarding();
-            match spec.tty.as_mut() {
-                Some(pty) => {
+            match spec.tty.take() {
+                Some(mut pty) => {
+                    // Only the command holds the slave now: the master reads EIO once it is gone.
                     pty.close_slave();
                     crate::tty::attach(crate::tty::Attach {
-                        master: &pty.master,
+                        master: pty.master,
                         pid: child,
                         stdin: spec.interactive,
                         forward: true,

@@ -129,7 +129,7 @@ fn create_and_supervise(paths: &Paths, plan: plan::Plan, mut rep: Reporter) -> R
     } else {
         process::install_forwarding();
     }
-    let code = tracing::debug_span!("wait").in_scope(|| match &pty {
+    let code = tracing::debug_span!("wait").in_scope(|| match pty {
         Some(p) => attach_pty(paths, &id, p, child.pid, detached, interactive).ok(),
         None => process::wait_forwarding(child.pid).ok(),
     });
@@ -145,7 +145,7 @@ fn create_and_supervise(paths: &Paths, plan: plan::Plan, mut rep: Reporter) -> R
 fn attach_pty(
     paths: &Paths,
     id: &str,
-    pty: &crate::tty::Pty,
+    pty: crate::tty::Pty,
     pid: nix::unistd::Pid,
     detached: bool,
     interactive: bool,
@@ -164,7 +164,7 @@ fn attach_pty(
         &mut stdout
     };
     crate::tty::attach(crate::tty::Attach {
-        master: &pty.master,
+        master: pty.master,
         pid,
         stdin: interactive && !detached,
         forward: !detached,

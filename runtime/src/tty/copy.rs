@@ -7,7 +7,9 @@
 //!            SIGINT TERM HUP QUIT USR1 USR2 → kill(process, sig)   (forwarding only)
 //! master     readable → output (tether's stdout, or the container log)   EIO: no slave left
 //! stdin      readable → pending input → master (when writable: a container that reads
-//!            nothing stalls the keyboard, never the output)              EOF: stop reading
+//!            nothing stalls the keyboard, never the output)
+//!            EOF/EIO: tether's terminal hung up → close the master: the container's terminal
+//!            hangs up too (its shell reads EOF, its foreground group gets SIGHUP)
 //! ```
 //!
 //! The signals are blocked while the loop runs and read from the signalfd instead, so none is
@@ -38,7 +40,8 @@ const FORWARDED: [Signal; 6] = [
 
 /// What to attach to the process `pid`, whose stdio is the slave of `master`.
 pub struct Attach<'a> {
-    pub master: &'a OwnedFd,
+    /// Closed by the loop if tether's own terminal hangs up.
+    pub master: OwnedFd,
     pub pid: Pid,
     /// `-i`: copy tether's stdin to the pty, with the terminal (if it is one) in raw mode.
     pub stdin: bool,
@@ -50,7 +53,7 @@ pub struct Attach<'a> {
 }
 
 /// Copies until the process exits; returns its exit code (128+N when killed by signal N).
-pub fn attach(mut a: Attach<'_>) -> Result<i32> {
+pub fn attach(a: Attach<'_>) -> Result<i32> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     if a.forward {
@@ -65,9 +68,9 @@ pub fn attach(mut a: Attach<'_>) -> Result<i32> {
     let r = (|| {
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .ctx("signalfd")?;
-        let flags = fcntl(a.master, FcntlArg::F_GETFL).ctx("fcntl on the pty")?;
+        let flags = fcntl(&a.master, FcntlArg::F_GETFL).ctx("fcntl on the pty")?;
         fcntl(
-            a.master,
+            &a.master,
             FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
         )
         .ctx("fcntl on the pty")?;
@@ -76,7 +79,7 @@ pub fn attach(mut a: Attach<'_>) -> Result<i32> {
         } else {
             None
         };
-        let code = copy_until_exit(&mut a, &sfd);
+        let code = copy_until_exit(a.master, a.pid, a.stdin, &mut *a.output, &sfd);
         drop(raw);
         code
     })();
@@ -84,17 +87,28 @@ pub fn attach(mut a: Attach<'_>) -> Result<i32> {
     r
 }
 
-fn copy_until_exit(a: &mut Attach<'_>, sfd: &SignalFd) -> Result<i32> {
+fn copy_until_exit(
+    master_fd: OwnedFd,
+    pid: Pid,
+    with_stdin: bool,
+    output: &mut dyn Write,
+    sfd: &SignalFd,
+) -> Result<i32> {
     let stdin = std::io::stdin();
-    let master = a.master.as_fd();
-    let mut stdin_open = a.stdin;
+    let mut master_fd = Some(master_fd);
+    let mut stdin_open = with_stdin;
     let mut master_open = true;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Output(&mut *a.output);
+    let mut out = Output(output);
     // An exit before the signal was blocked sent its SIGCHLD to nobody.
-    let mut code = reap(a.pid)?;
+    let mut code = reap(pid)?;
     while code.is_none() {
+        let Some(master) = master_fd.as_ref().map(AsFd::as_fd) else {
+            // Hung up: only the exit is left to wait for.
+            wait_signals(sfd, pid, &mut code)?;
+            continue;
+        };
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let m = master_open.then(|| {
             let mut ev = PollFlags::POLLIN;
@@ -119,20 +133,7 @@ fn copy_until_exit(a: &mut Attach<'_>, sfd: &SignalFd) -> Result<i32> {
         };
         let (sig_ev, m_ev, i_ev) = (ready(Some(0)), ready(m), ready(i));
         if !sig_ev.is_empty() {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => code = reap(a.pid)?.or(code),
-                    Ok(Signal::SIGWINCH) => {
-                        if let Some(ws) = host_winsize() {
-                            set_winsize(master, &ws);
-                        }
-                    }
-                    Ok(s) => {
-                        let _ = kill(a.pid, s);
-                    }
-                    Err(_) => {}
-                }
-            }
+            take_signals(sfd, pid, Some(master), &mut code)?;
         }
         if m_ev.contains(PollFlags::POLLOUT) {
             match nix::unistd::write(master, &pending) {
@@ -149,13 +150,20 @@ fn copy_until_exit(a: &mut Attach<'_>, sfd: &SignalFd) -> Result<i32> {
         }
         if !i_ev.is_empty() {
             match nix::unistd::read(&stdin, &mut buf) {
-                Ok(0) | Err(Errno::EIO) => stdin_open = false,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(_) => stdin_open = false,
+                // In raw mode a terminal reads 0 or EIO only once it hung up.
+                _ => {
+                    stdin_open = false;
+                    master_fd = None;
+                    master_open = false;
+                }
             }
         }
     }
+    let Some(master) = master_fd.as_ref().map(AsFd::as_fd) else {
+        return Ok(code.expect("loop ends with the exit code"));
+    };
     // What the process printed just before it exited: the master reads EIO once no slave is
     // left (an init's death takes its whole PID namespace); a process it left behind in an
     // exec'd session may keep the slave open, so this is bounded.
@@ -170,6 +178,41 @@ fn copy_until_exit(a: &mut Attach<'_>, sfd: &SignalFd) -> Result<i32> {
         }
     }
     Ok(code.expect("loop ends with the exit code"))
+}
+
+/// Blocks on the signalfd alone (no terminal left): forwards, and reaps.
+fn wait_signals(sfd: &SignalFd, pid: Pid, code: &mut Option<i32>) -> Result<()> {
+    let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(e).ctx("poll"),
+    }
+    take_signals(sfd, pid, None, code)
+}
+
+/// Acts on the signals caught: SIGCHLD reaps, SIGWINCH resizes the pty (if there still is one),
+/// the others are forwarded.
+fn take_signals(
+    sfd: &SignalFd,
+    pid: Pid,
+    master: Option<BorrowedFd<'_>>,
+    code: &mut Option<i32>,
+) -> Result<()> {
+    while let Ok(Some(info)) = sfd.read_signal() {
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD) => *code = reap(pid)?.or(*code),
+            Ok(Signal::SIGWINCH) => {
+                if let (Some(m), Some(ws)) = (master, host_winsize()) {
+                    set_winsize(m, &ws);
+                }
+            }
+            Ok(s) => {
+                let _ = kill(pid, s);
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// One read from the master to the output; false once the master has no slave left.
