@@ -130,7 +130,13 @@ fn create_and_supervise(paths: &Paths, plan: plan::Plan, mut rep: Reporter) -> R
         process::install_forwarding();
     }
     let code = tracing::debug_span!("wait").in_scope(|| match pty {
-        Some(p) => attach_pty(paths, &id, p, child.pid, detached, interactive).ok(),
+        Some(p) => attach_pty(paths, &id, p, child.pid, detached, interactive)
+            .or_else(|e| {
+                // The container runs on without its terminal's copy; it is still waited for.
+                tracing::warn!(error = %e, "attaching to the container's terminal");
+                process::wait_forwarding(child.pid)
+            })
+            .ok(),
         None => process::wait_forwarding(child.pid).ok(),
     });
     child.reaped();
