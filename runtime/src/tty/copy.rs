@@ -74,6 +74,12 @@ pub fn attach(a: Attach<'_>) -> Result<i32> {
             FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
         )
         .ctx("fcntl on the pty")?;
+        if a.forward
+            && let Some(ws) = host_winsize()
+        {
+            // A resize between the pty's opening and the signal's blocking was lost: copy again.
+            set_winsize(a.master.as_fd(), &ws);
+        }
         let raw = if a.stdin && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
             Some(RawMode::enter()?)
         } else {
