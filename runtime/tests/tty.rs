@@ -241,8 +241,9 @@ fn interactive_session(t: &mut Term) {
     t.run("stty size", "24 80");
     t.resize(40, 100);
     t.run("stty size", "40 100");
-    t.type_("sleep 100\r");
-    std::thread::sleep(Duration::from_millis(300));
+    // ^C while `sleep` is the terminal's foreground process: it dies, the shell does not.
+    t.run("echo sle''eping; sleep 100", "sleeping");
+    std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
     t.type_("\x03");
     t.run("echo ali''ve $((1+1))", "alive 2");
