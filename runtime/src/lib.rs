@@ -21,7 +21,7 @@
 //! ```
 //!
 //! Dependencies point down: cli → run, container, gc, cnitool → process, network, cgroups, state
-//! → paths, atomic, poll, units, error; no module circles.
+//! → tty → paths, atomic, poll, units, error; no module circles (tty uses only error).
 //!
 //! **A new `tether run` flag** is a field of [`run::RunArgs`] (`run/opts.rs`, with its help
 //! text) and its use in `run/plan.rs`; if the container's process needs it, a field of
