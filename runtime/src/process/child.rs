@@ -130,7 +130,9 @@ fn prepare(spec: &ChildSpec) -> ChildResult<()> {
     if let Some(d) = &spec.pin_dir {
         crate::netns::drop_copies(d);
     }
-    // -t with the container's own /dev: /dev/console is the terminal (see tty/pty.rs).
+    // -t with the container's own /dev: /dev/console is the terminal (see tty/pty.rs). HOOK: the
+    // condition is "the container's /dev is its own tmpfs" (today: with --rootfs); a /dev setup
+    // that gives other containers one too widens it. The clone must precede the pivot_root.
     let console = match spec.tty.is_some() && c.rootfs.is_some() {
         true => Some(crate::tty::clone_console().map_err(ChildError::Other)?),
         false => None,
