@@ -47,6 +47,7 @@ mod gc;
 pub mod lock;
 pub mod names;
 pub mod plan;
+mod teardown;
 mod undo;
 
 use std::fmt::Display;
