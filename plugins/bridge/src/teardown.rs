@@ -53,11 +53,15 @@ pub fn remove_if_unused(conf: &Config, host: &NsHandle) -> Result<(), Error> {
         tracing::debug!(network = %conf.network, "an ADD came in meanwhile: state kept");
         return Ok(());
     }
-    if conf.ip_masq {
-        tether_netfilter::masquerade_remove(&Netfilter::new(), &conf.network)
-            .map_err(nf(format!("remove the masquerading of {}", conf.network)))?;
-    }
-    remove_bridge_if_portless(host, &conf.bridge)
+    // Both run: a failure of one must not keep the other.
+    let masq = match conf.ip_masq {
+        true => tether_netfilter::masquerade_remove(&Netfilter::new(), &conf.network)
+            .map(drop)
+            .map_err(nf(format!("remove the masquerading of {}", conf.network))),
+        false => Ok(()),
+    };
+    let bridge = remove_bridge_if_portless(host, &conf.bridge);
+    masq.and(bridge)
 }
 
 /// GC's sweep: the masquerade chains of every network without a veth left, and every bridge
