@@ -22,9 +22,10 @@
 //! the look saw may go right after (its own DEL, which then looks itself; its namespace dying,
 //! after which GC finds the chains unused).
 //!
-//! A veth on the network's bridge with no record of ours at all (the reference plugin's, or one
-//! whose record did not fit the kernel's 255 bytes) might belong to the network: it keeps the
-//! chains, erring on the side of NAT that stays. Bridges without our mark (a user's `br0`, a
+//! A veth on the network's bridge that is named like ours (`veth` + 8 hex digits) but has no
+//! record of ours (the reference plugin's, whose names look the same, or one of ours whose record
+//! did not fit the kernel's 255 bytes) might belong to the network: it keeps the chains, erring
+//! on the side of NAT that stays. Other ports (a user's uplink, a veth of their own) do not. Bridges without our mark (a user's `br0`, a
 //! bridge of the reference plugin or of an older Tether) are never deleted, nor is one of ours
 //! with any port, whoever added it.
 
@@ -91,15 +92,22 @@ pub fn sweep(host: &NsHandle) -> Result<(), Error> {
 }
 
 /// Whether an attachment of `network` may still be on the host: a veth whose record names it,
-/// or a veth on the network's bridge (`bridge`) with no record of ours.
+/// or a veth named like an attachment's on the network's bridge (`bridge`) with no record.
 fn in_use(links: &[Link], network: &str, bridge: Option<u32>) -> bool {
     links
         .iter()
         .filter(|l| l.kind.as_deref() == Some("veth"))
         .any(|l| match l.alias.as_deref().and_then(parse_alias) {
             Some((net, _, _)) => net == network,
-            None => bridge.is_some() && l.master == bridge,
+            None => bridge.is_some() && l.master == bridge && looks_like_attachment(&l.name),
         })
+}
+
+/// `veth` + 8 hex digits: our host veths, and the reference plugin's.
+fn looks_like_attachment(name: &str) -> bool {
+    name.len() == 12
+        && name.starts_with("veth")
+        && name[4..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
 fn is_bridge(l: &Link) -> bool {
@@ -148,7 +156,7 @@ mod tests {
     fn link(index: u32, kind: &str, master: Option<u32>, alias: Option<&str>) -> Link {
         Link {
             index,
-            name: format!("l{index}"),
+            name: format!("veth0000000{index}"),
             kind: Some(kind.into()),
             mac: None,
             mtu: 1500,
@@ -169,12 +177,17 @@ mod tests {
         let b = link(3, "veth", Some(1), Some("tether:b:c2:eth0"));
         let anon = link(4, "veth", Some(1), None);
         let dummy = link(5, "dummy", Some(1), None);
+        let users = Link {
+            name: "uplink0".into(),
+            ..link(6, "veth", Some(1), None)
+        };
         assert!(in_use(&[br.clone(), a.clone()], "a", Some(1)));
         assert!(!in_use(&[br.clone(), b.clone()], "a", Some(1)));
         assert!(in_use(&[br.clone(), b.clone()], "b", None));
         assert!(in_use(&[br.clone(), anon.clone()], "a", Some(1)));
         assert!(!in_use(&[br.clone(), anon], "a", None));
         // A user's uplink on the bridge is not an attachment.
-        assert!(!in_use(&[br, dummy], "a", Some(1)));
+        assert!(!in_use(&[br.clone(), dummy], "a", Some(1)));
+        assert!(!in_use(&[br, users], "a", Some(1)));
     }
 }
