@@ -5,7 +5,10 @@
 //! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
 //! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
 //! up, routes → forwarding, while the network's shared masquerade chain is checked beside them →
-//! result.
+//! result. Everything after preflight holds the network's and the bridge's port locks shared
+//! (see the lock module): a last DEL cannot remove the chains or the bridge under this ADD.
+//! A failed ADD, once unwound and unlocked, removes what the network left when no other
+//! attachment of it remains (`teardown`), so it leaves the host as it found it.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -157,7 +160,7 @@ fn create(
     // iptables exec, independent of the container's interface: it runs on a second thread while
     // this one configures the container, so its time and the kernel's netlink work overlap
     // instead of adding up. Nothing of the chain belongs to this container, so nothing goes on
-    // the undo stack, as for the bridge. A bridge this ADD created (a fresh host, after a
+    // the undo stack, as for the bridge: both go with the network's last attachment. A bridge this ADD created (a fresh host, after a
     // reboot) means the chain is most likely missing too: then it is created without checking
     // first.
     let masq_addrs: Option<Vec<IpNetwork>> = plan
