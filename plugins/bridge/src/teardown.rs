@@ -105,9 +105,7 @@ fn in_use(links: &[Link], network: &str, bridge: Option<u32>) -> bool {
 
 /// `veth` + 8 hex digits: our host veths, and the reference plugin's.
 fn looks_like_attachment(name: &str) -> bool {
-    name.len() == 12
-        && name.starts_with("veth")
-        && name[4..].chars().all(|c| c.is_ascii_hexdigit())
+    name.len() == 12 && name.starts_with("veth") && name[4..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
 fn is_bridge(l: &Link) -> bool {

@@ -178,7 +178,10 @@ fn kernel_state_matches_the_result() {
     assert_eq!(env.link("tbr0").unwrap().mac, mac0);
     env.del(Some(&ctr2), "c2", &conf, Some(&r2)).ok_empty();
     // The last DEL deletes the bridge that the first ADD created (it used to stay).
-    assert!(env.link("tbr0").is_none(), "our bridge outlived its last port");
+    assert!(
+        env.link("tbr0").is_none(),
+        "our bridge outlived its last port"
+    );
 }
 
 #[test]

@@ -32,10 +32,18 @@ fn probe(ctr: &Netns, outside: &Outside, tcp: &EchoServer, udp: &EchoServer, wha
     let payload = what.as_bytes();
     let got = tcp_echo(ctr, tcp.addr(), payload).unwrap_or_else(|e| panic!("{what}: tcp: {e}"));
     assert_eq!(got, payload, "{what}");
-    assert_eq!(tcp.peers().last().map(|p| p.ip()), Some(host), "{what}: tcp source");
+    assert_eq!(
+        tcp.peers().last().map(|p| p.ip()),
+        Some(host),
+        "{what}: tcp source"
+    );
     let got = udp_echo(ctr, udp.addr(), payload).unwrap_or_else(|e| panic!("{what}: udp: {e}"));
     assert_eq!(got, payload, "{what}");
-    assert_eq!(udp.peers().last().map(|p| p.ip()), Some(host), "{what}: udp source");
+    assert_eq!(
+        udp.peers().last().map(|p| p.ip()),
+        Some(host),
+        "{what}: udp source"
+    );
 }
 
 #[test]
@@ -46,7 +54,12 @@ fn churn_keeps_every_live_container_online_and_the_last_del_leaves_nothing() {
     let far = SocketAddr::new(outside.outside_v4.into(), 0);
     // One pair of servers per thread, so that "the last peer" is this thread's own.
     let servers: Vec<(EchoServer, EchoServer)> = (0..=CHURNERS)
-        .map(|_| (EchoServer::tcp(&outside.ns, far), EchoServer::udp(&outside.ns, far)))
+        .map(|_| {
+            (
+                EchoServer::tcp(&outside.ns, far),
+                EchoServer::udp(&outside.ns, far),
+            )
+        })
         .collect();
     let before = env.snapshot();
     let start = Instant::now();
@@ -105,6 +118,9 @@ fn churn_keeps_every_live_container_online_and_the_last_del_leaves_nothing() {
 
     let after = env.snapshot();
     assert!(env.link("tbr0").is_none(), "bridge left");
-    assert!(!after.iptables.iter().any(|l| is_shared_masq(l)), "{after:#?}");
+    assert!(
+        !after.iptables.iter().any(|l| is_shared_masq(l)),
+        "{after:#?}"
+    );
     assert_nothing_left(&before, &after);
 }

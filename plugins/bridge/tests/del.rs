@@ -37,7 +37,10 @@ fn del_restores_the_snapshot_and_is_idempotent() {
     // The last DEL: the chains and jumps of both families and the bridge went with it (they
     // used to stay).
     assert_nothing_left(&before, &after);
-    assert!(!after.iptables.iter().any(|l| is_shared_masq(l)), "{after:#?}");
+    assert!(
+        !after.iptables.iter().any(|l| is_shared_masq(l)),
+        "{after:#?}"
+    );
     assert!(env.link("tbr0").is_none());
     for ip in result_ips(&r) {
         assert!(

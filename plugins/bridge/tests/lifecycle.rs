@@ -48,7 +48,12 @@ fn a_users_bridge_and_its_uplink_stay_after_the_last_del() {
     // The user's br0 with their uplink in it, made before Tether ever ran.
     ip(&env, &["link", "add", "br0", "type", "bridge"]);
     // (A veth stands for the NIC: the test kernel may lack the dummy driver.)
-    ip(&env, &["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p"]);
+    ip(
+        &env,
+        &[
+            "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+        ],
+    );
     ip(&env, &["link", "set", "uplink0", "master", "br0", "up"]);
     ip(&env, &["link", "set", "br0", "up"]);
     let before = env.snapshot();
@@ -91,10 +96,18 @@ fn our_bridge_stays_while_it_has_a_port_that_is_not_ours() {
     let r = env.add(&ctr, "c1", &conf).ok();
     let br = env.link("tbr7").unwrap();
     assert_eq!(br.alias.as_deref(), Some("tether-bridge:withport"));
-    ip(&env, &["link", "add", "other0", "type", "veth", "peer", "name", "other0p"]);
+    ip(
+        &env,
+        &[
+            "link", "add", "other0", "type", "veth", "peer", "name", "other0p",
+        ],
+    );
     ip(&env, &["link", "set", "other0", "master", "tbr7"]);
     env.del(Some(&ctr), "c1", &conf, Some(&r)).ok_empty();
-    assert!(env.link("tbr7").is_some(), "a port is left: the bridge stays");
+    assert!(
+        env.link("tbr7").is_some(),
+        "a port is left: the bridge stays"
+    );
     assert!(masq_lines(&env).is_empty(), "but the network's chains go");
     // Once the port is gone, GC sweeps the bridge.
     ip(&env, &["link", "del", "other0"]);
@@ -117,7 +130,15 @@ fn a_stale_del_naming_another_containers_netns_leaves_that_container_intact() {
         let out = live.command("ip").args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {out:?}");
     };
-    sh(&["route", "add", "192.0.2.0/24", "via", "10.82.0.1", "dev", "eth0"]);
+    sh(&[
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "via",
+        "10.82.0.1",
+        "dev",
+        "eth0",
+    ]);
     sh(&["rule", "add", "from", "10.82.0.0/24", "table", "100"]);
     let rules = |ns: &Netns| ns.sh("ip", &["rule", "show"]);
     let (live_before, rules_before) = (live.snapshot(&[]), rules(&live));
@@ -154,7 +175,11 @@ fn a_failed_add_against_another_networks_bridge_leaves_the_container_as_it_was()
     let (host_before, cb_before) = (env.snapshot(), cb.snapshot(&[]));
     let out = env.add(&cb, "b", &b);
     assert_eq!(out.err_code(), Some(7), "{out}");
-    assert_eq!(cb.snapshot(&[]), cb_before, "the failed container's netns is unchanged");
+    assert_eq!(
+        cb.snapshot(&[]),
+        cb_before,
+        "the failed container's netns is unchanged"
+    );
     assert_clean(&host_before, &env.snapshot(), "no-such-bridge");
     env.del(Some(&cb), "b", &b, None).ok_empty();
     env.del(Some(&ca), "a", &a, Some(&ra)).ok_empty();
@@ -213,7 +238,10 @@ fn gc_removes_the_network_and_what_vanished_networks_left() {
     assert!(env.link("tbra").is_some());
     assert!(masq_lines(&env).iter().any(|l| l.contains("10.87.0.0/24")));
     // Network b vanishes without a DEL: its container's namespace dies with its veth.
-    env.host().netlink().del_link_by_name(&host_veth(&r3)).unwrap();
+    env.host()
+        .netlink()
+        .del_link_by_name(&host_veth(&r3))
+        .unwrap();
     drop(c3);
     // `tether network rm gca`: GC with nothing valid. Both networks' state goes.
     env.gc(&a, &[]).ok_empty();

@@ -174,7 +174,10 @@ fn compare(conf_of: &dyn Fn(&Env) -> Value) {
         theirs.env.link(&bridge).is_some(),
         "the reference keeps its bridge"
     );
-    assert!(ours.env.link(&bridge).is_none(), "ours deletes the bridge it created");
+    assert!(
+        ours.env.link(&bridge).is_none(),
+        "ours deletes the bridge it created"
+    );
     let ht = without_bridge(ht);
     if ht != ho {
         panic!(

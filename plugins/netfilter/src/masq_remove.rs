@@ -83,9 +83,11 @@ fn chains_of(saved: &SavedTable, text: &str) -> BTreeSet<String> {
 fn removal(family: Family, saved: &SavedTable, text: &str) -> (Batch, usize) {
     let chains = chains_of(saved, text);
     let mut b = Batch::new(family);
-    for r in saved.rules.iter().filter(|r| {
-        r.chain == POSTROUTING && r.target().is_some_and(|t| chains.contains(t))
-    }) {
+    for r in saved
+        .rules
+        .iter()
+        .filter(|r| r.chain == POSTROUTING && r.target().is_some_and(|t| chains.contains(t)))
+    {
         b.delete_saved(Table::Nat, r);
     }
     for chain in &chains {
@@ -103,7 +105,11 @@ fn networks_in(saved: &SavedTable) -> BTreeSet<String> {
         .rules
         .iter()
         .filter(|r| r.chain.starts_with(MASQ_CHAIN_PREFIX))
-        .filter_map(|r| r.comment()?.strip_prefix("tether net=")?.strip_suffix(" masq"))
+        .filter_map(|r| {
+            r.comment()?
+                .strip_prefix("tether net=")?
+                .strip_suffix(" masq")
+        })
         .map(str::to_string)
         .collect()
 }

@@ -62,7 +62,10 @@ fn a_removal_racing_ensures_of_other_networks_keeps_theirs() {
                 let nf = &nf;
                 s.spawn(move || {
                     let n = format!("n{i}");
-                    let a = [net(&format!("10.{i}.0.2/24")), net(&format!("fd0{i}::2/64"))];
+                    let a = [
+                        net(&format!("10.{i}.0.2/24")),
+                        net(&format!("fd0{i}::2/64")),
+                    ];
                     masquerade_ensure(nf, &n, &a, true).unwrap();
                 });
             }
@@ -71,7 +74,10 @@ fn a_removal_racing_ensures_of_other_networks_keeps_theirs() {
         assert_eq!(masquerade_networks(&nf).unwrap(), want, "{backend}");
         for i in 0..4 {
             let n = format!("n{i}");
-            let a = [net(&format!("10.{i}.0.2/24")), net(&format!("fd0{i}::2/64"))];
+            let a = [
+                net(&format!("10.{i}.0.2/24")),
+                net(&format!("fd0{i}::2/64")),
+            ];
             tether_netfilter::masquerade_check(&nf, &n, &a).unwrap();
         }
     }
