@@ -100,7 +100,7 @@ fn create(
         None => None,
     };
     tracing::debug!("phase: IPAM ADD done");
-    let plan = ipam.as_ref().map(|r| plan(&conf, r)).transpose()?;
+    let plan = ipam.as_ref().map(|r| plan(conf, r)).transpose()?;
     let bridge_addrs = plan.as_ref().map_or(&[][..], |p| &p.bridge_addrs[..]);
 
     let (bridge, bridge_created) = {

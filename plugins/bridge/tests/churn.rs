@@ -84,9 +84,8 @@ fn churn_keeps_every_live_container_online_and_the_last_del_leaves_nothing() {
             env.del(Some(&ctr), "anchor", conf, Some(&r)).ok_empty();
             anchor_gone.store(true, Ordering::SeqCst);
         });
-        for t in 1..=CHURNERS {
+        for (t, (tcp, udp)) in servers.iter().enumerate().skip(1) {
             s.spawn(move || {
-                let (tcp, udp) = &servers[t];
                 for i in 0..CYCLES {
                     let ctr = env.th.container();
                     let id = format!("t{t}-{i}");
