@@ -68,18 +68,8 @@ pub fn remove_if_unused(conf: &Config, host: &NsHandle) -> Result<(), Error> {
 /// GC's sweep: the masquerade chains of every network without a veth left, and every bridge
 /// of ours without a port, each decided again under its lock.
 pub fn sweep(host: &NsHandle) -> Result<(), Error> {
-    let nets = tether_netfilter::masquerade_networks(&Netfilter::new())
-        .map_err(nf("list the networks that masquerade"))?;
     let links = host.links().map_err(nl("list host links"))?;
-    for net in nets.iter().filter(|n| !in_use(&links, n, None)) {
-        let _net = lock_network(net, Mode::Exclusive)?;
-        let links = host.links().map_err(nl("list host links"))?;
-        if !in_use(&links, net, None) {
-            tracing::info!(network = %net, "GC removes the masquerading of a network without attachments");
-            tether_netfilter::masquerade_remove(&Netfilter::new(), net)
-                .map_err(nf(format!("remove the masquerading of {net}")))?;
-        }
-    }
+    let masq = sweep_masquerading(host, &links);
     let ports: BTreeSet<u32> = links.iter().filter_map(|l| l.master).collect();
     for br in links
         .iter()
@@ -87,6 +77,38 @@ pub fn sweep(host: &NsHandle) -> Result<(), Error> {
         .filter(|l| !ports.contains(&l.index))
     {
         remove_bridge_if_portless(host, &br.name)?;
+    }
+    masq
+}
+
+fn sweep_masquerading(host: &NsHandle, links: &[Link]) -> Result<(), Error> {
+    let nets = match tether_netfilter::masquerade_networks(&Netfilter::new()) {
+        Ok(nets) => nets,
+        // No iptables on this host: then no chains either.
+        Err(e @ tether_netfilter::Error::Spawn { .. }) => {
+            tracing::debug!(error = %e, "no masquerade chains to sweep");
+            return Ok(());
+        }
+        Err(e) => return Err(nf("list the networks that masquerade")(e)),
+    };
+    // The names come from comments anyone could have written: only CNI network names can be
+    // ours (and name a lock file).
+    let cni_name = |n: &&String| {
+        n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    for net in nets
+        .iter()
+        .filter(cni_name)
+        .filter(|n| !in_use(links, n, None))
+    {
+        let _net = lock_network(net, Mode::Exclusive)?;
+        let links = host.links().map_err(nl("list host links"))?;
+        if !in_use(&links, net, None) {
+            tracing::info!(network = %net, "GC removes the masquerading of a network without attachments");
+            tether_netfilter::masquerade_remove(&Netfilter::new(), net)
+                .map_err(nf(format!("remove the masquerading of {net}")))?;
+        }
     }
     Ok(())
 }
