@@ -22,6 +22,7 @@ mod batch;
 mod exec;
 pub mod lock;
 mod masq;
+mod masq_remove;
 mod names;
 mod saved;
 mod sweep;
@@ -37,6 +38,7 @@ pub use exec::{Netfilter, Tools};
 pub use masq::{
     MASQ_CHAIN_PREFIX, masq_chain_name, masq_comment, masquerade_check, masquerade_ensure,
 };
+pub use masq_remove::{masquerade_networks, masquerade_remove};
 pub use names::{chain_name, comment, parse_comment};
 pub use saved::{SavedRule, SavedTable, SavedTables, delete_rules_with_comment};
 pub use sweep::{OnSaveError, PLAN_ATTEMPTS, SweepError, per_family, sweep};
