@@ -6,11 +6,13 @@
 //!   from 0.1.0 to 1.1.0. [`Error`] is the CNI error with its code; it is the one place codes live.
 //! - Runtime side: [`runtime`] loads conflists and runs them (`prevResult` chaining, result cache),
 //!   and [`delegate`] runs IPAM plugins for a plugin.
+//! - [`netns`]: the one check of what a `CNI_NETNS` may be, with its codes (3 gone, 4 invalid).
 
 pub mod delegate;
 pub mod error;
 pub mod invoke;
 pub mod logging;
+pub mod netns;
 pub mod request;
 pub mod result;
 pub mod runtime;

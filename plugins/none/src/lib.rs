@@ -9,7 +9,8 @@
 //! binary exists so that a CNI-only runtime, `tether` included, can treat every mode alike.
 
 use cni::{CniResult, Error, Plugin, Request};
-use tether_loopback::{check_lo_up, lo_result, lo_up};
+use tether_kit::RequestExt;
+use tether_kit::lo::{check_lo_up, lo_result, lo_up};
 
 pub struct NoNetwork;
 
@@ -19,10 +20,7 @@ impl Plugin for NoNetwork {
     }
 
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
-        let netns = req
-            .netns
-            .as_deref()
-            .expect("the skel requires CNI_NETNS for ADD");
+        let netns = req.netns_required()?;
         let addrs = lo_up(netns)?;
         Ok(req
             .prev_result
@@ -35,10 +33,6 @@ impl Plugin for NoNetwork {
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
-        check_lo_up(
-            req.netns
-                .as_deref()
-                .expect("the skel requires CNI_NETNS for CHECK"),
-        )
+        check_lo_up(req.netns_required()?)
     }
 }
