@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use rtnetlink::{Handle, LinkIfb, LinkUnspec};
 use std::os::fd::AsFd;
 use std::path::Path;
-use tether_netlink::{Rtnl, open_netns, rtnl_errno};
+use tether_netlink::{Rtnl, rtnl_errno};
 
 /// The errno of a kernel NACK, if it is one.
 pub fn errno(e: &rtnetlink::Error) -> Option<Errno> {
@@ -77,7 +77,7 @@ pub async fn by_index(h: &Handle, index: u32) -> Result<Option<Link>, Error> {
 
 /// The index (in the peer's namespace) of the veth peer of `ifname` in the namespace at `netns`.
 pub fn veth_peer_index(netns: &Path, ifname: &str) -> Result<u32, Error> {
-    let ns = open_netns(netns)?;
+    let ns = cni::netns::open(netns)?;
     let l = Rtnl::for_netns(ns.as_fd())?
         .block_on(async |h| by_name(&h, ifname).await)?
         .ok_or_else(|| Error::NotFound(format!("interface {ifname} not found in the container")))?;

@@ -8,7 +8,7 @@ use cni::Attachment;
 pub fn stale<'a>(
     network: &'a str,
     valid: &'a [Attachment],
-) -> impl Fn(&str, &str, &str) -> bool + Sync + 'a {
+) -> impl Fn(&str, &str, &str) -> bool + Sync + Copy + 'a {
     move |net, cid, ifname| {
         net == network
             && !valid
