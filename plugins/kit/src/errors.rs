@@ -247,13 +247,15 @@ mod tests {
     /// The code the skel answers with for `stdin` on a DEL (no netns needed).
     fn protocol_code(stdin: &str) -> u32 {
         let env = |k: &str| {
-            Some(match k {
-                "CNI_COMMAND" => "DEL",
-                "CNI_CONTAINERID" => "c1",
-                "CNI_IFNAME" => "eth0",
-                _ => return None,
-            })
-            .map(str::to_string)
+            Some(
+                match k {
+                    "CNI_COMMAND" => "DEL",
+                    "CNI_CONTAINERID" => "c1",
+                    "CNI_IFNAME" => "eth0",
+                    _ => return None,
+                }
+                .to_string(),
+            )
         };
         let out = cni::skel::dispatch(&Dummy, &env, stdin.as_bytes().to_vec());
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

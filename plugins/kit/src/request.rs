@@ -38,13 +38,15 @@ mod tests {
 
     fn request(netns: Option<&str>, conf: &str) -> Request {
         let env = |k: &str| {
-            Some(match k {
-                "CNI_CONTAINERID" => "c1",
-                "CNI_IFNAME" => "eth0",
-                "CNI_NETNS" => netns?,
-                _ => return None,
-            })
-            .map(str::to_string)
+            Some(
+                match k {
+                    "CNI_CONTAINERID" => "c1",
+                    "CNI_IFNAME" => "eth0",
+                    "CNI_NETNS" => netns?,
+                    _ => return None,
+                }
+                .to_string(),
+            )
         };
         Request::from_env(Command::Del, &env, conf.as_bytes().to_vec()).unwrap()
     }
