@@ -24,7 +24,8 @@
 //!   when `CNI_NETNS` is not a network namespace), and a netlink handle inside it.
 //! - [`RequestExt`]: what ADD and CHECK require from a [`cni::Request`], as CNI errors instead of
 //!   panics.
-//! - [`lo`]: `lo` up/down/check and the reference's `lo` result (loopback, none).
+//! - [`lo`]: `lo` up/down/check, the reference's `lo` result, and the ADD/CHECK of the plugins
+//!   whose whole job is `lo` (loopback, none).
 //! - [`describe()`]: a namespace's interfaces, addresses and default routes as a result (host,
 //!   container).
 //! - [`undo`]: the Drop-based undo stack ADD pushes its removals on.

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use cni::{CniResult, Error, Interface, IpConfig};
+use cni::{CniResult, Error, Interface, IpConfig, Request};
 use tether_netlink::{IpNetwork, NsHandle};
 
 use crate::errors::nl;
 use crate::netns;
+use crate::request::RequestExt;
 
 pub const LO: &str = "lo";
 
@@ -20,6 +21,23 @@ pub const LO_MAC: &str = "00:00:00:00:00:00";
 pub struct LoAddrs {
     pub v4: Option<IpNetwork>,
     pub v6: Option<IpNetwork>,
+}
+
+/// ADD of a plugin whose whole job is `lo` (loopback, none): `lo` up, then `prevResult`
+/// unchanged (a chained plugin must not replace what earlier ones reported) or the reference's
+/// `lo` result.
+pub fn add(req: &Request) -> Result<CniResult, Error> {
+    let netns = req.netns_required()?;
+    let addrs = lo_up(netns)?;
+    Ok(req
+        .prev_result
+        .clone()
+        .unwrap_or_else(|| lo_result(netns, &addrs)))
+}
+
+/// CHECK of such a plugin: `lo` must be up.
+pub fn check(req: &Request) -> Result<(), Error> {
+    check_lo_up(req.netns_required()?)
 }
 
 fn find_lo(h: &NsHandle, netns: &Path) -> Result<tether_netlink::Link, Error> {

@@ -12,8 +12,7 @@
 //! plugin kit ([`tether_kit::lo`]), which `none` shares.
 
 use cni::{CniResult, Error, Plugin, Request};
-use tether_kit::RequestExt;
-use tether_kit::lo::{check_lo_up, lo_down, lo_result, lo_up};
+use tether_kit::lo;
 
 pub struct Loopback;
 
@@ -23,13 +22,7 @@ impl Plugin for Loopback {
     }
 
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
-        let netns = req.netns_required()?;
-        let addrs = lo_up(netns)?;
-        // A chained loopback must not replace what earlier plugins reported.
-        Ok(req
-            .prev_result
-            .clone()
-            .unwrap_or_else(|| lo_result(netns, &addrs)))
+        lo::add(req)
     }
 
     fn del(&self, req: &Request) -> Result<(), Error> {
@@ -37,10 +30,10 @@ impl Plugin for Loopback {
             tracing::debug!("no CNI_NETNS: nothing to do");
             return Ok(());
         };
-        lo_down(netns)
+        lo::lo_down(netns)
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
-        check_lo_up(req.netns_required()?)
+        lo::check(req)
     }
 }
