@@ -23,7 +23,7 @@ pub use config::{Config, IngressPolicy};
 
 pub struct Firewall;
 
-/// Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
+// Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
 use tether_kit::nf as nf_err;
 
 fn read(nf: &Netfilter, family: Family) -> Result<SavedTable, Error> {

@@ -35,7 +35,7 @@ use layout::{Owner, Published};
 
 pub struct Portmap;
 
-/// Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
+// Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
 use tether_kit::nf as nf_err;
 
 fn owner(req: &Request) -> Owner<'_> {
