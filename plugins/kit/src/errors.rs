@@ -42,6 +42,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A kernel setting (a `/proc/sys` file) could not be read or written (code 999, as a
+    /// sysctl through `tether-netlink`: the kernel refused, no local file is at fault).
+    #[error("{what}: {source}")]
+    Sysctl {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A raw rtnetlink request failed (code 999).
     #[error("{what}: {source}")]
     Netlink {
@@ -81,9 +89,11 @@ impl Error {
             Error::Netns(e) => netlink_code(e),
             Error::Namespace(e) => e.code(),
             Error::Netfilter(e) => netfilter_code(e),
-            Error::Netlink { .. } | Error::NotFound(_) | Error::Mismatch(_) | Error::Request(_) => {
-                ErrorCode::Internal
-            }
+            Error::Sysctl { .. }
+            | Error::Netlink { .. }
+            | Error::NotFound(_)
+            | Error::Mismatch(_)
+            | Error::Request(_) => ErrorCode::Internal,
         }
     }
 
@@ -99,6 +109,10 @@ impl Error {
             Error::Mismatch(m) => Error::Mismatch(pre(m)),
             Error::Request(m) => Error::Request(pre(m)),
             Error::Io { what: w, source } => Error::Io {
+                what: pre(w),
+                source,
+            },
+            Error::Sysctl { what: w, source } => Error::Sysctl {
                 what: pre(w),
                 source,
             },
@@ -350,6 +364,14 @@ mod tests {
                 nf("x")(tether_netfilter::Error::Check("x".into())).code,
             ),
             ("CHECK", cni::Error::from(Error::Mismatch("x".into())).code),
+            (
+                "sysctl",
+                cni::Error::from(Error::Sysctl {
+                    what: "w".into(),
+                    source: io_err(),
+                })
+                .code,
+            ),
         ];
         let listed: Vec<u32> = CODES.iter().map(|(c, _)| *c as u32).collect();
         for (what, code) in &examples {
@@ -372,7 +394,13 @@ mod tests {
         assert_eq!(expect("netfilter refuses a value"), 7);
         assert_eq!(expect("netfilter refuses a value, in a library"), 7);
         assert_eq!(expect("exhausted"), 50);
-        for what in ["netlink", "netlink not found", "iptables failed", "CHECK"] {
+        for what in [
+            "netlink",
+            "netlink not found",
+            "iptables failed",
+            "CHECK",
+            "sysctl",
+        ] {
             assert_eq!(expect(what), 999, "{what}");
         }
         // And every listed code has a failure that gets it.

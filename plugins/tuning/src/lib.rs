@@ -125,7 +125,7 @@ fn read_sysctl(p: &Path) -> Result<Option<String>, Error> {
             "sysctl {} does not exist in the container's namespace",
             p.display()
         ))),
-        Err(source) => Err(Error::Io {
+        Err(source) => Err(Error::Sysctl {
             what: format!("failed to read {}", p.display()),
             source,
         }),
@@ -137,7 +137,7 @@ fn write_sysctl(p: &Path, value: &str) -> Result<(), Error> {
         .write(true)
         .open(p)
         .and_then(|mut f| f.write_all(value.as_bytes()))
-        .map_err(|source| Error::Io {
+        .map_err(|source| Error::Sysctl {
             what: format!("failed to set sysctl {} to {value:?}", p.display()),
             source,
         })
@@ -221,7 +221,7 @@ fn restore(s: &Saved, ifname: &str) -> Result<(), Error> {
             continue;
         }
         match write_sysctl(path, v) {
-            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+            Err(Error::Sysctl { source, .. }) if source.kind() == ErrorKind::NotFound => {}
             Err(e) => errors.push(e.to_string()),
             Ok(()) => {}
         }
