@@ -61,7 +61,10 @@ async fn get_one(req: rtnetlink::LinkGetRequest, what: String) -> Result<Option<
     match req.execute().try_next().await {
         Ok(m) => Ok(m.map(link_of)),
         Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
-        Err(source) => Err(Error::Netlink { what, source }),
+        Err(source) => Err(Error::Netlink {
+            what,
+            source: source.into(),
+        }),
     }
 }
 
@@ -112,13 +115,13 @@ pub async fn ensure_ifb(h: &Handle, name: &str, mtu: u32, tx_qlen: u32) -> Resul
                 .await
                 .map_err(|source| Error::Netlink {
                     what: format!("failed to set up {name}"),
-                    source,
+                    source: source.into(),
                 })?;
         }
         Err(source) => {
             return Err(Error::Netlink {
                 what: format!("failed to create ifb device {name}"),
-                source,
+                source: source.into(),
             });
         }
     }
@@ -137,7 +140,7 @@ pub async fn delete(h: &Handle, name: &str) -> Result<(), Error> {
         Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(()),
         Err(source) => Err(Error::Netlink {
             what: format!("failed to delete {name}"),
-            source,
+            source: source.into(),
         }),
     }
 }

@@ -50,11 +50,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A raw rtnetlink request failed (code 999).
+    /// A raw rtnetlink request failed (code 999). The source is an `rtnetlink::Error`, boxed so
+    /// that plugins which never talk raw rtnetlink (host-local) do not carry its formatting.
     #[error("{what}: {source}")]
     Netlink {
         what: String,
-        source: rtnetlink::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A `tether-netlink` call failed: entering a namespace, a netlink connection (see [`nl`]).
     #[error(transparent)]
