@@ -26,6 +26,8 @@ pub use tether_kit::Error;
 /// The plugin, for `cni::run`.
 pub struct BandwidthPlugin;
 
+const UNCHAINED: &str = "bandwidth must be chained: prevResult is missing";
+
 impl Plugin for BandwidthPlugin {
     fn name(&self) -> &'static str {
         "bandwidth"
@@ -33,13 +35,10 @@ impl Plugin for BandwidthPlugin {
 
     fn add(&self, req: &Request) -> Result<CniResult, cni::Error> {
         let limits = config::parse(&req.raw)?;
-        let prev = req.prev_result.clone();
         if limits.ingress().is_none() && limits.egress().is_none() {
-            return Ok(prev.unwrap_or_default());
+            return Ok(req.prev_result.clone().unwrap_or_default());
         }
-        let mut result = prev.ok_or_else(|| {
-            cni::Error::invalid_config("bandwidth must be chained: prevResult is missing")
-        })?;
+        let mut result = req.prev_result_required(UNCHAINED)?.clone();
         let netns = req.netns_required()?;
         let ifb = config::ifb_name(&req.conf.name, &req.container_id);
         let peer = link::veth_peer_index(netns, &req.ifname)?;
@@ -82,9 +81,7 @@ impl Plugin for BandwidthPlugin {
 
     fn check(&self, req: &Request) -> Result<(), cni::Error> {
         let limits = config::parse(&req.raw)?;
-        let result = req.prev_result.as_ref().ok_or_else(|| {
-            cni::Error::invalid_config("bandwidth must be chained: prevResult is missing")
-        })?;
+        let result = req.prev_result_required(UNCHAINED)?;
         let netns = req.netns_required()?;
         let ifb = config::ifb_name(&req.conf.name, &req.container_id);
         let peer = link::veth_peer_index(netns, &req.ifname)?;

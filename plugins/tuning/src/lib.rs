@@ -29,6 +29,8 @@ pub use tether_kit::Error;
 /// The plugin, for `cni::run`.
 pub struct TuningPlugin;
 
+const UNCHAINED: &str = "tuning must be chained: prevResult is missing";
+
 impl Plugin for TuningPlugin {
     fn name(&self) -> &'static str {
         "tuning"
@@ -42,9 +44,7 @@ impl Plugin for TuningPlugin {
         let t = config::parse(&req.stdin, req.cni_arg("MAC"))?;
         config::check_allowlist(Path::new(config::ALLOWLIST_FILE), &t.sysctl)?;
         let sysctls = sysctl_paths(&t, &req.ifname)?;
-        let mut result = req.prev_result.clone().ok_or_else(|| {
-            cni::Error::invalid_config("tuning must be chained: prevResult is missing")
-        })?;
+        let mut result = req.prev_result_required(UNCHAINED)?.clone();
         let netns = req.netns_required()?;
         let backup = saved::file(&t.data_dir, &req.container_id, &req.ifname);
         in_netns(netns, || add_in_netns(&t, &sysctls, &req.ifname, &backup))?;
@@ -90,11 +90,7 @@ impl Plugin for TuningPlugin {
     fn check(&self, req: &Request) -> Result<(), cni::Error> {
         let t = config::parse(&req.stdin, req.cni_arg("MAC"))?;
         let sysctls = sysctl_paths(&t, &req.ifname)?;
-        if req.prev_result.is_none() {
-            return Err(cni::Error::invalid_config(
-                "tuning must be chained: prevResult is missing",
-            ));
-        }
+        req.prev_result_required(UNCHAINED)?;
         let netns = req.netns_required()?;
         Ok(in_netns(netns, || {
             check_in_netns(&t, &sysctls, &req.ifname)
