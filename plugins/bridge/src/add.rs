@@ -15,8 +15,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cni::{CniResult, Error, ErrorCode, Interface, Request};
+use cni::{CniResult, Error, Interface, Request};
 use ipnetwork::IpNetwork;
+use tether_kit::RequestExt;
 use tether_netfilter::Netfilter;
 use tether_netlink::{
     IFA_F_TENTATIVE, Link, NsHandle, RTPROT_BOOT, RouteSpec, VethSpec, sysctl_get, sysctl_set,
@@ -37,16 +38,8 @@ const DAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn add(req: &Request) -> Result<CniResult, Error> {
     let conf = Config::parse(req)?;
     conf.validate()?;
-    let netns = req
-        .netns
-        .as_deref()
-        .expect("the skel requires CNI_NETNS for ADD");
-    let ns_fd: OwnedFd = tether_netlink::open_netns(netns).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("open container netns {}: {e}", netns.display()),
-        )
-    })?;
+    let netns = req.netns_required()?;
+    let ns_fd: OwnedFd = tether_kit::netns::open(netns)?;
     let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
     let cont = NsHandle::for_netns(ns_fd.as_fd()).map_err(nl(format!(
         "open netlink in container netns {}",
@@ -178,7 +171,7 @@ fn create(
                 )
             })
         });
-        let configured = (|| {
+        let configured = (|| -> Result<Link, Error> {
             let cont_link = cont
                 .link_by_name(&req.ifname)
                 .map_err(nl("read the new container interface"))?

@@ -57,11 +57,12 @@ pub mod lock;
 pub mod names;
 pub mod plan;
 mod teardown;
-mod undo;
 
-use std::fmt::Display;
-
-use cni::{Attachment, CniResult, Error, ErrorCode, Request};
+use cni::{Attachment, CniResult, Error, Request};
+// The undo stack and the error mapping are the plugin kit's; the names stay `crate::undo`,
+// `crate::nl` and `crate::nf` for the modules here.
+use tether_kit::undo;
+pub(crate) use tether_kit::{nf, nl};
 
 pub use config::Config;
 
@@ -100,14 +101,4 @@ impl cni::Plugin for Bridge {
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         gc::gc(req, valid)
     }
-}
-
-/// Maps a netlink failure to a CNI error (code 999) that says what we were doing.
-pub(crate) fn nl(what: impl Display) -> impl FnOnce(tether_netlink::Error) -> Error {
-    move |e| Error::new(ErrorCode::Internal, format!("{what}: {e}"))
-}
-
-/// Maps a firewall failure likewise.
-pub(crate) fn nf(what: impl Display) -> impl FnOnce(tether_netfilter::Error) -> Error {
-    move |e| Error::new(ErrorCode::Internal, format!("{what}: {e}"))
 }

@@ -23,12 +23,8 @@ pub use config::{Config, IngressPolicy};
 
 pub struct Firewall;
 
-fn nf_err(what: &str) -> impl Fn(tether_netfilter::Error) -> Error + '_ {
-    move |e| match e {
-        tether_netfilter::Error::Invalid { .. } => Error::invalid_config(format!("{what}: {e}")),
-        _ => Error::internal(format!("{what}: {e}")),
-    }
-}
+// Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
+use tether_kit::nf as nf_err;
 
 fn read(nf: &Netfilter, family: Family) -> Result<SavedTable, Error> {
     let text = nf
@@ -207,12 +203,7 @@ impl Plugin for Firewall {
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         let network = req.conf.name.as_str();
-        let is_stale = |net: &str, cid: &str, ifname: &str| {
-            net == network
-                && !valid
-                    .iter()
-                    .any(|a| a.container_id == cid && a.ifname == ifname)
-        };
+        let is_stale = tether_kit::gc::stale(network, valid);
         let nf = Netfilter::new();
         let _guard = netfilter_lock();
         first_err(per_family(&Family::ALL, |family| {

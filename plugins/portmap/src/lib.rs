@@ -35,12 +35,8 @@ use layout::{Owner, Published};
 
 pub struct Portmap;
 
-fn nf_err(what: &str) -> impl Fn(tether_netfilter::Error) -> Error + '_ {
-    move |e| match e {
-        tether_netfilter::Error::Invalid { .. } => Error::invalid_config(format!("{what}: {e}")),
-        _ => Error::internal(format!("{what}: {e}")),
-    }
-}
+// Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
+use tether_kit::nf as nf_err;
 
 fn owner(req: &Request) -> Owner<'_> {
     Owner {
@@ -390,12 +386,7 @@ impl Plugin for Portmap {
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         let nf = Netfilter::new();
         let network = req.conf.name.as_str();
-        let is_stale = |net: &str, cid: &str, ifname: &str| {
-            net == network
-                && !valid
-                    .iter()
-                    .any(|a| a.container_id == cid && a.ifname == ifname)
-        };
+        let is_stale = tether_kit::gc::stale(network, valid);
         let guard = netfilter_lock();
         let results = per_family(&Family::ALL, |family| {
             sweep(&nf, family, false, OnSaveError::SkipV6, |t| {
