@@ -5,7 +5,7 @@
 //! `$TETHER_LOCK_DIR`), the helper every Tether plugin uses.
 
 use cni::{Error, ErrorCode};
-use tether_netfilter::lock::FileLock;
+use tether_lock::FileLock;
 
 use crate::names::lock_file_name;
 
@@ -24,7 +24,7 @@ mod tests {
     #[test]
     fn locks_the_bridge_file_in_the_shared_directory() {
         let bridge = format!("tstlk{}", std::process::id() % 100_000);
-        let path = tether_netfilter::lock::lock_dir().join(format!("bridge-{bridge}.lock"));
+        let path = tether_lock::lock_dir().join(format!("bridge-{bridge}.lock"));
         let held = lock_bridge(&bridge).unwrap();
         let other = std::fs::File::open(&path).unwrap();
         let other = match Flock::lock(other, FlockArg::LockExclusiveNonblock) {
