@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use cni::{CniResult, Error, ErrorCode, Interface, Request};
 use ipnetwork::IpNetwork;
-use tether_netfilter::Netfilter;
 use tether_netlink::{
     IFA_F_TENTATIVE, Link, NsHandle, RTPROT_BOOT, RouteSpec, VethSpec, sysctl_get, sysctl_set,
 };
@@ -138,12 +137,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     let cont_link = std::thread::scope(|s| {
         let masq = masq_addrs.as_ref().map(|addrs| {
             s.spawn(|| {
-                tether_netfilter::masquerade_ensure(
-                    &Netfilter::new(),
-                    &conf.network,
-                    addrs,
-                    bridge_created,
-                )
+                tether_netfilter::select().masquerade_ensure(&conf.network, addrs, bridge_created)
             })
         });
         let configured = (|| {

@@ -18,11 +18,14 @@
 //! Plugins that plan from the current rules use [`sweep`] (save, plan, apply, re-plan when the
 //! batch went stale) under [`lock::netfilter_lock`], one family per thread ([`per_family`]).
 
+mod backend;
 mod batch;
 mod exec;
+pub mod iptables;
 pub mod lock;
 mod masq;
 mod names;
+pub mod policy;
 mod saved;
 mod sweep;
 pub mod validate;
@@ -32,12 +35,18 @@ use std::path::PathBuf;
 
 pub use ipnetwork::IpNetwork;
 
+pub use backend::{Firewall, select};
 pub use batch::{Batch, Rule};
 pub use exec::{Netfilter, Tools};
+pub use iptables::Iptables;
 pub use masq::{
     MASQ_CHAIN_PREFIX, masq_chain_name, masq_comment, masquerade_check, masquerade_ensure,
 };
 pub use names::{chain_name, comment, parse_comment};
+pub use policy::{
+    AttachmentId, FilterPolicy, HostIp, IngressPolicy, Mapping, MarkChain, PortPolicy, Proto,
+    Published,
+};
 pub use saved::{SavedRule, SavedTable, SavedTables, delete_rules_with_comment};
 pub use sweep::{OnSaveError, PLAN_ATTEMPTS, SweepError, per_family, sweep};
 
@@ -132,9 +141,12 @@ pub enum Error {
         stderr: String,
         input: String,
     },
-    /// `masquerade_check` found the rules missing or different.
+    /// A CHECK found the rules missing or different.
     #[error("{0}")]
     Check(String),
+    /// What an ADD asks for is held by another attachment (a published host port).
+    #[error("{0}")]
+    Conflict(String),
     /// A [`lock::FileLock`] could not be taken; `action` says which step failed.
     #[error("{action} {}: {source}", path.display())]
     Lock {
@@ -159,11 +171,26 @@ impl Error {
             _ => false,
         }
     }
+
+    /// The input line a failed restore named, if it named one.
+    pub fn failed_input_line(&self) -> Option<&str> {
+        match self {
+            Error::Command { stderr, input, .. } => failed_line(stderr, input),
+            _ => None,
+        }
+    }
 }
 
 /// `iptables-restore` names the failing input line ("line 3 failed"); quote it so the error is
 /// readable without the whole batch.
 fn failing_line(stderr: &str, input: &str) -> String {
+    match failed_line(stderr, input) {
+        Some(line) => format!(" [input line: {line}]"),
+        None => String::new(),
+    }
+}
+
+fn failed_line<'a>(stderr: &str, input: &'a str) -> Option<&'a str> {
     let n = stderr
         .split("line")
         .skip(1)
@@ -174,8 +201,5 @@ fn failing_line(stderr: &str, input: &str) -> String {
             digits.parse::<usize>().ok()
         })
         .next();
-    match n.and_then(|n| input.lines().nth(n.checked_sub(1)?)) {
-        Some(line) => format!(" [input line: {line}]"),
-        None => String::new(),
-    }
+    n.and_then(|n| input.lines().nth(n.checked_sub(1)?))
 }
