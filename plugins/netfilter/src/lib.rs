@@ -1,11 +1,15 @@
-//! Tether's firewall layer over `iptables`/`ip6tables` (nf_tables or legacy backend).
+//! Tether's firewall layer: the [`Firewall`] backend trait that every plugin calls (bridge's
+//! ipMasq, portmap, firewall), chosen by [`select`], and its first implementation, [`Iptables`],
+//! over `iptables`/`ip6tables` (nf_tables or legacy backend). See [`backend`]'s diagram for the
+//! layering; inputs are data ([`policy`]), never a backend's syntax. A second backend is one new
+//! module implementing [`Firewall`], and one more branch in [`select`].
 //!
-//! Every change a plugin makes is built as one [`Batch`] and applied with a single
-//! `iptables-restore --noflush --wait` exec fed on stdin: one process and one transaction per plugin
-//! call, instead of the reference plugins' several execs (and xtables lock grabs) per rule.
-//! Nothing in the hot path asks the kernel whether a rule exists (`iptables -C`): chains we own are
-//! declared (created or flushed) idempotently, and teardown first tries the exact deletes and only
-//! reads the table (`iptables-save`, once) when they fail.
+//! Below the trait, every change is built as one [`Batch`] and applied with a single
+//! `iptables-restore --noflush --wait` exec fed on stdin: one process and one transaction per
+//! plugin call, instead of the reference plugins' several execs (and xtables lock grabs) per
+//! rule. Nothing in the hot path asks the kernel whether a rule exists (`iptables -C`): chains we
+//! own are declared (created or flushed) idempotently, and teardown first tries the exact deletes
+//! and only reads the table (`iptables-save`, once) when they fail.
 //!
 //! Per-attachment objects are found again by deterministic names ([`chain_name`]) and comments
 //! ([`comment`]), never by reading state inside the container, so DEL and GC work without the
@@ -16,9 +20,10 @@
 //! typed as [`IpNetwork`].
 //!
 //! Plugins that plan from the current rules use [`sweep`] (save, plan, apply, re-plan when the
-//! batch went stale) under [`lock::netfilter_lock`], one family per thread ([`per_family`]).
+//! batch went stale) under [`lock::netfilter_lock`] (from `tether-lock`, the crate below this
+//! one), one family per thread ([`per_family`]).
 
-mod backend;
+pub mod backend;
 mod batch;
 mod exec;
 pub mod iptables;

@@ -1,5 +1,5 @@
 //! The iptables backend: [`Firewall`] over `iptables-restore`/`iptables-save` (and the v6
-//! twins), whichever of nf_tables or legacy they talk to. Masquerading is [`crate::masq`]'s
+//! twins), whichever of nf_tables or legacy they talk to. Masquerading is `masq.rs`'s
 //! layout, port publishing [`ports`]'s, filtering [`filter`]'s; every change is one [`Batch`]
 //! per family.
 //!

@@ -1,7 +1,7 @@
 //! Port publishing (portmap) on iptables: the layout, and the add/check/delete/gc of an
 //! attachment over it. The layout is pure functions from saved tables to batches, split into
-//! [`base`] (shared chains), [`attachment`] (one attachment's rules, for ADD and CHECK alike)
-//! and [`readback`] (who holds what, what a removal involves).
+//! `base` (shared chains), `attachment` (one attachment's rules, for ADD and CHECK alike)
+//! and `readback` (who holds what, what a removal involves).
 //!
 //! The reference's layout with our names (per family, `nat` table unless noted):
 //!
