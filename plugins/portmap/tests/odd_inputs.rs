@@ -84,8 +84,14 @@ fn an_address_without_a_host_route_is_published_and_removed() {
 const ODD_IFNAMES: [&str; 8] = ["e;x", "e\"x", "e'x", "e$x", "e#x", "e!x", "e\\x", "e`x"];
 
 #[test]
-fn interface_names_with_quotes_and_shell_characters_work_through_bridge_and_portmap() {
-    let h = host();
+fn interface_names_with_quotes_and_shell_characters_work_through_bridge_portmap_and_firewall() {
+    // The whole chain a runtime would run: firewall's per-address rules carry the same comment.
+    let firewall = netns_fixtures::plugin("firewall");
+    let firewall = firewall.to_str().expect("a UTF-8 target dir");
+    let h = Host::new(
+        Impl::Tether,
+        &[("portmap", PORTMAP), ("firewall", firewall)],
+    );
     let o = h.add_outside();
     let l = conflist(
         "1.0.0",
@@ -93,7 +99,10 @@ fn interface_names_with_quotes_and_shell_characters_work_through_bridge_and_port
         "cni-pm1",
         &["10.90.0.0/24"],
         &h.dir().join("ipam"),
-        vec![json!({"type": "portmap", "capabilities": {"portMappings": true}})],
+        vec![
+            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            json!({"type": "firewall"}),
+        ],
     );
     // A network in use already, so that the shared base is part of "before".
     let z = h.container("ctr-z");
@@ -132,6 +141,13 @@ fn interface_names_with_quotes_and_shell_characters_work_through_bridge_and_port
             .unwrap_or_else(|e| panic!("ADD with ifname {ifname:?}: {e:?}"));
         let inside = c.ns.sh("ip", &["-o", "link", "show", ifname]);
         assert!(inside.contains(ifname), "{ifname:?} not in the container");
+        let comment_of_ours = h
+            .snapshot()
+            .into_iter()
+            .filter(|l| l.contains(&format!("id={} ", c.id)))
+            .count();
+        // portmap's entry and DNAT chain, firewall's two per-address rules at least.
+        assert!(comment_of_ours >= 4, "{ifname:?}: {comment_of_ours} rules");
         h.h.check(&l, rt)
             .unwrap_or_else(|e| panic!("CHECK with ifname {ifname:?}: {e:?}"));
         echoes.push(Echo::start(&c.ns, 80, &c.id));
