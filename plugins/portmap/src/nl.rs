@@ -1,17 +1,17 @@
 //! Netlink for portmap's two kernel questions, on the workspace's crates: `netlink-sys` for the
 //! socket, `netlink-packet-core` for framing and attributes, `netlink-packet-route` for the
-//! route lookup. Synchronous on purpose: the plugin runs once per container, and an async
-//! runtime would cost start-up time for one request and one dump.
+//! route message (encoded and parsed alone: `RouteNetlinkMessage` would link the parsers of every
+//! rtnetlink message kind into the binary). Synchronous on purpose: the plugin runs once per
+//! container, and an async runtime would cost start-up time for one request and one dump.
 
 use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{
-    DecodeError, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NetlinkSerializable, NlaBuffer, NlasIterator,
+    DecodeError, Emitable, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NetlinkSerializable, NlaBuffer, NlasIterator, Parseable,
 };
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -218,16 +218,25 @@ pub fn route_oif(ip: IpAddr) -> io::Result<String> {
     };
     msg.attributes
         .push(RouteAttribute::Destination(RouteAddress::from(ip)));
+    let mut body = vec![0; msg.buffer_len()];
+    msg.emit(&mut body);
     let mut sock = Socket::open(NETLINK_ROUTE)?;
-    let replies = sock.request(RouteNetlinkMessage::GetRoute(msg), 0)?;
+    let replies = sock.request(
+        Raw {
+            ty: libc::RTM_GETROUTE,
+            body,
+        },
+        0,
+    )?;
     let oif = replies
         .iter()
-        .find_map(|r| match r {
-            RouteNetlinkMessage::NewRoute(m) => m.attributes.iter().find_map(|a| match a {
+        .filter(|r| r.ty == libc::RTM_NEWROUTE)
+        .filter_map(|r| RouteMessage::parse(&r.body[..]).ok())
+        .find_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Oif(i) => Some(*i),
                 _ => None,
-            }),
-            _ => None,
+            })
         })
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no route to {ip}")))?;
     let name = nix::net::if_::if_indextoname(oif).map_err(io::Error::from)?;
