@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use cni::{CniResult, Error, Interface, Request};
 use ipnetwork::IpNetwork;
 use tether_kit::RequestExt;
-use tether_netfilter::Netfilter;
 use tether_netlink::{
     IFA_F_TENTATIVE, Link, NsHandle, RTPROT_BOOT, RouteSpec, VethSpec, sysctl_get, sysctl_set,
 };
@@ -163,12 +162,7 @@ fn create(
     let cont_link = std::thread::scope(|s| {
         let masq = masq_addrs.as_ref().map(|addrs| {
             s.spawn(|| {
-                tether_netfilter::masquerade_ensure(
-                    &Netfilter::new(),
-                    &conf.network,
-                    addrs,
-                    bridge_created,
-                )
+                tether_netfilter::select().masquerade_ensure(&conf.network, addrs, bridge_created)
             })
         });
         let configured = (|| -> Result<Link, Error> {

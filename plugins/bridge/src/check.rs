@@ -8,7 +8,6 @@ use std::os::fd::AsFd;
 
 use cni::{CniResult, Error, Interface, Request};
 use tether_kit::RequestExt;
-use tether_netfilter::Netfilter;
 use tether_netlink::{Link, NsHandle};
 
 use crate::add::gateway_addrs;
@@ -126,7 +125,8 @@ pub fn check(req: &Request) -> Result<(), Error> {
 
     if conf.ip_masq && !prev.ips.is_empty() {
         let addrs: Vec<_> = prev.ips.iter().map(|i| i.address).collect();
-        tether_netfilter::masquerade_check(&Netfilter::new(), &conf.network, &addrs)
+        tether_netfilter::select()
+            .masquerade_check(&conf.network, &addrs)
             .map_err(nf("check masquerading"))?;
     }
     Ok(())

@@ -35,7 +35,7 @@ use std::fs::{File, OpenOptions};
 use cni::{Error, ErrorCode};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use tether_netfilter::lock::{FileLock, lock_dir};
+use tether_lock::{FileLock, lock_dir};
 
 use crate::names::lock_file_name;
 
@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn locks_the_bridge_file_in_the_shared_directory() {
         let bridge = format!("tstlk{}", std::process::id() % 100_000);
-        let path = tether_netfilter::lock::lock_dir().join(format!("bridge-{bridge}.lock"));
+        let path = tether_lock::lock_dir().join(format!("bridge-{bridge}.lock"));
         let held = lock_bridge(&bridge).unwrap();
         let other = std::fs::File::open(&path).unwrap();
         let other = match Flock::lock(other, FlockArg::LockExclusiveNonblock) {

@@ -32,7 +32,6 @@
 use std::collections::BTreeSet;
 
 use cni::Error;
-use tether_netfilter::Netfilter;
 use tether_netlink::{Link, NsHandle};
 
 use crate::config::Config;
@@ -56,7 +55,8 @@ pub fn remove_if_unused(conf: &Config, host: &NsHandle) -> Result<(), Error> {
     }
     // Both run: a failure of one must not keep the other.
     let masq = match conf.ip_masq {
-        true => tether_netfilter::masquerade_remove(&Netfilter::new(), &conf.network)
+        true => tether_netfilter::select()
+            .masquerade_remove(&conf.network)
             .map(drop)
             .map_err(nf(format!("remove the masquerading of {}", conf.network))),
         false => Ok(()),
@@ -82,7 +82,7 @@ pub fn sweep(host: &NsHandle) -> Result<(), Error> {
 }
 
 fn sweep_masquerading(host: &NsHandle, links: &[Link]) -> Result<(), Error> {
-    let nets = match tether_netfilter::masquerade_networks(&Netfilter::new()) {
+    let nets = match tether_netfilter::select().masquerade_networks() {
         Ok(nets) => nets,
         // No iptables on this host: then no chains either.
         Err(e @ tether_netfilter::Error::Spawn { .. }) => {
@@ -106,7 +106,8 @@ fn sweep_masquerading(host: &NsHandle, links: &[Link]) -> Result<(), Error> {
         let links = host.links().map_err(nl("list host links"))?;
         if !in_use(&links, net, None) {
             tracing::info!(network = %net, "GC removes the masquerading of a network without attachments");
-            tether_netfilter::masquerade_remove(&Netfilter::new(), net)
+            tether_netfilter::select()
+                .masquerade_remove(net)
                 .map_err(nf(format!("remove the masquerading of {net}")))?;
         }
     }
