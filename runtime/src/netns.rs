@@ -31,9 +31,9 @@ pub fn pin(dir: &Path, id: &str, pid: i32) -> Result<PathBuf> {
     Ok(target)
 }
 
-/// Whether `p` is (still) a mounted namespace.
+/// Whether `p` is (still) a mounted network namespace (the protocol's one nsfs check).
 pub fn is_pinned(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+    cni::netns::is_netns(p)
 }
 
 /// Unmounts and removes a pin; idempotent.

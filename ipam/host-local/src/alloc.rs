@@ -229,7 +229,7 @@ pub fn check(
     let held = leases.held_by(id, ifname);
     for (idx, set) in cfg.range_sets.iter().enumerate() {
         if !held.iter().any(|ip| set.contains(*ip)) {
-            return Err(Error::Check(format!(
+            return Err(Error::Mismatch(format!(
                 "host-local: no address in range set {idx} ({set}) is leased to container {id} interface {ifname} in network {}",
                 cfg.network
             )));
@@ -241,7 +241,7 @@ pub fn check(
             let by = leases
                 .get(ip)
                 .map_or("nobody".to_string(), Owner::to_string);
-            return Err(Error::Check(format!(
+            return Err(Error::Mismatch(format!(
                 "host-local: prevResult address {ip} is not leased to container {id} interface {ifname} (its lease belongs to {by})"
             )));
         }

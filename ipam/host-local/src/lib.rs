@@ -25,78 +25,15 @@ pub mod index;
 pub mod range;
 pub mod store;
 
-use cni::{Attachment, CniResult, ErrorCode, Plugin, Request};
+use cni::{Attachment, CniResult, Plugin, Request};
 use config::Config;
 use store::{Access, Store};
 
-/// Everything that can go wrong, mapped to a CNI code in one place (`From<Error> for cni::Error`).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The network config is invalid (code 7).
-    #[error("{0}")]
-    Config(String),
-    /// `CNI_ARGS` holds something unusable (code 4).
-    #[error("{0}")]
-    Args(String),
-    /// A range set has no free address (code 50: the plugin cannot serve ADDs for it).
-    #[error("{0}")]
-    Exhausted(String),
-    /// A requested address cannot be given (code 999, as the reference).
-    #[error("{0}")]
-    Request(String),
-    /// CHECK found the leases not as ADD left them (code 999).
-    #[error("{0}")]
-    Check(String),
-    /// Reading or writing the lease store failed (code 5).
-    #[error("{what}: {source}{}", disk_full_hint(source))]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// What to do about the one I/O error an operator can fix: a full disk (or quota) under the
-/// lease store.
-fn disk_full_hint(e: &std::io::Error) -> &'static str {
-    use nix::errno::Errno;
-    match e.raw_os_error().map(Errno::from_raw) {
-        Some(Errno::ENOSPC | Errno::EDQUOT) => {
-            " (the filesystem holding the lease store, ipam.dataDir, is full: free some space and retry; a failed ADD keeps no lease)"
-        }
-        _ => "",
-    }
-}
-
-impl Error {
-    /// Puts `what` in front of the message, keeping the kind.
-    pub fn context(self, what: impl std::fmt::Display) -> Error {
-        match self {
-            Error::Config(m) => Error::Config(format!("{what}: {m}")),
-            Error::Args(m) => Error::Args(format!("{what}: {m}")),
-            Error::Exhausted(m) => Error::Exhausted(format!("{what}: {m}")),
-            Error::Request(m) => Error::Request(format!("{what}: {m}")),
-            Error::Check(m) => Error::Check(format!("{what}: {m}")),
-            Error::Io { what: w, source } => Error::Io {
-                what: format!("{what}: {w}"),
-                source,
-            },
-        }
-    }
-}
-
-impl From<Error> for cni::Error {
-    fn from(e: Error) -> cni::Error {
-        let code = match &e {
-            Error::Config(_) => ErrorCode::InvalidNetworkConfig,
-            Error::Args(_) => ErrorCode::InvalidEnvironment,
-            Error::Exhausted(_) => ErrorCode::NotAvailable,
-            Error::Request(_) | Error::Check(_) => ErrorCode::Internal,
-            Error::Io { .. } => ErrorCode::IoFailure,
-        };
-        cni::Error::new(code, e.to_string())
-    }
-}
+/// The plugin kit's error type: what can go wrong here is `Config` (code 7), `Args` (4),
+/// `Exhausted` (50: the plugin cannot serve ADDs for that range set), `Request` (a requested
+/// address cannot be given, 999 as the reference), `Mismatch` (CHECK found the leases not as ADD
+/// left them, 999) and `Io` (the lease store, 5); the codes are the kit's one table.
+pub use tether_kit::Error;
 
 /// The plugin, for `cni::run`.
 pub struct HostLocal;

@@ -17,45 +17,16 @@ use cni::{CniResult, Interface, Plugin, Request};
 use config::Limits;
 use netlink_packet_route::tc::TcHandle;
 use tc::Tbf;
+use tether_kit::RequestExt;
 use tether_netlink::{Rtnl, format_mac};
 
-/// Everything that can go wrong in this plugin.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Invalid configuration (CNI code 7).
-    #[error("{0}")]
-    Config(String),
-    /// A key this implementation does not support (CNI code 2).
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("{what}: {source}")]
-    Netlink {
-        what: String,
-        source: rtnetlink::Error,
-    },
-    /// Opening a namespace or a netlink connection failed.
-    #[error(transparent)]
-    Netns(#[from] tether_netlink::Error),
-    /// Something that must exist does not (interfaces, qdiscs).
-    #[error("{0}")]
-    NotFound(String),
-    /// CHECK found the kernel state different from the config.
-    #[error("{0}")]
-    Mismatch(String),
-}
-
-impl From<Error> for cni::Error {
-    fn from(e: Error) -> cni::Error {
-        match e {
-            Error::Config(m) => cni::Error::invalid_config(m),
-            Error::Unsupported(m) => cni::Error::new(cni::ErrorCode::UnsupportedField, m),
-            other => cni::Error::internal(other),
-        }
-    }
-}
+/// The plugin kit's error type: its variants' codes are the kit's one table.
+pub use tether_kit::Error;
 
 /// The plugin, for `cni::run`.
 pub struct BandwidthPlugin;
+
+const UNCHAINED: &str = "bandwidth must be chained: prevResult is missing";
 
 impl Plugin for BandwidthPlugin {
     fn name(&self) -> &'static str {
@@ -64,17 +35,11 @@ impl Plugin for BandwidthPlugin {
 
     fn add(&self, req: &Request) -> Result<CniResult, cni::Error> {
         let limits = config::parse(&req.raw)?;
-        let prev = req.prev_result.clone();
         if limits.ingress().is_none() && limits.egress().is_none() {
-            return Ok(prev.unwrap_or_default());
+            return Ok(req.prev_result.clone().unwrap_or_default());
         }
-        let mut result = prev.ok_or_else(|| {
-            cni::Error::invalid_config("bandwidth must be chained: prevResult is missing")
-        })?;
-        let netns = req
-            .netns
-            .as_deref()
-            .expect("the skel requires CNI_NETNS for ADD");
+        let mut result = req.prev_result_required(UNCHAINED)?.clone();
+        let netns = req.netns_required()?;
         let ifb = config::ifb_name(&req.conf.name, &req.container_id);
         let peer = link::veth_peer_index(netns, &req.ifname)?;
         let made = on_host(async |h| {
@@ -116,13 +81,8 @@ impl Plugin for BandwidthPlugin {
 
     fn check(&self, req: &Request) -> Result<(), cni::Error> {
         let limits = config::parse(&req.raw)?;
-        let result = req.prev_result.as_ref().ok_or_else(|| {
-            cni::Error::invalid_config("bandwidth must be chained: prevResult is missing")
-        })?;
-        let netns = req
-            .netns
-            .as_deref()
-            .expect("the skel requires CNI_NETNS for CHECK");
+        let result = req.prev_result_required(UNCHAINED)?;
+        let netns = req.netns_required()?;
         let ifb = config::ifb_name(&req.conf.name, &req.container_id);
         let peer = link::veth_peer_index(netns, &req.ifname)?;
         Ok(on_host(async |h| {

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use rtnetlink::{Handle, LinkIfb, LinkUnspec};
 use std::os::fd::AsFd;
 use std::path::Path;
-use tether_netlink::{Rtnl, open_netns, rtnl_errno};
+use tether_netlink::{Rtnl, rtnl_errno};
 
 /// The errno of a kernel NACK, if it is one.
 pub fn errno(e: &rtnetlink::Error) -> Option<Errno> {
@@ -61,7 +61,10 @@ async fn get_one(req: rtnetlink::LinkGetRequest, what: String) -> Result<Option<
     match req.execute().try_next().await {
         Ok(m) => Ok(m.map(link_of)),
         Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
-        Err(source) => Err(Error::Netlink { what, source }),
+        Err(source) => Err(Error::Netlink {
+            what,
+            source: source.into(),
+        }),
     }
 }
 
@@ -77,7 +80,7 @@ pub async fn by_index(h: &Handle, index: u32) -> Result<Option<Link>, Error> {
 
 /// The index (in the peer's namespace) of the veth peer of `ifname` in the namespace at `netns`.
 pub fn veth_peer_index(netns: &Path, ifname: &str) -> Result<u32, Error> {
-    let ns = open_netns(netns)?;
+    let ns = cni::netns::open(netns)?;
     let l = Rtnl::for_netns(ns.as_fd())?
         .block_on(async |h| by_name(&h, ifname).await)?
         .ok_or_else(|| Error::NotFound(format!("interface {ifname} not found in the container")))?;
@@ -112,13 +115,13 @@ pub async fn ensure_ifb(h: &Handle, name: &str, mtu: u32, tx_qlen: u32) -> Resul
                 .await
                 .map_err(|source| Error::Netlink {
                     what: format!("failed to set up {name}"),
-                    source,
+                    source: source.into(),
                 })?;
         }
         Err(source) => {
             return Err(Error::Netlink {
                 what: format!("failed to create ifb device {name}"),
-                source,
+                source: source.into(),
             });
         }
     }
@@ -137,7 +140,7 @@ pub async fn delete(h: &Handle, name: &str) -> Result<(), Error> {
         Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(()),
         Err(source) => Err(Error::Netlink {
             what: format!("failed to delete {name}"),
-            source,
+            source: source.into(),
         }),
     }
 }

@@ -158,7 +158,7 @@ pub async fn qdiscs(h: &Handle, ifindex: u32) -> Result<Vec<Qdisc>, Error> {
         .await
         .map_err(|source| Error::Netlink {
             what: format!("failed to list the qdiscs of link {ifindex}"),
-            source,
+            source: source.into(),
         })?;
     Ok(msgs
         .into_iter()
@@ -200,7 +200,7 @@ pub async fn set_root_tbf(h: &Handle, ifindex: u32, tbf: &Tbf) -> Result<(), Err
     .await
     .map_err(|source| Error::Netlink {
         what: format!("failed to add a tbf qdisc to link {ifindex}"),
-        source,
+        source: source.into(),
     })
 }
 
@@ -226,7 +226,7 @@ pub async fn delete_qdisc(
         Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ENODEV)) => Ok(()),
         Err(source) => Err(Error::Netlink {
             what: format!("failed to delete the {kind} qdisc of link {ifindex}"),
-            source,
+            source: source.into(),
         }),
     }
 }
@@ -238,7 +238,10 @@ pub async fn redirect_ingress(h: &Handle, ifindex: u32, to: u32) -> Result<(), E
     delete_qdisc(h, ifindex, TcHandle::INGRESS, "ingress").await?;
     let nl = |what: &str| {
         let what = format!("failed to {what} on link {ifindex}");
-        move |source| Error::Netlink { what, source }
+        move |source: rtnetlink::Error| Error::Netlink {
+            what,
+            source: source.into(),
+        }
     };
     h.clone()
         .qdisc()
@@ -273,7 +276,7 @@ pub async fn ingress_redirects(h: &Handle, ifindex: u32) -> Result<Vec<u32>, Err
         .await
         .map_err(|source| Error::Netlink {
             what: format!("failed to list the ingress filters of link {ifindex}"),
-            source,
+            source: source.into(),
         })?;
     let mut out = Vec::new();
     for m in msgs {

@@ -5,26 +5,29 @@
 //! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
 //! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
 //! up, routes → forwarding, while the network's shared masquerade chain is checked beside them →
-//! result.
+//! result. Everything after preflight holds the network's and the bridge's port locks shared
+//! (see the lock module): a last DEL cannot remove the chains or the bridge under this ADD.
+//! A failed ADD, once unwound and unlocked, removes what the network left when no other
+//! attachment of it remains (`teardown`), so it leaves the host as it found it.
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cni::{CniResult, Error, ErrorCode, Interface, Request};
+use cni::{CniResult, Error, Interface, Request};
 use ipnetwork::IpNetwork;
-use tether_netfilter::Netfilter;
+use tether_kit::RequestExt;
 use tether_netlink::{
     IFA_F_TENTATIVE, Link, NsHandle, RTPROT_BOOT, RouteSpec, VethSpec, sysctl_get, sysctl_set,
 };
 
 use crate::config::{Config, format_mac};
-use crate::lock::lock_bridge;
-use crate::names::{alias, host_veth_name};
+use crate::lock::{Mode, lock_bridge, lock_network, lock_ports};
+use crate::names::{alias, bridge_mark, host_veth_name};
 use crate::plan::{Plan, plan, route_gateway};
 use crate::undo::Undo;
-use crate::{nf, nl};
+use crate::{nf, nl, teardown};
 
 /// `IFA_F_DADFAILED`
 const IFA_F_DADFAILED: u32 = 0x08;
@@ -34,25 +37,47 @@ const DAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn add(req: &Request) -> Result<CniResult, Error> {
     let conf = Config::parse(req)?;
     conf.validate()?;
-    let netns = req
-        .netns
-        .as_deref()
-        .expect("the skel requires CNI_NETNS for ADD");
-    let ns_fd: OwnedFd = tether_netlink::open_netns(netns).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("open container netns {}: {e}", netns.display()),
-        )
-    })?;
+    let netns = req.netns_required()?;
+    let ns_fd: OwnedFd = tether_kit::netns::open(netns)?;
     let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
     let cont = NsHandle::for_netns(ns_fd.as_fd()).map_err(nl(format!(
         "open netlink in container netns {}",
         netns.display()
     )))?;
     let veth = host_veth_name(&req.container_id, &req.ifname);
-    let existing_bridge = preflight(&conf, req, netns, &host, &cont, &veth)?;
+    preflight(&conf, req, netns, &host, &cont, &veth)?;
     tracing::debug!("phase: preflight checks done");
 
+    let created = {
+        // Shared: parallel ADDs run side by side, and a DEL removing what the network or the
+        // bridge leaves (exclusive) waits until this ADD's veth exists and its masquerading is
+        // in place, or this ADD waits until that removal is done (see the lock module).
+        let _network = lock_network(&conf.network, Mode::Shared)?;
+        let _ports = lock_ports(&conf.bridge, Mode::Shared)?;
+        create(&conf, req, netns, &host, &cont, ns_fd.as_fd(), &veth)
+    };
+    if created.is_err() {
+        // The rollback deleted this ADD's veth; when no other attachment is left, what this
+        // ADD may have set up for the network (its chains, our bridge) goes too. Only after
+        // the shared locks are released: the removal takes them exclusive.
+        if let Err(e) = teardown::remove_if_unused(&conf, &host) {
+            tracing::warn!(error = %e, "removing the network's state after a failed ADD");
+        }
+    }
+    created
+}
+
+/// Everything ADD creates, each removal pushed on the undo stack. Runs under the network's and
+/// the bridge's shared locks.
+fn create(
+    conf: &Config,
+    req: &Request,
+    netns: &Path,
+    host: &NsHandle,
+    cont: &NsHandle,
+    ns_fd: BorrowedFd<'_>,
+    veth: &str,
+) -> Result<CniResult, Error> {
     let mut undo = Undo::new();
 
     // IPAM first: when the pool is exhausted nothing else has been touched.
@@ -67,14 +92,14 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         None => None,
     };
     tracing::debug!("phase: IPAM ADD done");
-    let plan = ipam.as_ref().map(|r| plan(&conf, r)).transpose()?;
+    let plan = ipam.as_ref().map(|r| plan(conf, r)).transpose()?;
     let bridge_addrs = plan.as_ref().map_or(&[][..], |p| &p.bridge_addrs[..]);
 
     let (bridge, bridge_created) = {
         let _lock = lock_bridge(&conf.bridge)?;
-        let (bridge, created) = ensure_bridge(&host, &conf, existing_bridge)?;
+        let (bridge, created) = ensure_bridge(host, conf)?;
         for addr in bridge_addrs {
-            ensure_addr(&host, &bridge, *addr, conf.force_address)?;
+            ensure_addr(host, &bridge, *addr, conf.force_address)?;
         }
         (bridge, created)
     };
@@ -96,7 +121,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             ipv6_link_local: false,
             peer_mac: conf.mac,
             peer_mtu: conf.mtu,
-            ..VethSpec::new(&veth, &req.ifname, ns_fd.as_fd())
+            ..VethSpec::new(veth, &req.ifname, ns_fd)
         })
         .map_err(|e| match e {
             tether_netlink::Error::Exists(_) => Error::invalid_env(format!(
@@ -112,9 +137,8 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
             e => nl(format!("create veth {veth} on bridge {}", conf.bridge))(e),
         })?;
     let host_idx = host_veth.index;
-    let host_ref = &host;
     undo.push(format!("delete veth {veth}"), move || {
-        host_ref.del_link(host_idx).map_err(|e| e.to_string())
+        host.del_link(host_idx).map_err(|e| e.to_string())
     });
     host.set_bridge_port(
         host_idx,
@@ -128,7 +152,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     // iptables exec, independent of the container's interface: it runs on a second thread while
     // this one configures the container, so its time and the kernel's netlink work overlap
     // instead of adding up. Nothing of the chain belongs to this container, so nothing goes on
-    // the undo stack, as for the bridge. A bridge this ADD created (a fresh host, after a
+    // the undo stack, as for the bridge: both go with the network's last attachment. A bridge this ADD created (a fresh host, after a
     // reboot) means the chain is most likely missing too: then it is created without checking
     // first.
     let masq_addrs: Option<Vec<IpNetwork>> = plan
@@ -138,15 +162,10 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     let cont_link = std::thread::scope(|s| {
         let masq = masq_addrs.as_ref().map(|addrs| {
             s.spawn(|| {
-                tether_netfilter::masquerade_ensure(
-                    &Netfilter::new(),
-                    &conf.network,
-                    addrs,
-                    bridge_created,
-                )
+                tether_netfilter::select().masquerade_ensure(&conf.network, addrs, bridge_created)
             })
         });
-        let configured = (|| {
+        let configured = (|| -> Result<Link, Error> {
             let cont_link = cont
                 .link_by_name(&req.ifname)
                 .map_err(nl("read the new container interface"))?
@@ -157,7 +176,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
                         netns.display()
                     ))
                 })?;
-            configure_container(&conf, req, &cont, ns_fd.as_fd(), &cont_link, plan.as_ref())?;
+            configure_container(conf, req, cont, ns_fd, &cont_link, plan.as_ref())?;
             tracing::debug!("phase: container interface configured");
             if let Some(p) = plan.as_ref().filter(|_| conf.is_gateway) {
                 enable_forwarding(&p.bridge_addrs)?;
@@ -176,15 +195,13 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     })?;
     tracing::debug!("phase: forwarding and masquerading ready");
 
-    let result = build_result(
-        &conf, req, &host, &bridge, &host_veth, &cont_link, plan, ipam,
-    )?;
+    let result = build_result(conf, req, host, &bridge, &host_veth, &cont_link, plan, ipam)?;
     undo.commit();
     tracing::debug!("phase: result built");
     Ok(result)
 }
 
-/// Everything that can be refused without changing anything. Returns the bridge when it exists.
+/// Everything that can be refused without changing anything.
 fn preflight(
     conf: &Config,
     req: &Request,
@@ -192,7 +209,7 @@ fn preflight(
     host: &NsHandle,
     cont: &NsHandle,
     veth: &str,
-) -> Result<Option<Link>, Error> {
+) -> Result<(), Error> {
     if cont
         .link_by_name(&req.ifname)
         .map_err(nl("look up CNI_IFNAME in the container"))?
@@ -220,7 +237,7 @@ fn preflight(
             req.container_id, req.ifname
         )));
     }
-    Ok(bridge)
+    Ok(())
 }
 
 fn not_a_bridge(l: &Link) -> Result<(), Error> {
@@ -236,25 +253,20 @@ fn not_a_bridge(l: &Link) -> Result<(), Error> {
 
 /// Creates the bridge or reuses it. Called under the bridge lock; `EEXIST` still means "someone
 /// else (another runtime, without our lock) created it": re-read and verify.
-/// Also says whether this call created it. `seen` is the bridge as preflight found it: a bridge
-/// that existed then still does (bridges are never deleted by an ADD), so only a missing one is
-/// looked up again, now under the lock.
-fn ensure_bridge(
-    host: &NsHandle,
-    conf: &Config,
-    seen: Option<Link>,
-) -> Result<(Link, bool), Error> {
+/// Also says whether this call created it. Looked up again although preflight saw it: a DEL
+/// may have deleted it since (it cannot now, while this ADD holds the port lock).
+fn ensure_bridge(host: &NsHandle, conf: &Config) -> Result<(Link, bool), Error> {
     let name = &conf.bridge;
-    let existing = match seen {
-        Some(l) => Some(l),
-        None => host
-            .link_by_name(name)
-            .map_err(nl(format!("look up bridge {name}")))?,
-    };
+    let existing = host
+        .link_by_name(name)
+        .map_err(nl(format!("look up bridge {name}")))?;
     let (mut br, created) = match existing {
         Some(l) => (l, false),
         None => match host.create_bridge(name, conf.mtu, false) {
-            Ok(l) => (l, true),
+            Ok(l) => {
+                mark_bridge(host, &l, &conf.network)?;
+                (l, true)
+            }
             Err(tether_netlink::Error::Exists(_)) => (
                 host.link_by_name(name)
                     .map_err(nl(format!("look up bridge {name}")))?
@@ -289,6 +301,22 @@ fn ensure_bridge(
         br.up = true;
     }
     Ok((br, created))
+}
+
+/// Marks a bridge this ADD just created as ours (`names::bridge_mark`), so that the last DEL may
+/// delete it again; a bridge that cannot be marked is deleted at once (an unmarked one would
+/// stay forever).
+fn mark_bridge(host: &NsHandle, br: &Link, network: &str) -> Result<(), Error> {
+    let Some(mark) = bridge_mark(network) else {
+        tracing::debug!(bridge = %br.name, "network name too long for a bridge mark: the bridge will stay");
+        return Ok(());
+    };
+    host.set_alias(br.index, &mark).map_err(|e| {
+        if let Err(undo) = host.del_link(br.index) {
+            tracing::warn!(error = %undo, bridge = %br.name, "deleting the unmarked bridge failed");
+        }
+        nl(format!("mark bridge {} as Tether's", br.name))(e)
+    })
 }
 
 /// Puts `want` (gateway/prefix) on the bridge. As the reference: another IPv4 address, or an

@@ -6,8 +6,8 @@
 
 use std::os::fd::AsFd;
 
-use cni::{CniResult, Error, ErrorCode, Interface, Request};
-use tether_netfilter::Netfilter;
+use cni::{CniResult, Error, Interface, Request};
+use tether_kit::RequestExt;
 use tether_netlink::{Link, NsHandle};
 
 use crate::add::gateway_addrs;
@@ -28,17 +28,9 @@ pub fn check(req: &Request) -> Result<(), Error> {
     let prev = req.prev_result.as_ref().ok_or_else(|| {
         Error::invalid_config("CHECK needs prevResult (the result of the ADD being checked)")
     })?;
-    let netns = req
-        .netns
-        .as_deref()
-        .expect("the skel requires CNI_NETNS for CHECK");
+    let netns = req.netns_required()?;
     let netns_text = netns.display().to_string();
-    let ns_fd = tether_netlink::open_netns(netns).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("open container netns {netns_text}: {e}"),
-        )
-    })?;
+    let ns_fd = tether_kit::netns::open(netns)?;
     let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
     let cont = NsHandle::for_netns(ns_fd.as_fd()).map_err(nl("open netlink in the container"))?;
 
@@ -133,7 +125,8 @@ pub fn check(req: &Request) -> Result<(), Error> {
 
     if conf.ip_masq && !prev.ips.is_empty() {
         let addrs: Vec<_> = prev.ips.iter().map(|i| i.address).collect();
-        tether_netfilter::masquerade_check(&Netfilter::new(), &conf.network, &addrs)
+        tether_netfilter::select()
+            .masquerade_check(&conf.network, &addrs)
             .map_err(nf("check masquerading"))?;
     }
     Ok(())

@@ -1,21 +1,30 @@
 //! DEL: remove everything ADD created for this attachment, found from `(network, container id,
-//! ifname)` alone: the veth pair and the IPAM lease.
+//! ifname)` alone: the veth pair and the IPAM lease; then, when it was the network's last
+//! attachment on this host, what the network shared (see `teardown`).
 //!
-//! No iptables at all: with `ipMasq` the network's masquerade chain and its jump are shared by
-//! every container of the subnet and stay for the next one, like the bridge and its gateway
-//! address (see tether-netfilter's masq module).
+//! ```text
+//! thread 1:  IPAM DEL ─────────────────────┐
+//! thread 2:  delete host veth (its peer, the container's CNI_IFNAME, goes with it)
+//!            └─> teardown: a veth of the network left? yes: done (the usual DEL)
+//!                          no: under the network lock, masquerade chains, our portless bridge
+//! ```
+//!
+//! The container's namespace is never touched: `CNI_NETNS` is only a path, and paths are reused
+//! (`/proc/<pid>/ns/net` after pid reuse, `/run/netns/NAME` after re-creation), so the
+//! interface named `CNI_IFNAME` there may belong to another, live container. The host veth is
+//! provably ours (its name is a hash of container id and ifname, and its alias repeats both);
+//! deleting it deletes its peer, which is the only container interface of this attachment.
+//! A DEL that is not the network's last runs no iptables at all.
 //!
 //! Never fails because something is already gone (netns, link, `prevResult`); every step runs
 //! even when an earlier one failed, and the first real failure is reported.
-
-use std::os::fd::AsFd;
 
 use cni::{Error, Request};
 use tether_netlink::NsHandle;
 
 use crate::config::Config;
 use crate::names::{host_veth_name, parse_alias};
-use crate::nl;
+use crate::{nl, teardown};
 
 pub fn del(req: &Request) -> Result<(), Error> {
     let conf = Config::parse(req)?;
@@ -32,6 +41,8 @@ pub fn del(req: &Request) -> Result<(), Error> {
     // Releasing before the link is gone is the reference's own order (it calls IPAM DEL first):
     // an ADD that gets the address meanwhile configures it in another namespace, on another
     // port, while this one is already on its way out.
+    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"));
+    let host = host.as_ref().map_err(Clone::clone);
     let ipam = std::thread::scope(|s| {
         let ipam = conf.ipam.as_ref().map(|ipam| {
             s.spawn(move || {
@@ -40,10 +51,14 @@ pub fn del(req: &Request) -> Result<(), Error> {
                 r
             })
         });
-        keep(del_in_container(req));
-        tracing::debug!("phase: container interface deleted");
-        keep(del_host_veth(req));
-        tracing::debug!("phase: host veth deleted");
+        keep(host.and_then(|host| {
+            let r = del_host_veth(req, host);
+            tracing::debug!("phase: host veth deleted");
+            r?;
+            let r = teardown::remove_if_unused(&conf, host);
+            tracing::debug!("phase: network state checked");
+            r
+        }));
         ipam.map(|h| h.join())
     });
     match ipam {
@@ -57,44 +72,11 @@ pub fn del(req: &Request) -> Result<(), Error> {
     }
 }
 
-/// Deletes `CNI_IFNAME` in the container when the namespace still exists and the interface is a
-/// veth. Usually deleting the host end already removed it; this covers attachments whose host
-/// end we cannot name (made by the reference plugin before a switch to Tether).
-fn del_in_container(req: &Request) -> Result<(), Error> {
-    let Some(path) = &req.netns else {
-        return Ok(());
-    };
-    let fd = match tether_netlink::open_netns(path) {
-        Ok(fd) => fd,
-        Err(e) => {
-            // Gone or not a namespace any more: nothing of ours can be in it.
-            tracing::debug!(netns = %path.display(), error = %e, "container netns unusable, skipping");
-            return Ok(());
-        }
-    };
-    let cont = NsHandle::for_netns(fd.as_fd()).map_err(nl("open netlink in the container"))?;
-    let Some(link) = cont
-        .link_by_name(&req.ifname)
-        .map_err(nl("look up CNI_IFNAME in the container"))?
-    else {
-        return Ok(());
-    };
-    if link.kind.as_deref() != Some("veth") {
-        tracing::warn!(ifname = %req.ifname, kind = ?link.kind, "not a veth: not ours, left alone");
-        return Ok(());
-    }
-    match cont.del_link(link.index) {
-        Ok(()) | Err(tether_netlink::Error::NotFound(_)) => Ok(()),
-        Err(e) => Err(nl(format!("delete {} in the container", req.ifname))(e)),
-    }
-}
-
 /// Deletes the host veth by its deterministic name, unless its alias says it belongs to another
 /// container or interface (a hash collision) or it is not a veth at all. The network in the alias
 /// is not compared: a network renamed between ADD and DEL must not leak the veth.
-fn del_host_veth(req: &Request) -> Result<(), Error> {
+fn del_host_veth(req: &Request, host: &NsHandle) -> Result<(), Error> {
     let name = host_veth_name(&req.container_id, &req.ifname);
-    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
     let Some(link) = host
         .link_by_name(&name)
         .map_err(nl(format!("look up host veth {name}")))?

@@ -1,17 +1,28 @@
-//! GC: remove the host veths of every attachment of this network that the runtime no longer
-//! lists, then let the IPAM release its leases. The reference has no GC.
+//! GC (CNI 1.1.0): remove the host veths of every attachment of this network that the runtime
+//! no longer lists, then what the network and vanished networks left, then let the IPAM release
+//! its leases. The reference has no GC.
 //!
-//! Host veths are found by their alias record (`tether:<network>:<cid>:<ifname>`), which carries
-//! the network, so attachments of other networks sharing the bridge are never touched. There is
-//! nothing per attachment in iptables: the network's masquerade chains are shared and stay, like
-//! the bridge. Every step runs; the first failure is reported.
+//! ```text
+//! 1. veths aliased tether:<this network>:<cid>:<ifname> not in the valid list   -> deleted
+//! 2. no veth of this network left  -> its masquerade chains, its bridge if ours and portless
+//!    (teardown::remove_if_unused, the same as the last DEL)
+//! 3. sweep: masquerade chains of any network (comment `tether net=<name> masq`) with no veth
+//!    left, and bridges marked tether-bridge:… with no port (teardown::sweep)
+//! 4. IPAM GC
+//! ```
+//!
+//! Host veths are found by their alias record, which carries the network, so attachments of
+//! other networks sharing the bridge are never touched. Every decision in 2 and 3 is made again
+//! under that network's (or bridge's) exclusive lock, so a concurrent ADD keeps what it needs.
+//! This is how `tether network rm` (GC with an empty valid list) and `tether network prune` (GC
+//! of every network) reach a network's state. Every step runs; the first failure is reported.
 
 use cni::{Attachment, Error, Request};
 use tether_netlink::NsHandle;
 
 use crate::config::Config;
 use crate::names::parse_alias;
-use crate::nl;
+use crate::{nl, teardown};
 
 pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
     let conf = Config::parse(req)?;
@@ -25,6 +36,18 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
     match gc_veths(&conf, &is_valid) {
         Ok(n) if n > 0 => tracing::info!(removed = n, "GC removed stale host veths"),
         Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+
+    match NsHandle::current().map_err(nl("open netlink in the host namespace")) {
+        Ok(host) => {
+            if let Err(e) = teardown::remove_if_unused(&conf, &host) {
+                errors.push(e);
+            }
+            if let Err(e) = teardown::sweep(&host) {
+                errors.push(e);
+            }
+        }
         Err(e) => errors.push(e),
     }
 

@@ -9,18 +9,26 @@
 //!   ifname)` alone: the host veth has a deterministic name and an alias record, so DEL never
 //!   needs the container's namespace and GC can find leftovers;
 //! - masquerading is one shared chain per (network, subnet) and family, not a chain per
-//!   container: ADD reads the nat table once and writes only when the chain is missing, DEL
-//!   touches no iptables, and the work per container does not grow with the containers;
+//!   container: ADD reads the nat table once and writes only when the chain is missing, a DEL
+//!   that is not the network's last touches no iptables, and the work per container does not
+//!   grow with the containers;
+//! - DEL never touches the container's namespace (its path may name another container by now):
+//!   deleting the host veth, provably ours by name and alias, deletes its peer;
 //! - a failed ADD unwinds everything it created (`undo`), including the IPAM lease;
 //! - bridge creation and its gateway address are serialised by a per-bridge lock, and every
 //!   "ensure" treats `EEXIST` as success, so parallel ADDs on a fresh host do not race;
 //! - container addresses are added with `IFA_F_NODAD` (unless `enabledad`), so there is no
 //!   DAD wait, and nothing polls with sleeps.
 //!
-//! What stays on the host after the last DEL: as with the reference, the bridge, its gateway
-//! addresses, its pinned MAC, and the forwarding sysctls; with `ipMasq`, also the network's
-//! masquerade chains (`TETHER-MASQ-*`) and their `POSTROUTING` jumps. A failed ADD keeps these
-//! too (they are shared with concurrent ADDs).
+//! What stays on the host after the last DEL: only the forwarding sysctls. The DEL (or failed
+//! ADD, or GC) that leaves a network without attachments on this host removes its masquerade
+//! chains (`TETHER-MASQ-*`) and their `POSTROUTING` jumps, and deletes the bridge when this
+//! plugin created it (marked with the alias `tether-bridge:<network>`) and no port is left on
+//! it, taking its gateway addresses with it. A bridge we did not create (a user's `br0`, the
+//! reference's, one made by a Tether before the mark) stays, with the gateway addresses ADD put
+//! on it, as with the reference. "Last" is read from the kernel under a per-network lock, so a
+//! concurrent ADD never loses its masquerading (see `teardown` and `lock`). GC also sweeps what
+//! vanished networks left: the chains of networks without a veth, our bridges without a port.
 //!
 //! Keys (defaults as in the reference): `bridge` ("cni0"), `isGateway`, `isDefaultGateway`
 //! (implies `isGateway`), `forceAddress`, `ipMasq`, `mtu` (a bridge we create and both veth
@@ -32,7 +40,8 @@
 //! would silently drop isolation: `vlan` (non-zero), `vlanTrunk`, `macspoofchk`.
 //!
 //! Differences a careful observer can see: the host veth is `veth` + 8 hex digits of
-//! sha256(cid NUL ifname) with the alias `tether:<net>:<cid>:<ifname>`; masquerading is
+//! sha256(cid NUL ifname) with the alias `tether:<net>:<cid>:<ifname>`; a bridge we create has
+//! the alias `tether-bridge:<net>` and goes with its last port; masquerading is
 //! `TETHER-MASQ-<hash>` per network and subnet, matching the subnet rather than each container's
 //! address, with `RETURN` where the reference's chain has `ACCEPT` (see tether-netfilter's masq
 //! module); 1.1.0 results carry each interface's `mtu`; the IPAM
@@ -47,11 +56,13 @@ mod gc;
 pub mod lock;
 pub mod names;
 pub mod plan;
-mod undo;
+mod teardown;
 
-use std::fmt::Display;
-
-use cni::{Attachment, CniResult, Error, ErrorCode, Request};
+use cni::{Attachment, CniResult, Error, Request};
+// The undo stack and the error mapping are the plugin kit's; the names stay `crate::undo`,
+// `crate::nl` and `crate::nf` for the modules here.
+use tether_kit::undo;
+pub(crate) use tether_kit::{nf, nl};
 
 pub use config::Config;
 
@@ -90,14 +101,4 @@ impl cni::Plugin for Bridge {
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         gc::gc(req, valid)
     }
-}
-
-/// Maps a netlink failure to a CNI error (code 999) that says what we were doing.
-pub(crate) fn nl(what: impl Display) -> impl FnOnce(tether_netlink::Error) -> Error {
-    move |e| Error::new(ErrorCode::Internal, format!("{what}: {e}"))
-}
-
-/// Maps a firewall failure likewise.
-pub(crate) fn nf(what: impl Display) -> impl FnOnce(tether_netfilter::Error) -> Error {
-    move |e| Error::new(ErrorCode::Internal, format!("{what}: {e}"))
 }

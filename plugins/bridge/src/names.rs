@@ -41,6 +41,23 @@ pub fn parse_alias(text: &str) -> Option<(&str, &str, &str)> {
         .then_some((net, cid, ifname))
 }
 
+/// What marks a bridge as created by Tether's bridge plugin (its `IFLA_IFALIAS` starts with
+/// it): only such a bridge is ever deleted, and only when it has no port left.
+pub const BRIDGE_MARK_PREFIX: &str = "tether-bridge:";
+
+/// The mark set on a bridge this plugin creates: `tether-bridge:<network>` (the network that
+/// created it, for whoever reads `ip link`). `None` when it would not fit the kernel's limit:
+/// that bridge is then left on the host like one we did not create.
+pub fn bridge_mark(network: &str) -> Option<String> {
+    let m = format!("{BRIDGE_MARK_PREFIX}{network}");
+    (m.len() <= ALIAS_MAX).then_some(m)
+}
+
+/// Whether a link's alias marks it as a bridge Tether created.
+pub fn is_our_bridge(alias: Option<&str>) -> bool {
+    alias.is_some_and(|a| a.starts_with(BRIDGE_MARK_PREFIX))
+}
+
 /// Per-bridge lock file name component: the bridge name is a valid interface name (no `/`), so
 /// it is a valid file name.
 pub fn lock_file_name(bridge: &str) -> String {
@@ -78,5 +95,17 @@ mod tests {
         assert_eq!(parse_alias("other:a:b:c"), None);
         assert_eq!(parse_alias("tether::b:c"), None);
         assert_eq!(alias(&"n".repeat(250), "cid", "eth0"), None);
+    }
+
+    #[test]
+    fn bridge_marks_name_the_network_and_are_recognised() {
+        let m = bridge_mark("net-1").unwrap();
+        assert_eq!(m, "tether-bridge:net-1");
+        assert!(is_our_bridge(Some(&m)));
+        assert!(!is_our_bridge(None));
+        assert!(!is_our_bridge(Some("uplink bridge")));
+        // A veth's record is not a bridge mark.
+        assert!(!is_our_bridge(alias("n", "c", "eth0").as_deref()));
+        assert_eq!(bridge_mark(&"n".repeat(250)), None);
     }
 }

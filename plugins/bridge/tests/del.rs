@@ -1,8 +1,8 @@
 //! DEL: idempotent, independent of the container's namespace, and it leaves the host as it was
-//! before ADD, apart from what the bridge keeps for the next container (see `assert_clean`: the
-//! bridge link, its gateway addresses and connected routes; the network's shared masquerade
-//! chain `TETHER-MASQ-*` per subnet with its `POSTROUTING` jump, a shared base chain that DEL
-//! never touches; host-local's `lock` and `last_reserved_ip.*`).
+//! before ADD. While other attachments remain, the network's shared state stays for them (the
+//! bridge, its gateway addresses, the masquerade chain `TETHER-MASQ-*` per subnet with its
+//! `POSTROUTING` jump); the last DEL removes it too (`assert_nothing_left`: only host-local's
+//! `lock` and `last_reserved_ip.*` stay).
 
 mod common;
 
@@ -34,14 +34,14 @@ fn del_restores_the_snapshot_and_is_idempotent() {
 
     env.del(Some(&ctr), "c1", &conf, Some(&r)).ok_empty();
     let after = env.snapshot();
-    assert_clean(&before, &after, "tbr0");
-    // The shared chain stays as it was, and nothing in iptables names the container.
-    let kept: Vec<&String> = after
-        .iptables
-        .iter()
-        .filter(|l| is_shared_masq(l))
-        .collect();
-    assert_eq!(kept, masq);
+    // The last DEL: the chains and jumps of both families and the bridge went with it (they
+    // used to stay).
+    assert_nothing_left(&before, &after);
+    assert!(
+        !after.iptables.iter().any(|l| is_shared_masq(l)),
+        "{after:#?}"
+    );
+    assert!(env.link("tbr0").is_none());
     for ip in result_ips(&r) {
         assert!(
             !after.iptables.iter().any(|l| l.contains(&format!("{ip}/"))),
@@ -54,7 +54,7 @@ fn del_restores_the_snapshot_and_is_idempotent() {
     env.del(None, "c1", &conf, None).ok_empty();
     env.del_path(Some("/nonexistent/netns".as_ref()), "c1", &conf)
         .ok_empty();
-    assert_clean(&before, &env.snapshot(), "tbr0");
+    assert_nothing_left(&before, &env.snapshot());
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn del_with_empty_netns_cleans_the_host_side() {
         .run();
     out.ok_empty();
     assert!(env.link(&host_veth(&r)).is_none());
-    assert_clean(&before, &env.snapshot(), "tbr0");
+    assert_nothing_left(&before, &env.snapshot());
     drop(ctr);
 }
 
@@ -127,7 +127,7 @@ fn del_after_the_container_namespace_is_gone() {
     }
     // Without prevResult too: nothing about the container is known but its id and ifname.
     env.del_path(Some(&path), "c1", &conf).ok_empty();
-    assert_clean(&before, &env.snapshot(), "tbr0");
+    assert_nothing_left(&before, &env.snapshot());
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn del_without_prev_result_while_the_container_lives() {
     let ctr = env.th.container();
     env.add(&ctr, "c1", &conf).ok();
     env.del(Some(&ctr), "c1", &conf, None).ok_empty();
-    assert_clean(&before, &env.snapshot(), "tbr0");
+    assert_nothing_left(&before, &env.snapshot());
     assert!(ctr.netlink().link_by_name("eth0").unwrap().is_none());
 }
 
@@ -164,16 +164,29 @@ fn del_keeps_the_bridge_for_other_containers() {
     let (a, b) = (env.th.container(), env.th.container());
     let ra = env.add(&a, "a", &conf).ok();
     let rb = env.add(&b, "b", &conf).ok();
+    let before = env.snapshot();
     env.del(Some(&a), "a", &conf, Some(&ra)).ok_empty();
     env.check(&b, "b", &conf, &rb).ok_empty();
-    env.del(Some(&b), "b", &conf, Some(&rb)).ok_empty();
-    // The last DEL keeps the bridge and its address, as the reference does.
+    // b still uses the bridge, its address and the network's chains.
     let br = env.link("tbr0").expect("bridge stays");
     let addrs = env.host().netlink().addrs(Some(br.index)).unwrap();
     assert!(
         addrs.iter().any(|a| a.net.to_string() == "10.31.0.1/24"),
         "{addrs:?}"
     );
+    let masq = |s: &netns_fixtures::Snapshot| {
+        s.iptables
+            .iter()
+            .filter(|l| is_shared_masq(l))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(masq(&env.snapshot()), masq(&before));
+    assert_eq!(masq(&before).len(), 5, "{before:#?}");
+    env.del(Some(&b), "b", &conf, Some(&rb)).ok_empty();
+    // The last DEL deletes the bridge it created and the chains (the reference keeps its bridge).
+    assert!(env.link("tbr0").is_none());
+    assert!(masq(&env.snapshot()).is_empty());
 }
 
 #[test]

@@ -89,5 +89,5 @@ fn hundred_parallel_adds_then_dels() {
             });
         }
     });
-    assert_clean(&before, &env.snapshot(), "tbr0");
+    assert_nothing_left(&before, &env.snapshot());
 }

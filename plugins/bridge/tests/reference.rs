@@ -4,9 +4,9 @@
 //!
 //! Normalised before comparing, because they differ by design: veth names (random there,
 //! hashed here), MACs, comments, and the masquerade layout (a `CNI-<sha512>` chain per container
-//! there, one shared `TETHER-MASQ-<hash>` chain per network and subnet here, which also stays
-//! after the last DEL): masquerade lines are left out of the comparison, only that both
-//! masquerade the same families is compared; that ours masquerades what the reference does is
+//! there, one shared `TETHER-MASQ-<hash>` chain per network and subnet here, which the last DEL
+//! removes together with the bridge it created, which the reference keeps): masquerade lines
+//! are left out of the comparison, only that both masquerade the same families is compared; that ours masquerades what the reference does is
 //! tested with real packets in packets.rs. Route protocols are compared as they are: both add
 //! theirs as `boot`.
 
@@ -154,7 +154,31 @@ fn compare(conf_of: &dyn Fn(&Env) -> Value) {
                 .ok_empty();
         }
     }
+    // The one difference after the last DEL: the reference keeps the bridge (its link,
+    // addresses and connected routes), ours deletes the bridge it created.
+    let bridge = conf_of(&theirs.env)["bridge"]
+        .as_str()
+        .unwrap_or("cni0")
+        .to_string();
+    let without_bridge = |mut s: Snapshot| {
+        let mine = |l: &String| {
+            l.starts_with(&format!("{bridge} ")) || l.contains(&format!(" dev {bridge} "))
+        };
+        for v in [&mut s.links, &mut s.addrs, &mut s.routes] {
+            v.retain(|l| !mine(l));
+        }
+        s
+    };
     let (ht, ho) = (host(&theirs), host(&ours));
+    assert!(
+        theirs.env.link(&bridge).is_some(),
+        "the reference keeps its bridge"
+    );
+    assert!(
+        ours.env.link(&bridge).is_none(),
+        "ours deletes the bridge it created"
+    );
+    let ht = without_bridge(ht);
     if ht != ho {
         panic!(
             "host state after DEL differs (- reference, + ours):\n{}",

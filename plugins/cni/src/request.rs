@@ -288,49 +288,8 @@ pub fn parse_cni_args(s: &str) -> Result<Vec<(String, String)>, Error> {
         .collect()
 }
 
-/// Statfs magic numbers of the filesystems a network namespace handle can live on.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-
-/// Checks that `path` is a network namespace handle (any nsfs path is accepted: `/run/netns/x`,
-/// `/proc/PID/ns/net`, `/proc/PID/fd/N`). A missing path means the container is gone (code 3);
-/// anything else that is not a namespace is an invalid `CNI_NETNS` (code 4).
-pub fn check_netns_path(path: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid_env("CNI_NETNS contains a NUL byte"))?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(if err.kind() == std::io::ErrorKind::NotFound {
-            Error::new(
-                ErrorCode::UnknownContainer,
-                format!("network namespace {} does not exist", path.display()),
-            )
-        } else {
-            Error::invalid_env(format!(
-                "cannot open network namespace {}: {err}",
-                path.display()
-            ))
-        });
-    }
-    let magic = st.f_type as i64;
-    if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
-        return Err(Error::invalid_env(format!(
-            "CNI_NETNS {} is not a network namespace",
-            path.display()
-        )));
-    }
-    if std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(Error::invalid_env(format!(
-            "CNI_NETNS {} is a directory, not a network namespace",
-            path.display()
-        )));
-    }
-    Ok(())
-}
+/// Kept here for callers of the old path; the check lives in [`crate::netns`].
+pub use crate::netns::check_netns_path;
 
 #[cfg(test)]
 mod tests {
@@ -416,25 +375,6 @@ mod tests {
             ]
         );
         assert_eq!(parse_cni_args("novalue").unwrap_err().code, 4);
-    }
-
-    #[test]
-    fn netns_checks() {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        assert_eq!(check_netns_path(f.path()).unwrap_err().code, 4);
-        assert_eq!(
-            check_netns_path(std::path::Path::new("/nonexistent/ns"))
-                .unwrap_err()
-                .code,
-            3
-        );
-        check_netns_path(std::path::Path::new("/proc/self/ns/net")).unwrap();
-        assert_eq!(
-            check_netns_path(std::path::Path::new("/proc"))
-                .unwrap_err()
-                .code,
-            4
-        );
     }
 
     #[test]

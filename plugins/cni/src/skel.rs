@@ -1,7 +1,8 @@
 //! The plugin side of the protocol: read, validate, dispatch, print one JSON document.
 
 use crate::error::{Error, ErrorCode};
-use crate::request::{Command, Request, check_netns_path};
+use crate::netns::check_netns_path;
+use crate::request::{Command, Request};
 use crate::result::CniResult;
 use crate::types::Attachment;
 use crate::version;

@@ -10,10 +10,10 @@
 //! Real orchestrators do not call CNI for this mode (a pod's containers just join the sandbox
 //! namespace); the binary lets a CNI-only runtime treat every mode alike.
 
-use std::os::fd::AsFd;
 use std::path::Path;
 
-use cni::{CniResult, Error, ErrorCode, Plugin, Request};
+use cni::{CniResult, Error, Plugin, Request};
+use tether_kit::{RequestExt, describe, nl};
 use tether_netlink::NsHandle;
 
 pub struct Container;
@@ -24,15 +24,12 @@ impl Plugin for Container {
     }
 
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
-        let netns = req
-            .netns
-            .as_deref()
-            .expect("the skel requires CNI_NETNS for ADD");
+        let netns = req.netns_required()?;
         let h = alive(netns)?;
         if let Some(prev) = &req.prev_result {
             return Ok(prev.clone());
         }
-        tether_host::describe(&h, Some(&netns.display().to_string()))
+        describe(&h, Some(&netns.display().to_string()))
     }
 
     fn del(&self, _req: &Request) -> Result<(), Error> {
@@ -41,37 +38,17 @@ impl Plugin for Container {
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
-        alive(
-            req.netns
-                .as_deref()
-                .expect("the skel requires CNI_NETNS for CHECK"),
-        )
-        .map(drop)
+        alive(req.netns_required()?).map(drop)
     }
 }
 
 /// Opens the target namespace and proves it answers: a namespace whose last process died and
 /// whose path vanished is code 3 (container unknown); a path that is not a network namespace
-/// is code 4.
+/// is code 4 (both decided by the kit's [`tether_kit::netns`]).
 pub fn alive(netns: &Path) -> Result<NsHandle, Error> {
-    let fd = tether_netlink::open_netns(netns).map_err(|e| match e {
-        tether_netlink::Error::NotFound(_) => Error::new(
-            ErrorCode::UnknownContainer,
-            format!(
-                "the target container's network namespace {} does not exist",
-                netns.display()
-            ),
-        ),
-        tether_netlink::Error::NotANamespace(_) => Error::invalid_env(format!(
-            "CNI_NETNS {} is not a network namespace",
-            netns.display()
-        )),
-        e => Error::internal(e),
-    })?;
-    let h = NsHandle::for_netns(fd.as_fd())
-        .map_err(|e| Error::internal(format!("netlink in {}: {e}", netns.display())))?;
+    let h = tether_kit::netns::handle(netns)?;
     h.link_by_name("lo")
-        .map_err(Error::internal)?
+        .map_err(nl(format!("look up lo in {}", netns.display())))?
         .ok_or_else(|| Error::internal(format!("no lo in {}", netns.display())))?;
     Ok(h)
 }

@@ -6,26 +6,7 @@ use tether_netfilter::validate;
 
 pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IngressPolicy {
-    /// No isolation (the default).
-    Open,
-    /// Traffic between this bridge and other isolated bridges is dropped (Docker-style).
-    SameBridge,
-    /// Like `SameBridge`, and traffic between ports of this bridge is dropped too
-    /// (Docker's `enable_icc=false`).
-    Isolated,
-}
-
-impl IngressPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IngressPolicy::Open => "open",
-            IngressPolicy::SameBridge => "same-bridge",
-            IngressPolicy::Isolated => "isolated",
-        }
-    }
-}
+pub use tether_netfilter::IngressPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

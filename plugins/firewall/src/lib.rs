@@ -1,77 +1,53 @@
 //! `firewall`: lets a container's traffic through the host's `FORWARD` chain and optionally
 //! isolates its bridge (chained after an interface plugin; every spec version, 0.1.0 to 1.1.0).
 //!
-//! The reference's iptables layout (see [`rules`]), applied with one `iptables-save` and at most
-//! one `iptables-restore` per family. Only the iptables backend exists: `firewalld` is refused
+//! The reference's iptables layout (`tether_netfilter::iptables::filter::rules`), applied by the
+//! firewall backend ([`tether_netfilter::Firewall`]'s `filter_*`) with one `iptables-save` and
+//! at most one `iptables-restore` per family. Only the iptables backend exists: `firewalld` is refused
 //! with an explanation, and there is no nftables backend (iptables-nft works on nftables hosts).
 //! Beyond the reference: per-address rules carry the attachment's comment, so DEL removes them
 //! without `prevResult` (and GC removes those of attachments that are gone).
 
 mod config;
-pub mod rules;
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use cni::{Attachment, CniResult, Error, ErrorCode, Plugin, Request};
-use tether_netfilter::lock::netfilter_lock;
-use tether_netfilter::{
-    Batch, Family, Netfilter, OnSaveError, SavedTable, SweepError, Table, comment, per_family,
-};
+use tether_netfilter::{AttachmentId, Family, FilterPolicy};
 
 pub use config::{Config, IngressPolicy};
 
 pub struct Firewall;
 
-fn nf_err(what: &str) -> impl Fn(tether_netfilter::Error) -> Error + '_ {
-    move |e| match e {
-        tether_netfilter::Error::Invalid { .. } => Error::invalid_config(format!("{what}: {e}")),
-        _ => Error::internal(format!("{what}: {e}")),
+// Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
+use tether_kit::nf as nf_err;
+
+fn owner(req: &Request) -> AttachmentId<'_> {
+    AttachmentId {
+        network: &req.conf.name,
+        container_id: &req.container_id,
+        ifname: &req.ifname,
     }
 }
 
-fn read(nf: &Netfilter, family: Family) -> Result<SavedTable, Error> {
-    let text = nf
-        .save(family, Table::Filter)
-        .map_err(nf_err("reading the filter table"))?;
-    Ok(SavedTable::parse(&text, Table::Filter))
+fn policy(cfg: &Config, bridge: Option<&str>) -> FilterPolicy {
+    FilterPolicy {
+        admin_chain: cfg.admin_chain.clone(),
+        ingress: cfg.ingress,
+        bridge: bridge.map(str::to_string),
+    }
 }
 
-/// [`tether_netfilter::sweep`] over the filter table, with the firewall's errors. DEL and GC pass
-/// [`OnSaveError::SkipV6`].
-fn sweep(
-    nf: &Netfilter,
-    family: Family,
-    on_save_error: OnSaveError,
-    mut plan: impl FnMut(&SavedTable) -> Result<Batch, Error>,
-) -> Result<(), Error> {
-    tether_netfilter::sweep(nf, family, &[Table::Filter], on_save_error, |t| {
-        Ok((plan(t.table(Table::Filter))?, ()))
-    })
-    .map_err(|e| match e {
-        SweepError::Save(e) => nf_err("reading the filter table")(e),
-        SweepError::Plan(e) => e,
-        SweepError::Apply(e) => nf_err("applying the firewall rules")(e),
-    })
+/// Every address of `prev` (the reference covers all of them, not only the sandbox's).
+fn ips(prev: &CniResult) -> Vec<IpAddr> {
+    prev.ips.iter().map(|i| i.address.ip()).collect()
 }
 
-fn first_err(results: Vec<Result<(), Error>>) -> Result<(), Error> {
-    results.into_iter().collect()
-}
-
-/// Every address of `prev` by family (the reference covers all of them, not only the sandbox's).
-fn ips_by_family(prev: &CniResult) -> Vec<(Family, Vec<IpAddr>)> {
-    let fams: BTreeSet<Family> = prev.ips.iter().map(|i| Family::of(&i.address)).collect();
-    fams.into_iter()
-        .map(|f| {
-            let ips = prev
-                .ips
-                .iter()
-                .map(|i| i.address.ip())
-                .filter(|ip| Family::from(*ip) == f)
-                .collect();
-            (f, ips)
-        })
+/// The families of `prev`'s addresses.
+fn families(prev: &CniResult) -> Vec<Family> {
+    Family::ALL
+        .into_iter()
+        .filter(|f| prev.ips.iter().any(|i| Family::of(&i.address) == *f))
         .collect()
 }
 
@@ -124,58 +100,24 @@ impl Plugin for Firewall {
             .clone()
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
         let bridge = bridge_of(&cfg, &prev)?;
-        let by_family = ips_by_family(&prev);
         if cfg.ingress == IngressPolicy::Isolated {
-            for (family, _) in &by_family {
-                require_bridge_netfilter(*family)?;
+            for family in families(&prev) {
+                require_bridge_netfilter(family)?;
             }
         }
-        let text = comment(&req.conf.name, &req.container_id, &req.ifname);
-        let is_mine =
-            |_: &str, cid: &str, ifname: &str| cid == req.container_id && ifname == req.ifname;
-        let nf = Netfilter::new();
-        let fams: Vec<Family> = by_family.iter().map(|(f, _)| *f).collect();
-        let guard = netfilter_lock();
-        let results = per_family(&fams, |family| {
-            let ips = &by_family
-                .iter()
-                .find(|(f, _)| *f == family)
-                .expect("family from the list")
-                .1;
-            sweep(&nf, family, OnSaveError::Fail, |t| {
-                let mut b = Batch::new(family);
-                rules::plan_add(&mut b, &cfg, t, &text, is_mine, ips, bridge)
-                    .map_err(nf_err("building the firewall rules"))?;
-                Ok(b)
-            })
-        });
-        if let Err(e) = first_err(results) {
-            // All or nothing for the per-address rules; the shared chains stay (as always).
-            let undo = per_family(&fams, |family| remove(&nf, family, &is_mine, &[]));
-            if let Err(u) = first_err(undo) {
-                tracing::warn!(error = %u, "rolling back firewall rules failed");
-            }
-            return Err(e);
-        }
-        drop(guard);
+        tether_netfilter::select()
+            .filter_add(owner(req), &ips(&prev), &policy(&cfg, bridge))
+            .map_err(nf_err("applying the firewall rules"))?;
         Ok(prev)
     }
 
     fn del(&self, req: &Request) -> Result<(), Error> {
         config::parse(req)?;
-        let is_mine =
-            |_: &str, cid: &str, ifname: &str| cid == req.container_id && ifname == req.ifname;
         // Addresses from prevResult, when there is one, catch rules the reference plugin wrote.
-        let known: Vec<IpAddr> = req
-            .prev_result
-            .iter()
-            .flat_map(|p| p.ips.iter().map(|i| i.address.ip()))
-            .collect();
-        let nf = Netfilter::new();
-        let _guard = netfilter_lock();
-        first_err(per_family(&Family::ALL, |family| {
-            remove(&nf, family, &is_mine, &known)
-        }))
+        let known: Vec<IpAddr> = req.prev_result.iter().flat_map(ips).collect();
+        tether_netfilter::select()
+            .filter_delete(owner(req), &known)
+            .map_err(nf_err("removing the firewall rules"))
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
@@ -185,60 +127,28 @@ impl Plugin for Firewall {
             .as_ref()
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
         let bridge = bridge_of(&cfg, prev)?;
-        let text = comment(&req.conf.name, &req.container_id, &req.ifname);
-        let nf = Netfilter::new();
-        let by_family = ips_by_family(prev);
-        let fams: Vec<Family> = by_family.iter().map(|(f, _)| *f).collect();
-        first_err(per_family(&fams, |family| {
-            let ips = &by_family
-                .iter()
-                .find(|(f, _)| *f == family)
-                .expect("family from the list")
-                .1;
-            let t = read(&nf, family)?;
-            rules::check(&cfg, &t, &text, ips, bridge).map_err(|msg| {
-                Error::new(
-                    ErrorCode::Internal,
-                    format!("firewall CHECK failed ({family:?}): {msg}"),
-                )
+        tether_netfilter::select()
+            .filter_check(owner(req), &ips(prev), &policy(&cfg, bridge))
+            .map_err(|e| match e {
+                tether_netfilter::Error::Check(msg) => {
+                    Error::new(ErrorCode::Internal, format!("firewall CHECK failed {msg}"))
+                }
+                e => nf_err("reading the filter table")(e),
             })
-        }))
     }
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         let network = req.conf.name.as_str();
-        let is_stale = |net: &str, cid: &str, ifname: &str| {
-            net == network
-                && !valid
-                    .iter()
-                    .any(|a| a.container_id == cid && a.ifname == ifname)
-        };
-        let nf = Netfilter::new();
-        let _guard = netfilter_lock();
-        first_err(per_family(&Family::ALL, |family| {
-            remove(&nf, family, &is_stale, &[])
-        }))
+        let valid: Vec<AttachmentId<'_>> = valid
+            .iter()
+            .map(|a| AttachmentId {
+                network,
+                container_id: &a.container_id,
+                ifname: &a.ifname,
+            })
+            .collect();
+        tether_netfilter::select()
+            .filter_gc(network, &valid)
+            .map_err(nf_err("removing stale firewall rules"))
     }
-}
-
-/// Deletes the per-address rules `select` picks (by comment), plus the reference's uncommented
-/// rules for `known` addresses. Reads the table once; runs nothing when there is nothing to do.
-fn remove(
-    nf: &Netfilter,
-    family: Family,
-    select: &(impl Fn(&str, &str, &str) -> bool + Sync),
-    known: &[IpAddr],
-) -> Result<(), Error> {
-    let known: Vec<IpAddr> = known
-        .iter()
-        .copied()
-        .filter(|ip| Family::from(*ip) == family)
-        .collect();
-    sweep(nf, family, OnSaveError::SkipV6, |t| {
-        let mut b = Batch::new(family);
-        for r in rules::attachment_rules(t, select).chain(rules::reference_rules(t, &known)) {
-            b.delete_saved(Table::Filter, r);
-        }
-        Ok(b)
-    })
 }

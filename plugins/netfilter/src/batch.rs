@@ -20,7 +20,7 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Plain(String),
-    /// Rendered in double quotes with `"` escaped, as `iptables-save` writes comments.
+    /// Rendered in double quotes with `"` and `\` escaped, as `iptables-save` writes comments.
     Quoted(String),
 }
 
@@ -84,6 +84,18 @@ impl Rule {
         Ok(rule)
     }
 
+    /// `-m comment --comment "<text>"` for an attachment's comment ([`crate::comment`]), which
+    /// carries an interface name the kernel and the bridge plugin accepted: `;`, quotes, `$`,
+    /// `#`, `!`, `\` and backticks included. Checked by [`validate::attachment_comment`] (no
+    /// control characters) and written quoted, with `"` and `\` escaped, which is how
+    /// `iptables-restore` reads a quoted token back and how `iptables-save` prints it.
+    pub fn attachment_comment(self, text: &str) -> Result<Rule> {
+        validate::attachment_comment(text)?;
+        let mut rule = self.plain(&["-m", "comment", "--comment"]);
+        rule.tokens.push(Token::Quoted(text.to_string()));
+        Ok(rule)
+    }
+
     /// `-j <target>`: a chain or a target such as `ACCEPT` or `MASQUERADE`.
     pub fn jump(self, target: &str) -> Result<Rule> {
         validate::chain(target)?;
@@ -128,8 +140,15 @@ impl Rule {
             match token {
                 Token::Plain(t) => out.push_str(t),
                 Token::Quoted(t) => {
+                    // Inside quotes iptables-restore takes `\` as "the next character as is":
+                    // the only two that need it are the quote and the backslash itself.
                     out.push('"');
-                    out.push_str(&t.replace('"', "\\\""));
+                    for c in t.chars() {
+                        if c == '"' || c == '\\' {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
                     out.push('"');
                 }
             }

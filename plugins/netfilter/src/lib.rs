@@ -1,28 +1,38 @@
-//! Tether's firewall layer over `iptables`/`ip6tables` (nf_tables or legacy backend).
+//! Tether's firewall layer: the [`Firewall`] backend trait that every plugin calls (bridge's
+//! ipMasq, portmap, firewall), chosen by [`select`], and its first implementation, [`Iptables`],
+//! over `iptables`/`ip6tables` (nf_tables or legacy backend). See [`backend`]'s diagram for the
+//! layering; inputs are data ([`policy`]), never a backend's syntax. A second backend is one new
+//! module implementing [`Firewall`], and one more branch in [`select`].
 //!
-//! Every change a plugin makes is built as one [`Batch`] and applied with a single
-//! `iptables-restore --noflush --wait` exec fed on stdin: one process and one transaction per plugin
-//! call, instead of the reference plugins' several execs (and xtables lock grabs) per rule.
-//! Nothing in the hot path asks the kernel whether a rule exists (`iptables -C`): chains we own are
-//! declared (created or flushed) idempotently, and teardown first tries the exact deletes and only
-//! reads the table (`iptables-save`, once) when they fail.
+//! Below the trait, every change is built as one [`Batch`] and applied with a single
+//! `iptables-restore --noflush --wait` exec fed on stdin: one process and one transaction per
+//! plugin call, instead of the reference plugins' several execs (and xtables lock grabs) per
+//! rule. Nothing in the hot path asks the kernel whether a rule exists (`iptables -C`): chains we
+//! own are declared (created or flushed) idempotently, and teardown first tries the exact deletes
+//! and only reads the table (`iptables-save`, once) when they fail.
 //!
 //! Per-attachment objects are found again by deterministic names ([`chain_name`]) and comments
 //! ([`comment`]), never by reading state inside the container, so DEL and GC work without the
 //! netns or a `prevResult`. The bridge's masquerading is per network, not per attachment
-//! ([`masquerade_ensure`]): shared chains that no DEL touches.
+//! ([`masquerade_ensure`]): shared chains that stay until the network's last attachment goes
+//! ([`masquerade_remove`], which the bridge calls then).
 //!
 //! Every string that ends up as an iptables argument is validated ([`validate`]); addresses come
 //! typed as [`IpNetwork`].
 //!
 //! Plugins that plan from the current rules use [`sweep`] (save, plan, apply, re-plan when the
-//! batch went stale) under [`lock::netfilter_lock`], one family per thread ([`per_family`]).
+//! batch went stale) under [`lock::netfilter_lock`] (from `tether-lock`, the crate below this
+//! one), one family per thread ([`per_family`]).
 
+pub mod backend;
 mod batch;
 mod exec;
+pub mod iptables;
 pub mod lock;
 mod masq;
+mod masq_remove;
 mod names;
+pub mod policy;
 mod saved;
 mod sweep;
 pub mod validate;
@@ -32,12 +42,19 @@ use std::path::PathBuf;
 
 pub use ipnetwork::IpNetwork;
 
+pub use backend::{Firewall, select};
 pub use batch::{Batch, Rule};
 pub use exec::{Netfilter, Tools};
+pub use iptables::Iptables;
 pub use masq::{
     MASQ_CHAIN_PREFIX, masq_chain_name, masq_comment, masquerade_check, masquerade_ensure,
 };
+pub use masq_remove::{masquerade_networks, masquerade_remove};
 pub use names::{chain_name, comment, parse_comment};
+pub use policy::{
+    AttachmentId, FilterPolicy, HostIp, IngressPolicy, Mapping, MarkChain, PortPolicy, Proto,
+    Published,
+};
 pub use saved::{SavedRule, SavedTable, SavedTables, delete_rules_with_comment};
 pub use sweep::{OnSaveError, PLAN_ATTEMPTS, SweepError, per_family, sweep};
 
@@ -132,9 +149,12 @@ pub enum Error {
         stderr: String,
         input: String,
     },
-    /// `masquerade_check` found the rules missing or different.
+    /// A CHECK found the rules missing or different.
     #[error("{0}")]
     Check(String),
+    /// What an ADD asks for is held by another attachment (a published host port).
+    #[error("{0}")]
+    Conflict(String),
     /// A [`lock::FileLock`] could not be taken; `action` says which step failed.
     #[error("{action} {}: {source}", path.display())]
     Lock {
@@ -159,11 +179,26 @@ impl Error {
             _ => false,
         }
     }
+
+    /// The input line a failed restore named, if it named one.
+    pub fn failed_input_line(&self) -> Option<&str> {
+        match self {
+            Error::Command { stderr, input, .. } => failed_line(stderr, input),
+            _ => None,
+        }
+    }
 }
 
 /// `iptables-restore` names the failing input line ("line 3 failed"); quote it so the error is
 /// readable without the whole batch.
 fn failing_line(stderr: &str, input: &str) -> String {
+    match failed_line(stderr, input) {
+        Some(line) => format!(" [input line: {line}]"),
+        None => String::new(),
+    }
+}
+
+fn failed_line<'a>(stderr: &str, input: &'a str) -> Option<&'a str> {
     let n = stderr
         .split("line")
         .skip(1)
@@ -174,8 +209,5 @@ fn failing_line(stderr: &str, input: &str) -> String {
             digits.parse::<usize>().ok()
         })
         .next();
-    match n.and_then(|n| input.lines().nth(n.checked_sub(1)?)) {
-        Some(line) => format!(" [input line: {line}]"),
-        None => String::new(),
-    }
+    n.and_then(|n| input.lines().nth(n.checked_sub(1)?))
 }

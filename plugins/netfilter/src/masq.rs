@@ -15,8 +15,10 @@
 //! multicast), except that the source match is the subnet rather than each container's address,
 //! so an address of the subnet that no container holds is masqueraded too. The rule set grows
 //! with the networks, not with the containers: once the chain is there, ADD checks its few rules
-//! with `-C` and writes nothing; DEL has nothing to remove. Like the bridge and its
-//! gateway address, the chain is a shared base object that stays after the last container.
+//! with `-C` and writes nothing; a DEL that is not the network's last has nothing to remove.
+//! The chains are shared by the network's containers and go with the last of them: the
+//! bridge plugin decides when (from the kernel, under its network lock) and calls
+//! [`crate::masquerade_remove`] (the masq_remove module), which finds them by their comment.
 
 use ipnetwork::IpNetwork;
 

@@ -78,6 +78,20 @@ pub fn comment(text: &str) -> Result<()> {
     )
 }
 
+/// An attachment's comment (`tether net=N id=C if=I`): the interface name in it is whatever the
+/// kernel took (anything but `/`, `:`, whitespace and NUL), so any character but a control
+/// character (a newline would end the restore line) is allowed, at most 255 bytes.
+/// [`crate::Rule::attachment_comment`] quotes and escapes it.
+pub fn attachment_comment(text: &str) -> Result<()> {
+    check_chars(
+        "comment",
+        text,
+        COMMENT_MAX,
+        |c| !c.is_control(),
+        "any character but control characters",
+    )
+}
+
 /// Interface names for `-i`/`-o`: `[A-Za-z0-9_.-]{1,15}`, optionally ending in the iptables
 /// wildcard `+`.
 pub fn ifname(name: &str) -> Result<()> {

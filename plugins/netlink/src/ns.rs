@@ -1,38 +1,25 @@
 //! Opening network namespaces by path, and running code inside one.
 
-use std::fs::OpenOptions;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
+use cni::netns::NetnsError;
 use nix::sched::{CloneFlags, setns};
-use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 
 use crate::error::{Error, Result, from_errno, from_io};
 
 /// Opens a network namespace by any nsfs path (`/run/netns/x`, `/proc/PID/ns/net`,
-/// `/proc/PID/fd/N`): the path's spelling is not checked, the object behind it is.
+/// `/proc/PID/fd/N`): the path's spelling is not checked, the object behind it is. The check is
+/// the protocol's own ([`cni::netns::open`]), so every crate agrees on what a namespace is.
 ///
 /// A missing path is `Error::NotFound`; anything that is not a network namespace (a regular
 /// file, another namespace type) is `Error::NotANamespace`.
 pub fn open_netns(path: &Path) -> Result<OwnedFd> {
-    let file = OpenOptions::new()
-        .read(true)
-        // Never block on a FIFO someone passed as a "netns".
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| from_io("open netns", path.display(), e))?;
-    let fs = fstatfs(&file).map_err(|e| from_errno("statfs", path.display(), e as i32))?;
-    if fs.filesystem_type() != NSFS_MAGIC {
-        return Err(Error::NotANamespace(path.to_path_buf()));
-    }
-    // nsfs also holds mount, pid, user... namespaces; setns would fail later with a vague EINVAL.
-    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
-    let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
-    if kind != libc::CLONE_NEWNET {
-        return Err(Error::NotANamespace(path.to_path_buf()));
-    }
-    Ok(file.into())
+    cni::netns::open(path).map_err(|e| match e {
+        NetnsError::Missing(_) => Error::NotFound(format!("open netns {}: {e}", path.display())),
+        NetnsError::NotANamespace(p) => Error::NotANamespace(p),
+        NetnsError::Unusable { source, .. } => from_io("open netns", path.display(), source),
+    })
 }
 
 /// Runs `f` on a short-lived thread that entered the network namespace behind `ns` (see

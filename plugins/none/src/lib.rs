@@ -9,7 +9,7 @@
 //! binary exists so that a CNI-only runtime, `tether` included, can treat every mode alike.
 
 use cni::{CniResult, Error, Plugin, Request};
-use tether_loopback::{check_lo_up, lo_result, lo_up};
+use tether_kit::lo;
 
 pub struct NoNetwork;
 
@@ -19,15 +19,7 @@ impl Plugin for NoNetwork {
     }
 
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
-        let netns = req
-            .netns
-            .as_deref()
-            .expect("the skel requires CNI_NETNS for ADD");
-        let addrs = lo_up(netns)?;
-        Ok(req
-            .prev_result
-            .clone()
-            .unwrap_or_else(|| lo_result(netns, &addrs)))
+        lo::add(req)
     }
 
     fn del(&self, _req: &Request) -> Result<(), Error> {
@@ -35,10 +27,6 @@ impl Plugin for NoNetwork {
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
-        check_lo_up(
-            req.netns
-                .as_deref()
-                .expect("the skel requires CNI_NETNS for CHECK"),
-        )
+        lo::check(req)
     }
 }

@@ -7,9 +7,8 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::nl::{Attr, Attrs, Message, NLM_F_ACK, NLM_F_DUMP, Socket};
+use crate::nl::{Attr, Attrs, NETLINK_NETFILTER, NLM_F_ACK, NLM_F_DUMP, Raw, Socket};
 
-const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
@@ -94,22 +93,23 @@ pub fn delete_where(stale: impl Fn(&Entry) -> bool) -> io::Result<usize> {
     let mut sock = Socket::open(NETLINK_NETFILTER)?;
     let ty = |msg: u16| (NFNL_SUBSYS_CTNETLINK << 8) | msg;
     // struct nfgenmsg: family (AF_UNSPEC: all), version (NFNETLINK_V0), res_id (be16).
-    let dump = sock.request(Message::new(
-        ty(IPCTNL_MSG_CT_GET),
+    let dump = sock.request(
+        Raw::new(ty(IPCTNL_MSG_CT_GET), &[libc::AF_UNSPEC as u8, 0, 0, 0]),
         NLM_F_DUMP,
-        &[libc::AF_UNSPEC as u8, 0, 0, 0],
-    ))?;
+    )?;
     let mut deleted = 0;
     for reply in &dump {
-        let Some(attrs) = reply.payload.get(4..) else {
+        let Some(attrs) = reply.body.get(4..) else {
             continue;
         };
-        let Some(orig_attr) = Attrs(attrs).find(CTA_TUPLE_ORIG) else {
+        let Some(orig_attr) = Attrs::new(attrs).find(CTA_TUPLE_ORIG) else {
             continue;
         };
         let entry = match (
             parse_tuple(orig_attr),
-            Attrs(attrs).find(CTA_TUPLE_REPLY).and_then(parse_tuple),
+            Attrs::new(attrs)
+                .find(CTA_TUPLE_REPLY)
+                .and_then(parse_tuple),
         ) {
             (Some(orig), Some(reply)) => Entry { orig, reply },
             _ => continue,
@@ -124,16 +124,12 @@ pub fn delete_where(stale: impl Fn(&Entry) -> bool) -> io::Result<usize> {
         } else {
             libc::AF_INET6
         };
-        let mut del = Message::new(
-            ty(IPCTNL_MSG_CT_DELETE),
-            NLM_F_ACK,
-            &[family as u8, 0, 0, 0],
-        );
+        let mut del = Raw::new(ty(IPCTNL_MSG_CT_DELETE), &[family as u8, 0, 0, 0]);
         del.raw_attr(orig_attr.raw);
-        if let Some(zone) = Attrs(attrs).find(CTA_ZONE) {
+        if let Some(zone) = Attrs::new(attrs).find(CTA_ZONE) {
             del.raw_attr(zone.raw);
         }
-        match sock.request(del) {
+        match sock.request(del, NLM_F_ACK) {
             Ok(_) => deleted += 1,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e),

@@ -303,7 +303,10 @@ fn udp_published_while_a_client_is_sending() {
     let caps = ports(json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]));
     // Another container first: its NAT rules make the host track connections, as any real
     // host with a bridge network does.
-    h.add(&l, &h.container("ctr-z"), json!({})).expect("ADD z");
+    // Kept alive (a dropped namespace takes its veth, and with the network's last attachment
+    // the bridge's masquerading, with it).
+    let z = h.container("ctr-z");
+    h.add(&l, &z, json!({})).expect("ADD z");
     let client = udp_client(outside, sa(o.outside_v4, 40001));
     let to = sa(o.host_v4, 5353);
     assert_eq!(udp_ask(&client, to, "early"), None, "nothing published yet");
@@ -694,9 +697,10 @@ fn parallel_adds_and_dels_on_one_host() {
     let h = host();
     let o = h.add_outside();
     let l = list(&h, "pmnet", "1.0.0");
-    // Warm host: the bridge exists (the reference bridge races on its own creation).
-    h.add(&l, &h.container("ctr-warm"), json!({}))
-        .expect("ADD warm");
+    // Warm host: the bridge exists (the reference bridge races on its own creation). The warm
+    // container stays alive throughout, so the network keeps its bridge and masquerading.
+    let warm = h.container("ctr-warm");
+    h.add(&l, &warm, json!({})).expect("ADD warm");
     let before = h.snapshot();
     let ctrs: Vec<Container> = (0..8).map(|i| h.container(&format!("ctr-{i}"))).collect();
     let caps = |i: usize| ports(json!([tcp(8000 + i as u16, 80)]));

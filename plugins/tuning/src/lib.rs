@@ -12,6 +12,7 @@ pub mod config;
 pub mod link;
 pub mod saved;
 
+use cni::netns::NetnsError;
 use cni::{CniResult, Plugin, Request};
 use config::{Tuning, parse_mac};
 use link::{Change, LinkState};
@@ -19,43 +20,16 @@ use saved::Saved;
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use tether_kit::RequestExt;
 use tether_netlink::{Rtnl, format_mac};
 
-/// Everything that can go wrong in this plugin.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The config asks for something invalid or forbidden (CNI code 7).
-    #[error("{0}")]
-    Config(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("{what}: {source}")]
-    Netlink {
-        what: String,
-        source: rtnetlink::Error,
-    },
-    /// Entering the container's namespace or opening a netlink connection failed.
-    #[error(transparent)]
-    Netns(#[from] tether_netlink::Error),
-    /// The container is not as the config says (CHECK), or lacks the interface.
-    #[error("{0}")]
-    Mismatch(String),
-}
-
-impl From<Error> for cni::Error {
-    fn from(e: Error) -> cni::Error {
-        match e {
-            Error::Config(m) => cni::Error::invalid_config(m),
-            other => cni::Error::internal(other),
-        }
-    }
-}
+/// The plugin kit's error type: its variants' codes are the kit's one table.
+pub use tether_kit::Error;
 
 /// The plugin, for `cni::run`.
 pub struct TuningPlugin;
+
+const UNCHAINED: &str = "tuning must be chained: prevResult is missing";
 
 impl Plugin for TuningPlugin {
     fn name(&self) -> &'static str {
@@ -70,13 +44,8 @@ impl Plugin for TuningPlugin {
         let t = config::parse(&req.stdin, req.cni_arg("MAC"))?;
         config::check_allowlist(Path::new(config::ALLOWLIST_FILE), &t.sysctl)?;
         let sysctls = sysctl_paths(&t, &req.ifname)?;
-        let mut result = req.prev_result.clone().ok_or_else(|| {
-            cni::Error::invalid_config("tuning must be chained: prevResult is missing")
-        })?;
-        let netns = req
-            .netns
-            .as_deref()
-            .expect("the skel requires CNI_NETNS for ADD");
+        let mut result = req.prev_result_required(UNCHAINED)?.clone();
+        let netns = req.netns_required()?;
         let backup = saved::file(&t.data_dir, &req.container_id, &req.ifname);
         in_netns(netns, || add_in_netns(&t, &sysctls, &req.ifname, &backup))?;
         if let Some(mac) = t.mac {
@@ -108,7 +77,10 @@ impl Plugin for TuningPlugin {
             match in_netns(netns, || restore(&saved, &req.ifname)) {
                 Ok(()) => {}
                 // The namespace went away while we looked: nothing left to restore.
-                Err(Error::Netns(tether_netlink::Error::NotFound(_))) => {}
+                Err(
+                    Error::Namespace(NetnsError::Missing(_))
+                    | Error::Netns(tether_netlink::Error::NotFound(_)),
+                ) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -118,15 +90,8 @@ impl Plugin for TuningPlugin {
     fn check(&self, req: &Request) -> Result<(), cni::Error> {
         let t = config::parse(&req.stdin, req.cni_arg("MAC"))?;
         let sysctls = sysctl_paths(&t, &req.ifname)?;
-        if req.prev_result.is_none() {
-            return Err(cni::Error::invalid_config(
-                "tuning must be chained: prevResult is missing",
-            ));
-        }
-        let netns = req
-            .netns
-            .as_deref()
-            .expect("the skel requires CNI_NETNS for CHECK");
+        req.prev_result_required(UNCHAINED)?;
+        let netns = req.netns_required()?;
         Ok(in_netns(netns, || {
             check_in_netns(&t, &sysctls, &req.ifname)
         })?)
@@ -136,7 +101,7 @@ impl Plugin for TuningPlugin {
 /// Runs `f` on a short-lived thread inside the network namespace at `path`: sysctl files under
 /// `/proc/sys/net` and netlink sockets opened there are the namespace's.
 fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
-    let ns = tether_netlink::open_netns(path)?;
+    let ns = cni::netns::open(path)?;
     tether_netlink::in_netns(ns.as_fd(), f)?
 }
 
@@ -172,7 +137,7 @@ fn read_sysctl(p: &Path) -> Result<Option<String>, Error> {
             "{} is a directory of sysctls, not a sysctl",
             p.display()
         ))),
-        Err(source) => Err(Error::Io {
+        Err(source) => Err(Error::Sysctl {
             what: format!("failed to read {}", p.display()),
             source,
         }),
@@ -184,7 +149,7 @@ fn write_sysctl(p: &Path, value: &str) -> Result<(), Error> {
         .write(true)
         .open(p)
         .and_then(|mut f| f.write_all(value.as_bytes()))
-        .map_err(|source| Error::Io {
+        .map_err(|source| Error::Sysctl {
             what: format!("failed to set sysctl {} to {value:?}", p.display()),
             source,
         })
@@ -268,7 +233,7 @@ fn restore(s: &Saved, ifname: &str) -> Result<(), Error> {
             continue;
         }
         match write_sysctl(path, v) {
-            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+            Err(Error::Sysctl { source, .. }) if source.kind() == ErrorKind::NotFound => {}
             Err(e) => errors.push(e.to_string()),
             Ok(()) => {}
         }

@@ -52,7 +52,7 @@ pub async fn get(h: &Handle, name: &str) -> Result<Option<LinkState>, Error> {
         Err(e) if rtnl_errno(&e) == Some(nix::errno::Errno::ENODEV as i32) => Ok(None),
         Err(source) => Err(Error::Netlink {
             what: format!("failed to look up link {name}"),
-            source,
+            source: source.into(),
         }),
     }
 }
@@ -76,7 +76,10 @@ pub async fn apply(h: &Handle, index: u32, name: &str, c: &Change) -> Result<(),
             .set(msg)
             .execute()
             .await
-            .map_err(|source| Error::Netlink { what, source })
+            .map_err(|source| Error::Netlink {
+                what,
+                source: source.into(),
+            })
     };
     if let Some(mac) = c.mac {
         set(

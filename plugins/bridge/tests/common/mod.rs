@@ -235,11 +235,26 @@ pub fn is_shared_masq(line: &str) -> bool {
     line.contains("TETHER-MASQ-")
 }
 
+/// After a network's last DEL: `before` and `after` must be equal but for host-local's `lock`
+/// and `last_reserved_ip.*` files (the reference host-local keeps them too). No bridge we
+/// created, no masquerade chain or jump, no lease may remain.
+#[track_caller]
+pub fn assert_nothing_left(before: &Snapshot, after: &Snapshot) {
+    let mut after = after.clone();
+    let mut before = before.clone();
+    for s in [&mut before, &mut after] {
+        s.files.retain(|k, _| {
+            let f = k.rsplit('/').next().unwrap_or(k);
+            f != "lock" && !f.starts_with("last_reserved_ip.")
+        });
+    }
+    netns_fixtures::assert_snapshot_eq(&before, &after);
+}
+
 /// `before` and `after` must be equal once everything the bridge legitimately keeps is removed
-/// from `after`: the bridge link, its addresses and its connected routes (as with the reference,
-/// the bridge is shared and never deleted), the network's shared masquerade chains
-/// (`TETHER-MASQ-*`) with their `POSTROUTING` jumps (shared base chains, kept like the bridge),
-/// and host-local's `lock` and `last_reserved_ip.*` files (the reference host-local keeps them
+/// from `after` while other attachments may still use them (or the reference ran): the bridge
+/// link, its addresses and its connected routes, the network's shared masquerade chains
+/// (`TETHER-MASQ-*`) with their `POSTROUTING` jumps, and host-local's `lock` and `last_reserved_ip.*` files (the reference host-local keeps them
 /// too; no lease file may remain).
 #[track_caller]
 pub fn assert_clean(before: &Snapshot, after: &Snapshot, bridge: &str) {

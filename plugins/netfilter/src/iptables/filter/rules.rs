@@ -1,4 +1,4 @@
-//! The `filter` table layout, as pure functions from a saved table to a batch.
+//! The firewall plugin's `filter` table layout, as pure functions from a saved table to a batch.
 //!
 //! The reference's layout and chain names, because admins write rules against them:
 //!
@@ -22,12 +22,9 @@
 
 use std::net::IpAddr;
 
+use crate::policy::{FilterPolicy as Config, IngressPolicy};
+use crate::{Batch, Family, Result as NfResult, Rule, SavedRule, SavedTable, Table, parse_comment};
 use ipnetwork::IpNetwork;
-use tether_netfilter::{
-    Batch, Family, Result as NfResult, Rule, SavedRule, SavedTable, Table, parse_comment,
-};
-
-use crate::config::{Config, IngressPolicy};
 
 pub const FORWARD_CHAIN: &str = "CNI-FORWARD";
 pub const STAGE1: &str = "CNI-ISOLATION-STAGE-1";
@@ -51,9 +48,12 @@ fn ip_rules(ip: IpAddr, comment: &str) -> NfResult<[Rule; 2]> {
         Rule::new()
             .dst(host(ip))
             .args(&["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"])?
-            .comment(comment)?
+            .attachment_comment(comment)?
             .jump("ACCEPT")?,
-        Rule::new().src(host(ip)).comment(comment)?.jump("ACCEPT")?,
+        Rule::new()
+            .src(host(ip))
+            .attachment_comment(comment)?
+            .jump("ACCEPT")?,
     ])
 }
 
@@ -294,6 +294,7 @@ mod tests {
         Config {
             admin_chain: "CNI-ADMIN".into(),
             ingress,
+            bridge: None,
         }
     }
 

@@ -1,0 +1,36 @@
+//! GC's one question, shared by every plugin that tags what it creates with
+//! `(network, container id, ifname)`.
+
+use cni::Attachment;
+
+/// Whether something tagged `(net, cid, ifname)` is stale: it belongs to `network` and the
+/// runtime's valid list does not name its attachment. Another network's things are never stale.
+pub fn stale<'a>(
+    network: &'a str,
+    valid: &'a [Attachment],
+) -> impl Fn(&str, &str, &str) -> bool + Sync + Copy + 'a {
+    move |net, cid, ifname| {
+        net == network
+            && !valid
+                .iter()
+                .any(|a| a.container_id == cid && a.ifname == ifname)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unlisted_attachments_of_this_network() {
+        let valid = [Attachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        }];
+        let is_stale = stale("net1", &valid);
+        assert!(!is_stale("net1", "c1", "eth0"));
+        assert!(is_stale("net1", "c1", "eth1"));
+        assert!(is_stale("net1", "c2", "eth0"));
+        assert!(!is_stale("net2", "c2", "eth0"));
+    }
+}
