@@ -366,7 +366,7 @@ fn detached_tty_output_goes_to_the_log() {
         &[
             "sh",
             "-c",
-            "test -t 1 && echo out-on-a-tty; stty size; exit 4",
+            "test -t 1 && echo out-on-a-tty; echo last-line; exit 4",
         ],
     );
     assert!(
@@ -381,6 +381,8 @@ fn detached_tty_output_goes_to_the_log() {
     let logs = env.tether(&["logs", "logged"]);
     // The pty's line discipline ends lines with \r\n, as in Docker's logs of a -t container.
     assert!(logs.ok().contains("out-on-a-tty\r\n"), "{logs:#?}");
+    // The last line before the exit made it too: the master is drained after the exit.
+    assert!(logs.stdout.ends_with("\r\nlast-line\r\n"), "{logs:#?}");
     env.tether(&["rm", "logged"]).ok();
     env.assert_clean();
 }
