@@ -95,6 +95,10 @@ pub struct Config {
     pub limits: Limits,
     pub auto_remove: bool,
     pub detached: bool,
+    /// Capabilities, seccomp, no_new_privs, user (`confine`); `confinement.privileged` is
+    /// `--privileged`. Absent in older records: full root, as they ran.
+    #[serde(default)]
+    pub confinement: crate::confine::Confinement,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -26,6 +26,8 @@ pub struct ExecSpec {
     pub env: Vec<String>,
     pub workdir: String,
     pub userns: bool,
+    /// The container's confinement, compiled.
+    pub confine: crate::confine::Prepared,
 }
 
 /// Enters every namespace of `pid` that differs from ours, forks, and runs the command; returns
@@ -53,10 +55,11 @@ pub fn exec_in(pid: i32, spec: &ExecSpec) -> Result<i32> {
     match unsafe { nix::unistd::fork() }.ctx("fork")? {
         nix::unistd::ForkResult::Child => {
             signals::reset();
-            let err = become_root_and_exec(spec.userns, &spec.argv, &spec.env, || {
-                nix::unistd::chdir(spec.workdir.as_str())
-                    .map_err(sys(format!("workdir {}", spec.workdir)))
-            });
+            let err =
+                become_root_and_exec(spec.userns, &spec.argv, &spec.env, &spec.confine, || {
+                    nix::unistd::chdir(spec.workdir.as_str())
+                        .map_err(sys(format!("workdir {}", spec.workdir)))
+                });
             let _ = writeln!(std::io::stderr(), "tether exec: {err}");
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(err.exit_code()) }

@@ -187,6 +187,7 @@ fn start(
         loopback_up: plan.network.mode.own_netns(),
         pin_dir: Some(paths.netns_dir()),
         log_fd: log.as_ref().map(|f| f.as_raw_fd()),
+        confine: &plan.confine,
     };
     let target_netns = match &plan.joined {
         Some(t) => {

@@ -19,6 +19,8 @@ pub(super) struct Plan {
     pub joined: Option<ContainerState>,
     pub cgroup: cgroups::CgroupRecord,
     pub config: Config,
+    /// The confinement compiled (seccomp BPF), for the child to apply.
+    pub confine: crate::confine::Prepared,
 }
 
 fn build_env(a: &RunArgs, hostname: &str) -> Result<Vec<String>> {
@@ -124,6 +126,8 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
     if a.userns && a.userns_size == 0 {
         return Err(Error::usage("--userns-size must be at least 1"));
     }
+    let confinement = a.security.confinement()?;
+    let confine = crate::confine::prepare(&confinement)?;
     let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
     let config = Config {
         command: a.command.clone(),
@@ -138,6 +142,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         limits,
         auto_remove: a.rm,
         detached: a.detach,
+        confinement,
     };
     let network = NetworkRecord::new(
         mode.clone(),
@@ -155,5 +160,6 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         joined,
         cgroup,
         config,
+        confine,
     })
 }
