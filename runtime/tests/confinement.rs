@@ -83,7 +83,10 @@ fn cap_add_net_admin_lets_ip_link_add_work() {
     assert!(out.contains("00000000a80435fb"), "{out}");
     // --cap-drop takes one away, ALL takes all.
     let s = status_of(&env, &["--cap-drop", "CAP_CHOWN", "--cap-drop", "kill"]);
-    assert_eq!(s["CapEff"], format!("{:016x}", 0xa80425fbu64 & !0x1 & !0x20));
+    assert_eq!(
+        s["CapEff"],
+        format!("{:016x}", 0xa80425fbu64 & !0x1 & !0x20)
+    );
     let s = status_of(&env, &["--cap-drop", "ALL", "--cap-add", "SYS_TIME"]);
     assert_eq!(s["CapEff"], format!("{:016x}", 1u64 << 25));
     env.assert_clean();
@@ -102,7 +105,11 @@ fn privileged_and_unconfined_restore_what_they_should() {
     let s = status_of(&env, &["--privileged"]);
     assert_eq!(s["CapEff"], host_bnd);
     assert_eq!(s["Seccomp"], "0");
-    let out = sh(&env, &["--privileged"], "unshare -n true && echo unshare-ok");
+    let out = sh(
+        &env,
+        &["--privileged"],
+        "unshare -n true && echo unshare-ok",
+    );
     assert!(out.contains("unshare-ok"), "{out}");
     let s = status_of(&env, &["--security-opt", "seccomp=unconfined"]);
     assert_eq!(s["Seccomp"], "0");
@@ -130,9 +137,15 @@ fn a_custom_profile_denying_mkdir_makes_mkdir_fail() {
         &["--security-opt", &opt],
         "mkdir /tmp/tether-no-mkdir-$$ 2>&1; echo mkdir=$?; rmdir /tmp/tether-no-mkdir-$$ 2>/dev/null; : > /tmp/tether-file-$$ && rm /tmp/tether-file-$$ && echo create-ok; grep Seccomp: /proc/self/status",
     );
-    assert!(out.contains("Operation not permitted") && out.contains("mkdir=1"), "{out}");
+    assert!(
+        out.contains("Operation not permitted") && out.contains("mkdir=1"),
+        "{out}"
+    );
     // Only mkdir is denied: that profile allows everything else.
-    assert!(out.contains("create-ok") && out.contains("Seccomp:\t2"), "{out}");
+    assert!(
+        out.contains("create-ok") && out.contains("Seccomp:\t2"),
+        "{out}"
+    );
     env.assert_clean();
 }
 
@@ -202,12 +215,27 @@ fn bad_confinement_flags_exit_125_with_nothing_made() {
     let opt_bad = format!("seccomp={}", bad.display());
     let opt_broken = format!("seccomp={}", broken.display());
     for (flags, needle) in [
-        (vec!["--cap-add", "NET_ADMN"], "--cap-add NET_ADMN: unknown capability"),
-        (vec!["--cap-drop", "nope"], "--cap-drop nope: unknown capability"),
-        (vec!["--security-opt", "apparmor=unconfined"], "unknown --security-opt"),
-        (vec!["--security-opt", &opt_bad], "syscalls[0]: unknown action"),
+        (
+            vec!["--cap-add", "NET_ADMN"],
+            "--cap-add NET_ADMN: unknown capability",
+        ),
+        (
+            vec!["--cap-drop", "nope"],
+            "--cap-drop nope: unknown capability",
+        ),
+        (
+            vec!["--security-opt", "apparmor=unconfined"],
+            "unknown --security-opt",
+        ),
+        (
+            vec!["--security-opt", &opt_bad],
+            "syscalls[0]: unknown action",
+        ),
         (vec!["--security-opt", &opt_broken], "not a seccomp profile"),
-        (vec!["--security-opt", "seccomp=/no/such/profile.json"], "/no/such/profile.json"),
+        (
+            vec!["--security-opt", "seccomp=/no/such/profile.json"],
+            "/no/such/profile.json",
+        ),
         (vec!["--user", "nobody"], "--user nobody"),
     ] {
         let mut args = vec!["run", "--rm", "--net=bridge"];

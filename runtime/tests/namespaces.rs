@@ -152,7 +152,15 @@ fn mounts_stay_inside() {
     let script = format!("mount -t tmpfs none {d} && touch {d}/inside && ls {d}");
     // Mounting needs CAP_SYS_ADMIN (and with it Docker's seccomp profile allows mount).
     let out = env.tether(&[
-        "run", "--rm", "--net=none", "--cap-add", "SYS_ADMIN", "--", "sh", "-c", &script,
+        "run",
+        "--rm",
+        "--net=none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--",
+        "sh",
+        "-c",
+        &script,
     ]);
     assert_eq!(out.ok().trim(), "inside");
     assert!(

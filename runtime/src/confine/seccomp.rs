@@ -15,8 +15,8 @@
 
 use super::profile::{Action, Op, Resolved};
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule,
+    TargetArch,
 };
 use std::collections::BTreeMap;
 
@@ -91,17 +91,115 @@ fn add(chains: &mut Chains, nr: i64, conds: &[super::profile::Cond]) -> Result<(
     Ok(())
 }
 
+// Classic BPF opcodes and `struct seccomp_data` offsets (kernel ABI).
+const LD_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const JA: u16 = 0x05; // BPF_JMP | BPF_JA
+const RET: u16 = 0x06; // BPF_RET | BPF_K
+const NR_OFFSET: u32 = 0;
+const ARCH_OFFSET: u32 = 4;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// Calls per leaf of the search tree, compared one by one.
+const LEAF: usize = 4;
+
+fn ins(code: u16, jt: u8, jf: u8, k: u32) -> Ins {
+    Ins::Raw(seccompiler::sock_filter { code, jt, jf, k })
+}
+
+/// An instruction, or a jump to a place known only once everything is laid out.
+enum Ins {
+    Raw(seccompiler::sock_filter),
+    /// `JA` to the chain of the n-th call, or (None) to the mismatch action.
+    To(Option<usize>),
+}
+
+/// A binary search over the sorted call numbers `nrs[lo..hi]` (indices into the chains).
+fn tree(nrs: &[i64], lo: usize, hi: usize, out: &mut Vec<Ins>) {
+    if hi - lo <= LEAF {
+        for (i, nr) in nrs.iter().enumerate().take(hi).skip(lo) {
+            out.push(ins(JEQ, 0, 1, *nr as u32));
+            out.push(Ins::To(Some(i)));
+        }
+        out.push(Ins::To(None));
+        return;
+    }
+    let mid = lo + (hi - lo) / 2;
+    // nr >= nrs[mid]: jump to the right half (far, so by JA); below: fall into the left half.
+    out.push(ins(JGE, 0, 1, nrs[mid] as u32));
+    let right = out.len();
+    out.push(Ins::To(None)); // becomes the jump to the right half, once its start is known
+    tree(nrs, lo, mid, out);
+    let skip = (out.len() - right - 1) as u32;
+    out[right] = ins(JA, 0, 0, skip);
+    tree(nrs, mid, hi, out);
+}
+
+/// One filter: the arch check (anything but native x86_64 is killed, as seccompiler does), a
+/// binary search on the call number (libseccomp's "binary tree" layout), then each call's rule
+/// chain. A linear list would cost one comparison per listed call, and the kernel replays the
+/// program for every call number when it loads a filter (its action cache): ~650 µs per start
+/// for Docker's profile, against ~40 µs for the tree.
 fn build(
     chains: Chains,
     mismatch: SeccompAction,
     matched: SeccompAction,
 ) -> Result<BpfProgram, String> {
-    let rules = chains
+    target()?;
+    let mismatch = u32::from(mismatch);
+    let matched = u32::from(matched);
+    let nrs: Vec<i64> = chains.keys().copied().collect();
+    let mut out = vec![
+        ins(LD_ABS, 0, 0, ARCH_OFFSET),
+        ins(JEQ, 1, 0, AUDIT_ARCH_X86_64),
+        ins(RET, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        ins(LD_ABS, 0, 0, NR_OFFSET),
+    ];
+    if !nrs.is_empty() {
+        tree(&nrs, 0, nrs.len(), &mut out);
+    }
+    let default_at = out.len();
+    out.push(ins(RET, 0, 0, mismatch));
+    let mut chain_at = Vec::with_capacity(nrs.len());
+    for rules in chains.into_values() {
+        chain_at.push(out.len());
+        match rules {
+            None => out.push(ins(RET, 0, 0, matched)),
+            Some(rules) => {
+                for r in rules {
+                    // seccompiler's layout: a rule falls through its end when it matches and
+                    // jumps over the one instruction after it when it does not.
+                    let bpf: BpfProgram = r.into();
+                    out.extend(bpf.into_iter().map(Ins::Raw));
+                    out.push(ins(RET, 0, 0, matched));
+                }
+                out.push(ins(RET, 0, 0, mismatch));
+            }
+        }
+    }
+    let prog: BpfProgram = out
         .into_iter()
-        .map(|(nr, c)| (nr, c.unwrap_or_default()))
+        .enumerate()
+        .map(|(pos, i)| match i {
+            Ins::Raw(f) => f,
+            Ins::To(t) => {
+                let target = t.map_or(default_at, |n| chain_at[n]);
+                seccompiler::sock_filter {
+                    code: JA,
+                    jt: 0,
+                    jf: 0,
+                    k: (target - pos - 1) as u32,
+                }
+            }
+        })
         .collect();
-    let f = SeccompFilter::new(rules, mismatch, matched, target()?).map_err(|e| e.to_string())?;
-    BpfProgram::try_from(f).map_err(|e| format!("compiling the seccomp filter: {e}"))
+    if prog.len() > 4096 {
+        return Err(format!(
+            "the seccomp filter has {} instructions, more than the kernel's 4096",
+            prog.len()
+        ));
+    }
+    Ok(prog)
 }
 
 /// The filters to install, in order.
@@ -183,6 +281,96 @@ mod tests {
         eprintln!("compiled in {:?}", t.elapsed());
         assert_eq!(progs.len(), 2);
         assert!(progs[0].len() > 300);
+    }
+
+    /// A classic-BPF interpreter for what `build` and seccompiler's conditions emit.
+    fn run(prog: &BpfProgram, nr: u32, args: [u64; 6]) -> u32 {
+        let mut data = vec![nr, AUDIT_ARCH_X86_64, 0, 0];
+        for a in args {
+            data.push(a as u32);
+            data.push((a >> 32) as u32);
+        }
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let f = &prog[pc];
+            pc += 1;
+            match f.code {
+                0x20 => a = data[f.k as usize / 4],
+                0x54 => a &= f.k,
+                0x05 => pc += f.k as usize,
+                0x06 => return f.k,
+                0x15 | 0x25 | 0x35 | 0x45 => {
+                    let t = match f.code {
+                        0x15 => a == f.k,
+                        0x25 => a > f.k,
+                        0x35 => a >= f.k,
+                        _ => a & f.k != 0,
+                    };
+                    pc += if t { f.jt } else { f.jf } as usize;
+                }
+                c => panic!("opcode {c:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    /// The strictest answer of the stack, the newest winning a tie, as the kernel decides.
+    fn decide(progs: &[BpfProgram], nr: i64, args: [u64; 6]) -> u32 {
+        let mut ret = libc::SECCOMP_RET_ALLOW;
+        for p in progs.iter().rev() {
+            let r = run(p, nr as u32, args);
+            if ((r & 0xffff_0000) as i32) < ((ret & 0xffff_0000) as i32) {
+                ret = r;
+            }
+        }
+        ret
+    }
+
+    #[test]
+    fn the_search_tree_answers_as_dockers_profile_says() {
+        let docker = crate::confine::caps::resolve(&[], &[], false).unwrap();
+        let r = profile::resolve("default", profile::DEFAULT_JSON, &docker).unwrap();
+        let progs = compile(&r).unwrap();
+        let nr = |n: &str| syscall_nr(n).unwrap();
+        let eperm = libc::SECCOMP_RET_ERRNO | 1;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let z = [0u64; 6];
+        // Every call of the allowlist, and nothing else without arguments to look at.
+        let listed: Vec<i64> = r
+            .rules
+            .iter()
+            .filter(|x| x.conds.is_empty() && x.action == Action::Allow)
+            .flat_map(|x| x.names.iter().filter_map(|n| syscall_nr(n)))
+            .collect();
+        for n in 0..470 {
+            let want = if listed.contains(&n) {
+                allow
+            } else if n == nr("clone3") {
+                libc::SECCOMP_RET_ERRNO | 38
+            } else if ["socket", "personality", "clone"].contains(
+                &super::super::syscalls_x86_64::X86_64
+                    .iter()
+                    .find(|(_, x)| *x == n)
+                    .map_or("", |(s, _)| *s),
+            ) {
+                continue;
+            } else {
+                eperm
+            };
+            assert_eq!(decide(&progs, n, z), want, "call {n}");
+        }
+        assert_eq!(decide(&progs, nr("socket"), [2, 1, 0, 0, 0, 0]), allow);
+        assert_eq!(decide(&progs, nr("socket"), [40, 1, 0, 0, 0, 0]), eperm);
+        assert_eq!(decide(&progs, nr("personality"), [8, 0, 0, 0, 0, 0]), allow);
+        assert_eq!(
+            decide(&progs, nr("personality"), [0xffff_ffff, 0, 0, 0, 0, 0]),
+            allow
+        );
+        assert_eq!(decide(&progs, nr("personality"), [1, 0, 0, 0, 0, 0]), eperm);
+        let sigchld = libc::SIGCHLD as u64;
+        assert_eq!(decide(&progs, nr("clone"), [sigchld, 0, 0, 0, 0, 0]), allow);
+        let newnet = libc::CLONE_NEWNET as u64 | sigchld;
+        assert_eq!(decide(&progs, nr("clone"), [newnet, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(decide(&progs, 0x4000_0000, z), eperm, "x32 calls");
     }
 
     #[test]
