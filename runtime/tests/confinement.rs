@@ -237,6 +237,10 @@ fn bad_confinement_flags_exit_125_with_nothing_made() {
             "/no/such/profile.json",
         ),
         (vec!["--user", "nobody"], "--user nobody"),
+        (
+            vec!["--userns", "--userns-size", "100", "--user", "1000"],
+            "not mapped by --userns",
+        ),
     ] {
         let mut args = vec!["run", "--rm", "--net=bridge"];
         args.extend_from_slice(&flags);

@@ -128,6 +128,16 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
     }
     let confinement = a.security.confinement()?;
     let confine = crate::confine::prepare(&confinement)?;
+    if let (true, Some(u)) = (a.userns, confinement.user)
+        && u.uid.max(u.gid) >= a.userns_size
+    {
+        return Err(Error::usage(format!(
+            "--user {}:{}: not mapped by --userns (ids 0 to {}): raise --userns-size",
+            u.uid,
+            u.gid,
+            a.userns_size - 1
+        )));
+    }
     let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
     let config = Config {
         command: a.command.clone(),
