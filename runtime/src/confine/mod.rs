@@ -312,6 +312,6 @@ mod tests {
         let t = std::time::Instant::now();
         let p = prepare(&c).unwrap();
         eprintln!("prepared in {:?}", t.elapsed());
-        assert_eq!(p.filters.len(), 2);
+        assert_eq!(p.filters.len(), 1);
     }
 }

@@ -1,17 +1,16 @@
-//! A resolved profile compiled into classic-BPF seccomp filters (with seccompiler's backend), and
-//! their installation in the child.
-//!
-//! seccompiler builds filters with one match action each, so a profile becomes a stack of
-//! filters. The kernel runs every filter of the stack and keeps the strictest answer (KILL >
-//! TRAP > ERRNO > TRACE > LOG > ALLOW), the newest filter winning a tie:
+//! A resolved profile compiled into one classic-BPF seccomp filter (argument comparisons by
+//! seccompiler's backend, the layout here), and its installation in the child.
 //!
 //! ```text
-//! installed first   base:      every call any rule names ─► ALLOW,  else ─► defaultAction
-//! then, one each    action A:  calls of the rules with A ─► A,      else ─► ALLOW
+//! arch check          anything but native x86_64 ─► KILL_PROCESS (as seccompiler does)
+//! load nr, binary search over the listed call numbers ─► that call's chain, else defaultAction
+//! chain of a call     its rules, strictest action first: [conditions ─► action]...,
+//!                     ─► defaultAction when none matched (an unconditional rule ends the chain)
 //! ```
 //!
-//! A call named by a rule gets that rule's action (ALLOW from the base loses to it); any other
-//! call gets the default. Names this architecture does not have are skipped, as libseccomp does.
+//! Strictest first (KILL > TRAP > ERRNO > TRACE > LOG > ALLOW) gives a call that several rules
+//! name the answer the strictest matching one gives, whatever the profile's order. Names this
+//! architecture does not have are skipped, as libseccomp does.
 
 use super::profile::{Action, Op, Resolved};
 use seccompiler::{
@@ -58,37 +57,43 @@ fn to_action(a: Action) -> SeccompAction {
     }
 }
 
-/// Rules of one filter: call number to alternatives (each an AND of conditions; none = always).
-type Chains = BTreeMap<i64, Option<Vec<SeccompRule>>>;
+/// One alternative of a call's chain: a rule (an AND of conditions; None: always) and the
+/// action it returns.
+struct Alt {
+    rule: Option<SeccompRule>,
+    action: u32,
+}
 
-fn add(chains: &mut Chains, nr: i64, conds: &[super::profile::Cond]) -> Result<(), String> {
-    let entry = chains.entry(nr).or_insert_with(|| Some(Vec::new()));
+/// Call number to its chain.
+type Chains = BTreeMap<i64, Vec<Alt>>;
+
+fn rule_of(conds: &[super::profile::Cond]) -> Result<Option<SeccompRule>, String> {
     if conds.is_empty() {
-        // Unconditional: it subsumes every conditional alternative.
-        *entry = None;
-        return Ok(());
+        return Ok(None);
     }
-    if let Some(v) = entry {
-        let conds = conds
-            .iter()
-            .map(|c| {
-                let op = match c.op {
-                    Op::Ne => SeccompCmpOp::Ne,
-                    Op::Lt => SeccompCmpOp::Lt,
-                    Op::Le => SeccompCmpOp::Le,
-                    Op::Eq => SeccompCmpOp::Eq,
-                    Op::Ge => SeccompCmpOp::Ge,
-                    Op::Gt => SeccompCmpOp::Gt,
-                    Op::MaskedEq { mask } => SeccompCmpOp::MaskedEq(mask),
-                };
-                // 64-bit comparisons, as libseccomp makes them.
-                SeccompCondition::new(c.index, SeccompCmpArgLen::Qword, op, c.value)
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        v.push(SeccompRule::new(conds).map_err(|e| e.to_string())?);
-    }
-    Ok(())
+    let conds = conds
+        .iter()
+        .map(|c| {
+            let op = match c.op {
+                Op::Ne => SeccompCmpOp::Ne,
+                Op::Lt => SeccompCmpOp::Lt,
+                Op::Le => SeccompCmpOp::Le,
+                Op::Eq => SeccompCmpOp::Eq,
+                Op::Ge => SeccompCmpOp::Ge,
+                Op::Gt => SeccompCmpOp::Gt,
+                Op::MaskedEq { mask } => SeccompCmpOp::MaskedEq(mask),
+            };
+            // 64-bit comparisons, as libseccomp makes them.
+            SeccompCondition::new(c.index, SeccompCmpArgLen::Qword, op, c.value)
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    SeccompRule::new(conds).map(Some).map_err(|e| e.to_string())
+}
+
+/// The kernel's order of actions: lower is stricter (the action bits as a signed number).
+fn strictness(action: u32) -> i32 {
+    (action & 0xffff_0000) as i32
 }
 
 // Classic BPF opcodes and `struct seccomp_data` offsets (kernel ABI).
@@ -140,14 +145,8 @@ fn tree(nrs: &[i64], lo: usize, hi: usize, out: &mut Vec<Ins>) {
 /// chain. A linear list would cost one comparison per listed call, and the kernel replays the
 /// program for every call number when it loads a filter (its action cache): ~650 µs per start
 /// for Docker's profile, against ~40 µs for the tree.
-fn build(
-    chains: Chains,
-    mismatch: SeccompAction,
-    matched: SeccompAction,
-) -> Result<BpfProgram, String> {
+fn build(chains: Chains, mismatch: u32) -> Result<BpfProgram, String> {
     target()?;
-    let mismatch = u32::from(mismatch);
-    let matched = u32::from(matched);
     let nrs: Vec<i64> = chains.keys().copied().collect();
     let mut out = vec![
         ins(LD_ABS, 0, 0, ARCH_OFFSET),
@@ -161,20 +160,28 @@ fn build(
     let default_at = out.len();
     out.push(ins(RET, 0, 0, mismatch));
     let mut chain_at = Vec::with_capacity(nrs.len());
-    for rules in chains.into_values() {
+    for mut alts in chains.into_values() {
         chain_at.push(out.len());
-        match rules {
-            None => out.push(ins(RET, 0, 0, matched)),
-            Some(rules) => {
-                for r in rules {
+        alts.sort_by_key(|a| strictness(a.action));
+        let mut always = false;
+        for a in alts {
+            match a.rule {
+                None => {
+                    out.push(ins(RET, 0, 0, a.action));
+                    always = true;
+                    break;
+                }
+                Some(r) => {
                     // seccompiler's layout: a rule falls through its end when it matches and
                     // jumps over the one instruction after it when it does not.
                     let bpf: BpfProgram = r.into();
                     out.extend(bpf.into_iter().map(Ins::Raw));
-                    out.push(ins(RET, 0, 0, matched));
+                    out.push(ins(RET, 0, 0, a.action));
                 }
-                out.push(ins(RET, 0, 0, mismatch));
             }
+        }
+        if !always {
+            out.push(ins(RET, 0, 0, mismatch));
         }
     }
     let prog: BpfProgram = out
@@ -202,36 +209,20 @@ fn build(
     Ok(prog)
 }
 
-/// The filters to install, in order.
+/// The filters to install, in order (one: a list keeps `install` open to stacking).
 pub fn compile(r: &Resolved) -> Result<Vec<BpfProgram>, String> {
     target()?;
-    let mut base = Chains::new();
-    let mut by_action: Vec<(Action, Chains)> = Vec::new();
+    let mut chains = Chains::new();
     for rule in &r.rules {
         for name in &rule.names {
             let Some(nr) = syscall_nr(name) else { continue };
-            add(&mut base, nr, &rule.conds)?;
-            if rule.action == Action::Allow {
-                continue;
-            }
-            let i = match by_action.iter().position(|(a, _)| *a == rule.action) {
-                Some(i) => i,
-                None => {
-                    by_action.push((rule.action, Chains::new()));
-                    by_action.len() - 1
-                }
-            };
-            add(&mut by_action[i].1, nr, &rule.conds)?;
+            chains.entry(nr).or_default().push(Alt {
+                rule: rule_of(&rule.conds)?,
+                action: u32::from(to_action(rule.action)),
+            });
         }
     }
-    let mut progs = Vec::new();
-    if r.default != Action::Allow {
-        progs.push(build(base, to_action(r.default), SeccompAction::Allow)?);
-    }
-    for (a, chains) in by_action {
-        progs.push(build(chains, SeccompAction::Allow, to_action(a))?);
-    }
-    Ok(progs)
+    Ok(vec![build(chains, u32::from(to_action(r.default)))?])
 }
 
 #[repr(C)]
@@ -273,13 +264,13 @@ mod tests {
     use crate::confine::profile;
 
     #[test]
-    fn default_profile_compiles_to_a_base_and_an_enosys_filter() {
+    fn default_profile_compiles_to_one_filter() {
         let docker = crate::confine::caps::resolve(&[], &[], false).unwrap();
         let r = profile::resolve("default", profile::DEFAULT_JSON, &docker).unwrap();
         let t = std::time::Instant::now();
         let progs = compile(&r).unwrap();
         eprintln!("compiled in {:?}", t.elapsed());
-        assert_eq!(progs.len(), 2);
+        assert_eq!(progs.len(), 1);
         assert!(progs[0].len() > 300);
     }
 
