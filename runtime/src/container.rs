@@ -327,6 +327,8 @@ pub fn exec(
             format!("{e}={}", std::env::var(e).unwrap_or_default())
         });
     }
+    // The init's confinement, compiled again (the filter depends only on the record).
+    let confine = crate::confine::prepare(&st.config.confinement)?;
     if let Some(rec) = &st.cgroup {
         cgroups::open(rec).add_pid(std::process::id() as i32)?;
     }
@@ -343,6 +345,7 @@ pub fn exec(
             userns: st.config.userns.is_some(),
             interactive,
             tty: pty,
+            confine,
         },
     )
 }

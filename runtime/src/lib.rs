@@ -14,6 +14,7 @@
 //!             · exec (tether exec) · wait · error (ChildError, exit codes)
 //! network/    mode (NetMode) · conflist · version (VERSION + cache) · store · record · etc
 //! cgroups/    v1 · v2 · limits (LimitFlags, Limits) · fsutil
+//! confine/    capabilities, seccomp (Docker's default profile built in), no_new_privs, --user
 //! state       the container's record on disk, its locks
 //! netns       pinned namespaces, and NetnsSwitch (the guard of any netns switch)
 //! tty/        -i/-t: pty (open, controlling tty, /dev/console) · raw (terminal mode) · copy
@@ -32,6 +33,7 @@ pub mod atomic;
 pub mod cgroups;
 pub mod cli;
 pub mod cnitool;
+pub mod confine;
 pub mod container;
 pub mod error;
 pub mod gc;

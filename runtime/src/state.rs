@@ -101,6 +101,10 @@ pub struct Config {
     /// `-t`: a pseudo-terminal as stdin, stdout and stderr.
     #[serde(default)]
     pub tty: bool,
+    /// Capabilities, seccomp, no_new_privs, user (`confine`); `confinement.privileged` is
+    /// `--privileged`. Absent in older records: full root, as they ran.
+    #[serde(default)]
+    pub confinement: crate::confine::Confinement,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -150,7 +150,18 @@ fn mounts_stay_inside() {
     std::fs::create_dir(&dir).unwrap();
     let d = dir.display().to_string();
     let script = format!("mount -t tmpfs none {d} && touch {d}/inside && ls {d}");
-    let out = env.tether(&["run", "--rm", "--net=none", "--", "sh", "-c", &script]);
+    // Mounting needs CAP_SYS_ADMIN (and with it Docker's seccomp profile allows mount).
+    let out = env.tether(&[
+        "run",
+        "--rm",
+        "--net=none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     assert_eq!(out.ok().trim(), "inside");
     assert!(
         std::fs::read_dir(&dir).unwrap().next().is_none(),

@@ -241,5 +241,6 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("bind any host port") && help.contains("CAP_NET_ADMIN"));
+        assert!(help.contains("--privileged") && help.contains("root on the host"));
     }
 }

@@ -176,6 +176,7 @@ pub(super) fn info(p: &Paths, manager: Manager) -> Result<i32> {
         "root": p.root,
         "configDir": p.config_dir,
         "cniPath": p.cni_path,
+        "confinement": crate::confine::defaults(),
     }));
     Ok(0)
 }

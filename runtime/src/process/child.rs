@@ -33,6 +33,8 @@ pub struct ChildSpec<'a> {
     pub log_fd: Option<RawFd>,
     /// `-t`: the pty slave, the process's controlling terminal and stdio (wins over `log_fd`).
     pub tty: Option<RawFd>,
+    /// Capabilities, seccomp, no_new_privs, user: applied last, before exec.
+    pub confine: &'a crate::confine::Prepared,
 }
 
 /// The init's life until exec: report the error to the parent and leave, or become the command.
@@ -70,19 +72,21 @@ fn setup_and_exec(
         return e;
     }
     let c = spec.config;
-    become_root_and_exec(userns, &c.command, &c.env, || {
+    become_root_and_exec(userns, &c.command, &c.env, spec.confine, || {
         if userns { prepare(spec) } else { Ok(()) }
     })
 }
 
 /// The last steps of every process tether starts in a container (the init, and `tether exec`'s):
 /// with a user namespace, become its root (a mapped, unprivileged host id); then `setup`, as that
-/// user; then resolve the command in the current root and the environment's `PATH`, and exec it
-/// with only stdio inherited. Returns only on failure.
+/// user; then resolve the command in the current root and the environment's `PATH`; then the
+/// confinement (`confine::apply`: seccomp, capabilities, user); and exec it with only stdio
+/// inherited. Returns only on failure.
 pub fn become_root_and_exec(
     userns: bool,
     argv: &[String],
     env: &[String],
+    confine: &crate::confine::Prepared,
     setup: impl FnOnce() -> ChildResult<()>,
 ) -> ChildError {
     let r: ChildResult<std::convert::Infallible> = (|| {
@@ -101,6 +105,7 @@ pub fn become_root_and_exec(
         let prog = lookup(&argv[0], path_env)?;
         let argv_c = cstrings(argv)?;
         let envp = cstrings(env)?;
+        crate::confine::apply(confine).map_err(ChildError::Other)?;
         signals::close_inherited_fds();
         let e = nix::unistd::execve(&prog, &argv_c, &envp).unwrap_err();
         Err(sys(format!("exec {}", argv[0]))(e))

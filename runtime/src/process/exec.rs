@@ -30,6 +30,8 @@ pub struct ExecSpec {
     pub interactive: bool,
     /// `-t`: the process's terminal, opened on the host before any namespace is joined.
     pub tty: Option<crate::tty::Pty>,
+    /// The container's confinement, compiled.
+    pub confine: crate::confine::Prepared,
 }
 
 /// Enters every namespace of `pid` that differs from ours, forks, and runs the command; returns
@@ -63,10 +65,11 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<i32> {
                 // SAFETY: as below.
                 unsafe { libc::_exit(err.exit_code()) }
             }
-            let err = become_root_and_exec(spec.userns, &spec.argv, &spec.env, || {
-                nix::unistd::chdir(spec.workdir.as_str())
-                    .map_err(sys(format!("workdir {}", spec.workdir)))
-            });
+            let err =
+                become_root_and_exec(spec.userns, &spec.argv, &spec.env, &spec.confine, || {
+                    nix::unistd::chdir(spec.workdir.as_str())
+                        .map_err(sys(format!("workdir {}", spec.workdir)))
+                });
             let _ = writeln!(std::io::stderr(), "tether exec: {err}");
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(err.exit_code()) }

@@ -194,6 +194,7 @@ fn start(
         pin_dir: Some(paths.netns_dir()),
         log_fd: log.as_ref().map(|f| f.as_raw_fd()),
         tty,
+        confine: &plan.confine,
     };
     let target_netns = match &plan.joined {
         Some(t) => {

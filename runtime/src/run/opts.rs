@@ -64,6 +64,8 @@ pub struct RunArgs {
     pub userns_size: u32,
     #[command(flatten)]
     pub limits: LimitFlags,
+    #[command(flatten)]
+    pub security: crate::confine::SecurityFlags,
     /// Parent cgroup: absolute with a leading '/', else below tether's own cgroup
     /// [default: tether (v1), /tether (v2)]
     #[arg(long, env = "TETHER_CGROUP_PARENT", value_name = "PATH")]

@@ -19,6 +19,8 @@ pub(super) struct Plan {
     pub joined: Option<ContainerState>,
     pub cgroup: cgroups::CgroupRecord,
     pub config: Config,
+    /// The confinement compiled (seccomp BPF), for the child to apply.
+    pub confine: crate::confine::Prepared,
 }
 
 fn build_env(a: &RunArgs, hostname: &str) -> Result<Vec<String>> {
@@ -124,6 +126,18 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
     if a.userns && a.userns_size == 0 {
         return Err(Error::usage("--userns-size must be at least 1"));
     }
+    let confinement = a.security.confinement()?;
+    let confine = crate::confine::prepare(&confinement)?;
+    if let (true, Some(u)) = (a.userns, confinement.user)
+        && u.uid.max(u.gid) >= a.userns_size
+    {
+        return Err(Error::usage(format!(
+            "--user {}:{}: not mapped by --userns (ids 0 to {}): raise --userns-size",
+            u.uid,
+            u.gid,
+            a.userns_size - 1
+        )));
+    }
     let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
     let config = Config {
         command: a.command.clone(),
@@ -140,6 +154,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         detached: a.detach,
         interactive: a.interactive,
         tty: a.tty,
+        confinement,
     };
     let network = NetworkRecord::new(
         mode.clone(),
@@ -157,5 +172,6 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         joined,
         cgroup,
         config,
+        confine,
     })
 }
