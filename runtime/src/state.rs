@@ -1,6 +1,7 @@
 //! Container state on disk: `<root>/containers/<id>/state.json`, written atomically and guarded by a
 //! per-container `flock`, so that `tether rm` can finish what a killed `tether run` left behind.
 
+use crate::cgroups::devices::Device;
 use crate::cgroups::{CgroupRecord, Limits};
 use crate::error::{Context, Error, Result, at};
 use crate::network::NetworkRecord;
@@ -95,6 +96,28 @@ pub struct Config {
     pub limits: Limits,
     pub auto_remove: bool,
     pub detached: bool,
+    /// `--privileged`: for the filesystem, no masks, read-only paths or device restriction.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The filesystem and device confinement (records made before it have the defaults).
+    #[serde(default)]
+    pub fs: FsConfinement,
+}
+
+/// What the container's mounts and device cgroup confine: see `process/masks.rs`,
+/// `process/devfs.rs` and `cgroups/devices/`. Empty lists when `--privileged`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FsConfinement {
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    pub read_only_root: bool,
+    /// `--device`s: nodes in the container's /dev, allowed in its device cgroup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    /// `--cgroupns private`: the container's own cgroup is the root of what it sees.
+    pub cgroupns_private: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

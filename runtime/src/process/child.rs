@@ -4,7 +4,7 @@
 //! code. Nothing here returns to the caller's code.
 
 use super::error::{ChildError, ChildResult, sys};
-use super::{rootfs, signals};
+use super::{devfs, kernfs, masks, rootfs, signals};
 use crate::state::Config;
 use nix::mount::{MsFlags, mount};
 use nix::unistd::{AccessFlags, Gid, Uid};
@@ -130,10 +130,38 @@ fn prepare(spec: &ChildSpec) -> ChildResult<()> {
     if let Some(d) = &spec.pin_dir {
         crate::netns::drop_copies(d);
     }
-    match &c.rootfs {
-        Some(root) => rootfs::setup(root, &spec.etc_files)?,
-        None => rootfs::mount_proc(Path::new("/proc"))?,
+    // Filesystem confinement: kernfs.rs, devfs.rs, then masks.rs in the final root.
+    if c.fs.cgroupns_private {
+        // After joining the cgroup: it becomes the root the container sees.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
     }
+    let over_host = c.rootfs.is_none();
+    let sys_opts = kernfs::SysOpts {
+        privileged: c.privileged,
+        cgroupns_private: c.fs.cgroupns_private,
+        over_host,
+    };
+    let dev_opts = devfs::DevOpts {
+        userns: c.userns.is_some(),
+        privileged: c.privileged,
+        devices: &c.fs.devices,
+        console: None,
+        over_host,
+    };
+    match &c.rootfs {
+        Some(root) => rootfs::setup(root, &spec.etc_files, sys_opts, dev_opts)?,
+        None => {
+            kernfs::mount_proc(Path::new("/proc"))?;
+            kernfs::mount_sys(Path::new("/sys"), sys_opts)?;
+            devfs::mount_dev(Path::new("/dev"), dev_opts)?;
+        }
+    }
+    masks::apply(
+        &c.fs.masked_paths,
+        &c.fs.readonly_paths,
+        c.fs.read_only_root,
+    )?;
     if let Some(w) = &c.workdir {
         std::fs::create_dir_all(w).map_err(|e| ChildError::Other(format!("workdir {w}: {e}")))?;
         nix::unistd::chdir(w.as_str()).map_err(sys(format!("workdir {w}")))?;

@@ -125,6 +125,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         return Err(Error::usage("--userns-size must be at least 1"));
     }
     let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
+    let fs = super::fsconf::plan(a, cgroup.version)?;
     let config = Config {
         command: a.command.clone(),
         env: build_env(a, &hostname)?,
@@ -138,6 +139,8 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         limits,
         auto_remove: a.rm,
         detached: a.detach,
+        privileged: a.privileged,
+        fs,
     };
     let network = NetworkRecord::new(
         mode.clone(),
