@@ -12,7 +12,8 @@
 //! ```
 //! mknod is refused in a user namespace, hence the binds there. Host sources are opened before
 //! the tmpfs covers them (without `--rootfs` it covers the host's /dev in the private mount
-//! namespace) and bound from their fds. `--privileged`: the host's /dev instead.
+//! namespace) and bound from their fds. `--privileged`: every host device, copied the same way
+//! (without `--rootfs`: the host's /dev as it is).
 
 use super::error::{ChildError, ChildResult, sys};
 use super::kernfs::fd_path;
@@ -41,34 +42,20 @@ struct Node {
     kind: SFlag,
     major: u32,
     minor: u32,
+    /// Permission bits.
+    mode: u32,
     src: Option<OwnedFd>,
 }
 
 pub(super) fn mount_dev(dev: &Path, o: DevOpts) -> ChildResult<()> {
-    if o.privileged {
-        if !o.over_host {
-            mount(
-                Some("/dev"),
-                dev,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(sys("bind mount the host's /dev (--privileged)"))?;
-        }
+    if o.privileged && o.over_host {
         return Ok(());
     }
-    let mut nodes: Vec<Node> = STANDARD_NODES
-        .iter()
-        .map(|&(n, major, minor)| Node {
-            rel: n.into(),
-            host: Path::new("/dev").join(n),
-            kind: SFlag::S_IFCHR,
-            major,
-            minor,
-            src: None,
-        })
-        .collect();
+    let mut nodes = if o.privileged {
+        host_nodes()
+    } else {
+        standard_nodes()
+    };
     for d in o.devices {
         nodes.push(Node {
             rel: d.container_path.trim_start_matches("/dev/").into(),
@@ -80,6 +67,7 @@ pub(super) fn mount_dev(dev: &Path, o: DevOpts) -> ChildResult<()> {
             },
             major: d.major,
             minor: d.minor,
+            mode: 0o666,
             src: None,
         });
     }
@@ -97,11 +85,68 @@ pub(super) fn mount_dev(dev: &Path, o: DevOpts) -> ChildResult<()> {
         Some("mode=755,size=65536k"),
     )
     .map_err(sys(format!("mount tmpfs on {}", dev.display())))?;
-    // Nodes 0666 as the kernel's own, whatever tether's umask.
+    // Nodes with their own modes, whatever tether's umask.
     let old = umask(Mode::empty());
     let r = populate(dev, &nodes, o);
     umask(old);
     r
+}
+
+fn standard_nodes() -> Vec<Node> {
+    STANDARD_NODES
+        .iter()
+        .map(|&(n, major, minor)| Node {
+            rel: n.into(),
+            host: Path::new("/dev").join(n),
+            kind: SFlag::S_IFCHR,
+            major,
+            minor,
+            mode: 0o666,
+            src: None,
+        })
+        .collect()
+}
+
+/// `--privileged`: a copy of every device node of the host's /dev (not the host's /dev itself:
+/// what the container creates or removes there stays in its own tmpfs), as Docker does.
+fn host_nodes() -> Vec<Node> {
+    let mut v = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(Path::new("/dev").join(&rel)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let r = rel.join(e.file_name());
+            let Ok(m) = e.metadata() else { continue };
+            let ft = m.file_type();
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            if ft.is_dir() {
+                // Mounted fresh below.
+                if !["pts", "shm", "mqueue"].iter().any(|x| r == Path::new(x)) {
+                    dirs.push(r);
+                }
+            } else if (ft.is_char_device() || ft.is_block_device())
+                // A symlink into pts/, as without --privileged; the console is the pty's.
+                && !(r == Path::new("ptmx") || r == Path::new("console"))
+            {
+                v.push(Node {
+                    host: Path::new("/dev").join(&r),
+                    rel: r,
+                    kind: if ft.is_block_device() {
+                        SFlag::S_IFBLK
+                    } else {
+                        SFlag::S_IFCHR
+                    },
+                    major: libc::major(m.rdev()),
+                    minor: libc::minor(m.rdev()),
+                    mode: m.mode() & 0o7777,
+                    src: None,
+                });
+            }
+        }
+    }
+    v
 }
 
 fn populate(dev: &Path, nodes: &[Node], o: DevOpts) -> ChildResult<()> {
@@ -130,7 +175,7 @@ fn populate(dev: &Path, nodes: &[Node], o: DevOpts) -> ChildResult<()> {
             mknod(
                 &dst,
                 n.kind,
-                Mode::from_bits_truncate(0o666),
+                Mode::from_bits_truncate(n.mode),
                 makedev(n.major.into(), n.minor.into()),
             )
             .map_err(sys(format!("mknod {}", dst.display())))?;
