@@ -380,10 +380,16 @@ fn inspect_shows_masked_and_read_only_paths() {
         "c",
         "sh",
         "-c",
-        "busybox dd if=/dev/z of=/dev/null count=1 2>&1; (echo x > /dev/z) 2>&1",
+        "busybox dd if=/dev/z of=/dev/null count=1 2>&1; (echo x > /dev/z) 2>&1; \
+         busybox mknod /dev/x c 1 11; busybox dd if=/dev/x of=/dev/null count=1 2>&1; true",
     ]);
     let out = out.ok();
     assert!(out.contains("records in"), "{out}");
+    // `tether exec`'s processes are in the container's device cgroup too.
+    assert!(
+        out.contains("can't open '/dev/x': Operation not permitted"),
+        "{out}"
+    );
     env.tether(&["rm", "-f", "c"]).ok();
     let r = env.tether(&[
         "run",
@@ -413,14 +419,43 @@ fn the_v2_device_program_denies_what_the_list_does_not_allow() {
         return;
     }
     let env = Env::new();
-    let r = env.tether(&[
-        "--cgroup-manager", "v2", "run", "--rm", "--net=none", "--", "sh", "-c",
-        "busybox mknod /dev/x c 1 11; busybox dd if=/dev/x of=/dev/null count=1 2>&1 | busybox head -1; echo hi > /dev/null && echo null-ok; echo hi > /dev/full; cat /proc/self/cgroup",
+    let v2 = ["--cgroup-manager", "v2"];
+    let mut args = v2.to_vec();
+    args.extend([
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--net=none",
+        "--",
+        "sleep",
+        "30",
     ]);
-    let out = r.ok();
-    assert!(out.contains("Operation not permitted"), "{r:#?}");
-    assert!(out.contains("null-ok"), "{r:#?}");
-    // Private cgroupns by default on v2: the container's cgroup is its root.
-    assert!(out.lines().any(|l| l == "0::/"), "{r:#?}");
+    env.tether(&args).ok();
+    let probe = "busybox mknod /dev/x c 1 11; busybox dd if=/dev/x of=/dev/null count=1 2>&1 | busybox head -1; echo hi > /dev/null && echo null-ok; cat /proc/self/cgroup";
+    for cmd in [vec!["exec", "c"], vec!["run", "--rm", "--net=none"]] {
+        let mut args = v2.to_vec();
+        args.extend(cmd.iter().copied());
+        args.extend(["sh", "-c", probe]);
+        if cmd[0] == "run" {
+            args.insert(args.len() - 3, "--");
+        }
+        let r = env.tether(&args);
+        let out = r.ok();
+        assert!(out.contains("Operation not permitted"), "{r:#?}");
+        assert!(out.contains("null-ok"), "{r:#?}");
+        // Private cgroupns by default on v2: the container's cgroup is its root (exec's too).
+        assert!(out.lines().any(|l| l == "0::/"), "{r:#?}");
+    }
+    let st = env.inspect("c");
+    assert_eq!(st["config"]["fs"]["cgroupnsPrivate"], true);
+    assert_ne!(
+        st["namespaces"]["cgroup"],
+        std::fs::read_link("/proc/self/ns/cgroup")
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    env.tether(&["rm", "-f", "c"]).ok();
     env.assert_clean();
 }
