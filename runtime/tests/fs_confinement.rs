@@ -223,6 +223,17 @@ fn a_device_that_does_not_exist_is_refused_with_nothing_made() {
     ]);
     assert_eq!(r.code, Some(125), "{r:#?}");
     r.fails_with("under /dev/");
+    let r = env.tether(&[
+        "run",
+        "--rm",
+        "--net=none",
+        "--cgroupns",
+        "sideways",
+        "--",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:#?}");
+    r.fails_with("--cgroupns sideways: use `private` or `host`");
     assert_eq!(host_kernel_mounts(), before);
     env.assert_clean();
 }
@@ -457,5 +468,37 @@ fn the_v2_device_program_denies_what_the_list_does_not_allow() {
             .to_string()
     );
     env.tether(&["rm", "-f", "c"]).ok();
+    env.assert_clean();
+}
+
+#[test]
+fn cgroupns_private_roots_the_container_at_its_own_cgroup() {
+    require_plugins(&["none"]);
+    let env = Env::new();
+    let r = env.tether(&[
+        "run",
+        "--rm",
+        "--net=none",
+        "--cgroupns",
+        "private",
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    let out = r.ok();
+    // Every hierarchy (v1 controllers, or the v2 line) starts at the container's cgroup.
+    assert!(out.lines().all(|l| l.ends_with(":/")), "{out}");
+    let r = env.tether(&[
+        "run",
+        "--rm",
+        "--net=none",
+        "--cgroupns",
+        "host",
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    let out = r.ok();
+    assert!(out.contains(&env.cgroup_parent), "{out}");
     env.assert_clean();
 }

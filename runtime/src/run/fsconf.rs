@@ -29,7 +29,13 @@ pub(super) fn plan(a: &RunArgs, cgroup: Version) -> Result<FsConfinement> {
         read_only_root: a.read_only,
         devices,
         cgroupns_private: match a.cgroupns.as_deref() {
-            Some(m) => m == "private",
+            Some("private") => true,
+            Some("host") => false,
+            Some(m) => {
+                return Err(Error::usage(format!(
+                    "--cgroupns {m}: use `private` or `host`"
+                )));
+            }
             None => cgroup == Version::V2,
         },
     })

@@ -72,7 +72,7 @@ pub struct RunArgs {
     pub devices: Vec<String>,
     /// Cgroup namespace: `private` (the container's cgroup is its /) or `host`
     /// [default: private on cgroup v2, host on v1, as Docker]
-    #[arg(long, value_name = "MODE", value_parser = ["private", "host"])]
+    #[arg(long, value_name = "MODE")]
     pub cgroupns: Option<String>,
     /// Give the container the host's devices and lift the filesystem confinement.
     /// WARNING: no masked or read-only /proc paths, a writable /sys and cgroup filesystem, every
