@@ -1,6 +1,7 @@
 //! Container state on disk: `<root>/containers/<id>/state.json`, written atomically and guarded by a
 //! per-container `flock`, so that `tether rm` can finish what a killed `tether run` left behind.
 
+use crate::cgroups::devices::Device;
 use crate::cgroups::{CgroupRecord, Limits};
 use crate::error::{Context, Error, Result, at};
 use crate::network::NetworkRecord;
@@ -105,6 +106,33 @@ pub struct Config {
     /// `--privileged`. Absent in older records: full root, as they ran.
     #[serde(default)]
     pub confinement: crate::confine::Confinement,
+    /// The filesystem and device confinement (records made before it have the defaults).
+    #[serde(default)]
+    pub fs: FsConfinement,
+}
+
+impl Config {
+    /// `--privileged`: every capability and no seccomp (confine/), and no filesystem or device
+    /// confinement (process/masks.rs, devfs.rs, kernfs.rs, cgroups/devices/).
+    pub fn privileged(&self) -> bool {
+        self.confinement.privileged
+    }
+}
+
+/// What the container's mounts and device cgroup confine: see `process/masks.rs`,
+/// `process/devfs.rs` and `cgroups/devices/`. Empty lists when `--privileged`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FsConfinement {
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    pub read_only_root: bool,
+    /// `--device`s: nodes in the container's /dev, allowed in its device cgroup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    /// `--cgroupns private`: the container's own cgroup is the root of what it sees.
+    pub cgroupns_private: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! A container's cgroup is `<parent>/<id>` in each hierarchy. A parent with a leading `/` is absolute;
 //! otherwise it is relative to tether's own cgroup (Docker's `--cgroup-parent` rule).
 
+pub mod devices;
 mod fsutil;
 mod limits;
 mod v1;
@@ -193,8 +194,9 @@ pub(crate) fn parse_mountinfo(text: &str) -> Mounts {
 }
 
 /// The v1 controllers tether uses.
-pub(crate) const V1_CONTROLLERS: [&str; 6] =
-    ["memory", "cpu", "cpuacct", "cpuset", "pids", "freezer"];
+pub(crate) const V1_CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices",
+];
 /// The v2 controllers tether enables.
 pub(crate) const V2_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuset", "pids"];
 

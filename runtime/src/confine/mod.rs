@@ -27,10 +27,11 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-const PRIVILEGED_HELP: &str = "Give the container every capability and no seccomp filter (and, where \
-supported, no masked paths, the host's devices and a writable /sys). WARNING: a privileged container is \
-root on the host in all but its namespaces: it can load kernel modules, mount the host's disks, change \
-the host's clock and sysctls, and trace or kill any process it can see";
+const PRIVILEGED_HELP: &str = "Give the container every capability, no seccomp filter, no masked or \
+read-only /proc paths, a writable /sys and cgroup filesystem, and every host device. WARNING: a \
+privileged container is root on the host in all but its namespaces: it can read and write the host's \
+disks, /dev/kmsg and /dev/mem, load kernel modules, change the host's clock and sysctls, and trace or \
+kill any process it can see";
 
 const SECURITY_OPT_HELP: &str = "Security options, as Docker's: `no-new-privileges` (setuid binaries and \
 file capabilities give nothing), `seccomp=unconfined` (no filter), `seccomp=PROFILE.json` (a \

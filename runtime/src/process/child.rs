@@ -4,7 +4,7 @@
 //! code. Nothing here returns to the caller's code.
 
 use super::error::{ChildError, ChildResult, sys};
-use super::{rootfs, signals};
+use super::{devfs, kernfs, masks, rootfs, signals};
 use crate::state::Config;
 use nix::mount::{MsFlags, mount};
 use nix::unistd::{AccessFlags, Gid, Uid};
@@ -135,20 +135,50 @@ fn prepare(spec: &ChildSpec) -> ChildResult<()> {
     if let Some(d) = &spec.pin_dir {
         crate::netns::drop_copies(d);
     }
-    // -t with the container's own /dev: /dev/console is the terminal (see tty/pty.rs). HOOK: the
-    // condition is "the container's /dev is its own tmpfs" (today: with --rootfs); a /dev setup
-    // that gives other containers one too widens it. The clone must precede the pivot_root.
-    let console = match spec.tty.is_some() && c.rootfs.is_some() {
+    // -t with the container's own /dev: /dev/console is the terminal (see tty/pty.rs). Every
+    // container gets its own tmpfs /dev (devfs.rs) except a privileged one without --rootfs,
+    // which keeps the host's: its /dev/console is the host's and stays so. The clone must
+    // precede the pivot_root.
+    let own_dev = !(c.privileged() && c.rootfs.is_none());
+    let console = match spec.tty.is_some() && own_dev {
         true => Some(crate::tty::clone_console().map_err(ChildError::Other)?),
         false => None,
     };
+    // Filesystem confinement: kernfs.rs, devfs.rs, then masks.rs in the final root.
+    if c.fs.cgroupns_private {
+        // After joining the cgroup: it becomes the root the container sees.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(sys("unshare(CLONE_NEWCGROUP)"))?;
+    }
+    let over_host = c.rootfs.is_none();
+    let sys_opts = kernfs::SysOpts {
+        privileged: c.privileged(),
+        cgroupns_private: c.fs.cgroupns_private,
+        over_host,
+    };
+    let dev_opts = devfs::DevOpts {
+        userns: c.userns.is_some(),
+        privileged: c.privileged(),
+        devices: &c.fs.devices,
+        console: None,
+        over_host,
+    };
     match &c.rootfs {
-        Some(root) => rootfs::setup(root, &spec.etc_files)?,
-        None => rootfs::mount_proc(Path::new("/proc"))?,
+        Some(root) => rootfs::setup(root, &spec.etc_files, sys_opts, dev_opts)?,
+        None => {
+            kernfs::mount_proc(Path::new("/proc"))?;
+            kernfs::mount_sys(Path::new("/sys"), sys_opts)?;
+            devfs::mount_dev(Path::new("/dev"), dev_opts)?;
+        }
     }
     if let Some(tree) = console {
         crate::tty::attach_console(tree).map_err(ChildError::Other)?;
     }
+    masks::apply(
+        &c.fs.masked_paths,
+        &c.fs.readonly_paths,
+        c.fs.read_only_root,
+    )?;
     if let Some(w) = &c.workdir {
         std::fs::create_dir_all(w).map_err(|e| ChildError::Other(format!("workdir {w}: {e}")))?;
         nix::unistd::chdir(w.as_str()).map_err(sys(format!("workdir {w}")))?;

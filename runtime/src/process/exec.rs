@@ -12,7 +12,9 @@ use std::os::fd::OwnedFd;
 /// Namespace kinds in the order `exec` enters them: the user namespace late, so the ones owned by
 /// the host's user namespace are still joinable, and the mount namespace last, because entering it
 /// changes what `/proc` paths mean.
-pub const JOIN_ORDER: [(&str, CloneFlags); 6] = [
+pub const JOIN_ORDER: [(&str, CloneFlags); 7] = [
+    // A private cgroupns (--cgroupns): joined after `tether exec` moved itself into the cgroup.
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),

@@ -9,6 +9,9 @@
 //! child.rs    in the init until exec, and become_root_and_exec, shared with exec.rs
 //! error.rs    ChildError: what failed before exec, and its exit code
 //! rootfs.rs   the mounts of --rootfs, then pivot_root
+//! kernfs.rs   /proc, and /sys with the cgroup filesystem, read-only
+//! devfs.rs    the tmpfs /dev: a few devices, pts, shm, mqueue
+//! masks.rs    masked and read-only paths, --read-only (after pivot_root)
 //! signals.rs  forwarding, ignoring, and the clean slate before exec
 //! exec.rs     tether exec: join a running container's namespaces
 //! wait.rs     waiting for the init (forwarding signals) and for any process by pidfd
@@ -19,8 +22,11 @@
 
 mod child;
 mod clone;
+mod devfs;
 mod error;
 mod exec;
+mod kernfs;
+mod masks;
 mod rootfs;
 mod signals;
 mod wait;
@@ -29,5 +35,6 @@ pub use child::{ChildSpec, DEFAULT_PATH, become_root_and_exec};
 pub use clone::{Child, clone_flags, spawn};
 pub use error::ChildError;
 pub use exec::{ExecSpec, JOIN_ORDER, exec_in, namespaces_of};
+pub use masks::{MASKED_PATHS, READONLY_PATHS};
 pub use signals::{ignore_forwarded, install_forwarding};
 pub use wait::{wait_exit, wait_forwarding};

@@ -3,28 +3,15 @@
 //! ```text
 //! <rootfs>            bind-mounted onto itself (pivot_root needs a mount point)
 //!   proc/             a fresh proc (the container's PID namespace)
-//!   sys/              sysfs, read-only, when the network namespace allows it
-//!   dev/              tmpfs: null zero full random urandom tty bound from the host, fd links, shm/
+//!   sys/              sysfs and the cgroup filesystem, read-only (kernfs.rs)
+//!   dev/              tmpfs with the few devices, pts/, shm/, mqueue/ (devfs.rs)
 //!   etc/hosts, hostname, resolv.conf   bound from <root>/containers/<id>/ (filled in by tether)
 //! ```
 
 use super::error::{ChildError, ChildResult, sys};
+use super::{devfs, kernfs};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::{Path, PathBuf};
-
-pub(super) fn mount_proc(target: &Path) -> ChildResult<()> {
-    mount(
-        Some("proc"),
-        target,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(sys(format!(
-        "mounting a fresh /proc on {}",
-        target.display()
-    )))
-}
 
 /// Refuses symlinks inside the rootfs where we mount: before pivot_root they would resolve against
 /// the host's root.
@@ -68,63 +55,23 @@ fn bind(src: &Path, dst: &Path, flags: MsFlags) -> ChildResult<()> {
     )))
 }
 
-pub(super) fn setup(root: &Path, etc_files: &[(PathBuf, String)]) -> ChildResult<()> {
+pub(super) fn setup(
+    root: &Path,
+    etc_files: &[(PathBuf, String)],
+    sys_opts: kernfs::SysOpts,
+    dev_opts: devfs::DevOpts,
+) -> ChildResult<()> {
     // pivot_root needs the new root to be a mount point.
     bind(root, root, MsFlags::MS_REC)?;
     let proc_dir = root.join("proc");
     ensure_dir(&proc_dir)?;
-    mount_proc(&proc_dir)?;
+    kernfs::mount_proc(&proc_dir)?;
     let sysfs = root.join("sys");
     ensure_dir(&sysfs)?;
-    // sysfs can only be mounted by the owner of the network namespace; without it the container
-    // simply has an empty /sys.
-    if let Err(e) = mount(
-        Some("sysfs"),
-        &sysfs,
-        Some("sysfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    ) {
-        tracing::debug!(%e, "no sysfs in the container");
-    }
+    kernfs::mount_sys(&sysfs, sys_opts)?;
     let dev = root.join("dev");
     ensure_dir(&dev)?;
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(sys("mount tmpfs on /dev"))?;
-    // Device nodes by bind mount: mknod is not allowed in a user namespace.
-    for n in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let src = Path::new("/dev").join(n);
-        if !src.exists() {
-            continue;
-        }
-        let dst = dev.join(n);
-        ensure_file(&dst)?;
-        bind(&src, &dst, MsFlags::empty())?;
-    }
-    for (name, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        let _ = std::os::unix::fs::symlink(target, dev.join(name));
-    }
-    let shm = dev.join("shm");
-    ensure_dir(&shm)?;
-    mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
-    )
-    .map_err(sys("mount tmpfs on /dev/shm"))?;
+    devfs::mount_dev(&dev, dev_opts)?;
     let etc = root.join("etc");
     ensure_dir(&etc)?;
     for (src, name) in etc_files {
@@ -138,5 +85,6 @@ pub(super) fn setup(root: &Path, etc_files: &[(PathBuf, String)]) -> ChildResult
         .map_err(sys(format!("pivot_root into {}", root.display())))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detaching the old root"))?;
     nix::unistd::chdir("/").map_err(sys("chdir /"))?;
+    // Then masks.rs, in the new root.
     Ok(())
 }

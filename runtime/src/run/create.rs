@@ -155,6 +155,10 @@ fn start(
     let cg = cgroups::open(&plan.cgroup);
     let join = tracing::debug_span!("cgroup_create").in_scope(|| {
         cg.create(&plan.config.limits)?;
+        // Before the init joins: it is confined from its first step.
+        let rules = (!plan.config.privileged())
+            .then(|| cgroups::devices::default_rules(&plan.config.fs.devices));
+        cgroups::devices::apply(&plan.cgroup, rules.as_deref())?;
         cg.join()
     })?;
     kill_point("cgroup");

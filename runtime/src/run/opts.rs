@@ -70,6 +70,19 @@ pub struct RunArgs {
     /// [default: tether (v1), /tether (v2)]
     #[arg(long, env = "TETHER_CGROUP_PARENT", value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    // --- filesystem and device confinement (process/masks.rs, devfs.rs, cgroups/devices/) ---
+    /// Mount the container's root filesystem read-only (/dev, /dev/shm, /proc, /sys stay as usual;
+    /// there is no automatic writable /tmp, as in Docker)
+    #[arg(long)]
+    pub read_only: bool,
+    /// Pass a host device through: HOST[:CONTAINER][:PERMS], PERMS some of rwm (default rwm);
+    /// CONTAINER must be under /dev
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
+    /// Cgroup namespace: `private` (the container's cgroup is its /) or `host`
+    /// [default: private on cgroup v2, host on v1, as Docker]
+    #[arg(long, value_name = "MODE")]
+    pub cgroupns: Option<String>,
     /// The command and its arguments
     #[arg(
         required = true,

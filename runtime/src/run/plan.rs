@@ -139,6 +139,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         )));
     }
     let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
+    let fs = super::fsconf::plan(a, cgroup.version)?;
     let config = Config {
         command: a.command.clone(),
         env: build_env(a, &hostname)?,
@@ -155,6 +156,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         interactive: a.interactive,
         tty: a.tty,
         confinement,
+        fs,
     };
     let network = NetworkRecord::new(
         mode.clone(),
