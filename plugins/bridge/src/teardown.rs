@@ -53,15 +53,25 @@ pub fn remove_if_unused(conf: &Config, host: &NsHandle) -> Result<(), Error> {
         tracing::debug!(network = %conf.network, "an ADD came in meanwhile: state kept");
         return Ok(());
     }
-    // Both run: a failure of one must not keep the other.
-    let masq = match conf.ip_masq {
-        true => tether_netfilter::select()
-            .masquerade_remove(&conf.network)
-            .map(drop)
-            .map_err(nf(format!("remove the masquerading of {}", conf.network))),
-        false => Ok(()),
-    };
-    let bridge = remove_bridge_if_portless(host, &conf.bridge);
+    // Both run, side by side: each is mostly the kernel waiting for an RCU grace period (the
+    // nf_tables commit that deleted rules, the bridge's unregister), so together they cost one
+    // wait instead of two; a failure of one must not keep the other. The bridge's ports lock is
+    // taken inside the network lock held here, the order every path uses.
+    let (masq, bridge) = std::thread::scope(|s| {
+        let masq = conf.ip_masq.then(|| {
+            s.spawn(|| {
+                tether_netfilter::select()
+                    .masquerade_remove(&conf.network)
+                    .map(drop)
+                    .map_err(nf(format!("remove the masquerading of {}", conf.network)))
+            })
+        });
+        let bridge = remove_bridge_if_portless(host, &conf.bridge);
+        let masq = masq.map_or(Ok(()), |h| {
+            h.join().expect("the masquerade removal panicked")
+        });
+        (masq, bridge)
+    });
     masq.and(bridge)
 }
 
