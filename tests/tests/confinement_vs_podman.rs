@@ -181,9 +181,9 @@ fn tether_confines_like_podman_where_podman_agrees_with_docker() {
     // adds `noexec`.
     assert_eq!(ours["opts:/dev"], "rw,nosuid", "{both}");
     assert_eq!(podman["opts:/dev"], "rw,nosuid,noexec", "{both}");
-    // The cgroup filesystem: runc remounts cgroup v1's tmpfs read-only like the controllers;
-    // crun leaves the tmpfs writable. Both keep the controllers (and so the container's own
-    // limit files) read-only, so a container cannot raise its own limits.
+    // The cgroup filesystem: runc mounts cgroup v1's tmpfs read-only like the controllers, all
+    // nosuid,nodev,noexec; crun leaves the tmpfs writable. Both keep the controllers (and so
+    // the container's own limit files) read-only, so a container cannot raise its own limits.
     if ours["opts:/sys/fs/cgroup/memory"].is_empty() {
         // cgroup v2: the one cgroup2 mount is read-only on both.
         assert_eq!(podman["opts:/sys/fs/cgroup"], ours["opts:/sys/fs/cgroup"]);
