@@ -13,18 +13,26 @@
 //! Docker's values are the target (anchors-2.md "Container confinement"); where Podman's defaults
 //! differ from Docker's for a documented reason, the test asserts both values explicitly, so it
 //! notices when either side changes:
-//! - capabilities: Podman ≥ 4.0 keeps 11 (containers.conf `default_capabilities`), without
-//!   MKNOD, NET_RAW and AUDIT_WRITE, which Docker keeps (0xa80425fb vs 0x800405fb);
-//! - so `mknod` itself fails in Podman (no CAP_MKNOD) while in Docker/tether it succeeds and
-//!   opening the node fails (device cgroup): the agreed probe is "a new node cannot be opened";
-//! - `/dev/console` exists in tether's /dev (the pty whenever the container has its own /dev);
-//!   crun creates it only with `-t`.
+//! - capabilities: Podman >= 4.0 keeps 11 (Debian's containers.conf `default_capabilities`,
+//!   copied into the sandbox's), without MKNOD, NET_RAW and AUDIT_WRITE, which Docker keeps
+//!   (0xa80425fb vs 0x800405fb); so `mknod` itself fails in Podman, while in Docker and tether
+//!   it succeeds and opening the node fails (device cgroup); Podman given `--cap-add MKNOD`
+//!   shows its device cgroup stops the open just the same;
+//! - /proc/interrupts: masked by Docker (and tether), not by Podman 4.3;
+//! - mount flags: runc (Docker) keeps nosuid,nodev,noexec on the read-only /proc paths and on
+//!   the cgroup filesystem, and its /dev tmpfs is nosuid only; crun (Podman) remounts the /proc
+//!   paths plain `ro`, leaves cgroup v1's tmpfs writable (its controllers are read-only) and
+//!   adds noexec to /dev.
+//!
+//! The probes can fail: `--privileged` on both sides must open the node, mount, write /proc/sys.
 //!
 //! Isolation as in `podman.rs`: podman runs in a throwaway host network namespace and in private
-//! mount and pid namespaces (tmpfs on /run, /dev/shm, /var/lib, /var/tmp), storage in a temp dir,
-//! `cgroups = "disabled"` (no cgroup directories on the host). When the test ends or panics, the
-//! namespace's init exits and the kernel kills everything in it. tether runs in the same host
-//! network namespace with a private `--root` and cgroup parent; both must leave nothing behind.
+//! mount and pid namespaces (tmpfs on /run, /dev/shm, /var/lib, /var/tmp), storage in a temp dir.
+//! Each `podman run` gets cgroups (crun applies the device cgroup only then) under a parent named
+//! after the test, which the sandbox removes once its pid namespace is gone (podman keeps the
+//! parent and conmon's cgroup). When the test ends or panics, the namespace's init exits and the
+//! kernel kills everything in it. tether runs in the same host network namespace with a private
+//! `--root` and cgroup parent; both must leave nothing behind.
 
 use std::collections::BTreeMap;
 use std::fs::File;
