@@ -7,7 +7,8 @@
 //!                   where the kernel refuses one (--net=host with --userns), the host's /sys
 //!                   bound recursively and made read-only
 //! /sys/fs/cgroup    private cgroupns on a cgroup2 host: a fresh cgroup2 mount, ro, rooted at the
-//!                   container's cgroup; else the host's cgroup mounts bound, recursively ro
+//!                   container's cgroup; else the host's cgroup mounts bound, recursively
+//!                   ro,nosuid,nodev,noexec
 //! ```
 //! Without `--rootfs` the host's /sys is covered the same way (a private mount namespace: the
 //! host's own mounts do not change); `--privileged` then keeps it as it is.
@@ -121,6 +122,9 @@ fn bind_tree(src: &Path, dst: &Path) -> ChildResult<()> {
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 
 /// `struct mount_attr` of mount_setattr(2).
@@ -132,13 +136,15 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Makes `p` and every mount below it read-only in one call (mount_setattr, Linux 5.12); the
-/// top mount only (remount, masks.rs) on an older kernel.
+/// Makes `p` and every mount below it read-only, nosuid, nodev and noexec in one call
+/// (mount_setattr, Linux 5.12), as runc mounts sysfs and the cgroup filesystems whatever the
+/// host's own mounts have (a v1 host often mounts its controllers without nosuid,nodev,noexec);
+/// the top mount only, read-only (remount, masks.rs), on an older kernel.
 fn readonly_tree(p: &Path) -> ChildResult<()> {
     let c = CString::new(p.as_os_str().as_bytes())
         .map_err(|_| ChildError::Other(format!("{} contains a NUL byte", p.display())))?;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
