@@ -5,8 +5,9 @@
 //! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
 //! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
 //! up, routes → forwarding, while the network's shared masquerade chain is checked beside them →
-//! the host veth's bridge port forwarding (`wait_for_port`) → result. Everything after preflight holds the network's and the bridge's port locks shared
-//! (see the lock module): a last DEL cannot remove the chains or the bridge under this ADD.
+//! the host veth's bridge port forwarding (`wait_for_port`) → result. Everything after preflight
+//! holds the network's and the bridge's port locks shared (see the lock module): a last DEL
+//! cannot remove the chains or the bridge under this ADD.
 //! A failed ADD, once unwound and unlocked, removes what the network left when no other
 //! attachment of it remains (`teardown`), so it leaves the host as it found it.
 
@@ -19,14 +20,14 @@ use cni::{CniResult, Error, Interface, Request};
 use ipnetwork::IpNetwork;
 use tether_kit::RequestExt;
 use tether_netlink::{
-    IFA_F_TENTATIVE, Link, NsHandle, PortState, RTPROT_BOOT, RouteSpec, VethSpec, sysctl_get,
-    sysctl_set,
+    IFA_F_TENTATIVE, Link, NsHandle, RTPROT_BOOT, RouteSpec, VethSpec, sysctl_get, sysctl_set,
 };
 
 use crate::config::{Config, format_mac};
 use crate::lock::{Mode, lock_bridge, lock_network, lock_ports};
 use crate::names::{alias, bridge_mark, host_veth_name};
 use crate::plan::{Plan, plan, route_gateway};
+use crate::port::wait_for_port;
 use crate::undo::Undo;
 use crate::{nf, nl, teardown};
 
@@ -462,62 +463,6 @@ fn wait_for_dad(cont: &NsHandle, idx: u32, ifname: &str) -> Result<(), Error> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Until the host veth is oper-up and its bridge port forwarding, and at most this long.
-const PORT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Waits until the kernel has enabled the host veth as a bridge port, and returns it as read
-/// last (its `master` and `up` are final then, unlike the creation echo's).
-///
-/// The container end coming up gives the pair its carrier, but the kernel acts on that from its
-/// link-watch work, asynchronously: that work activates the host end's queueing (`IF_OPER_UP`)
-/// and moves the port from `Disabled` to `Forwarding` (STP off). Until it has run, the bridge
-/// drops what the container sends, and a container that talks at once (its first ARP request)
-/// loses its first packet and waits a second for the neighbour code to ask again. Usually the
-/// work has run by the time masquerading is checked, so the one read below is all it costs.
-///
-/// Past [`PORT_TIMEOUT`] ADD still succeeds, with a warning: everything is configured and the
-/// kernel will enable the port on its own; failing would make the runtime tear the container
-/// down and retry into the same slow kernel. A port in an STP state (`Listening`, `Learning`,
-/// `Blocking`: the bridge runs STP) forwards only after `forward_delay` (15 s by default), which
-/// no ADD should wait for: it is returned at once.
-fn wait_for_port(host: &NsHandle, veth: Link) -> Result<Link, Error> {
-    let start = Instant::now();
-    let deadline = start + PORT_TIMEOUT;
-    let mut pause = Duration::from_millis(1);
-    let mut last = veth;
-    for reads in 1.. {
-        last = host
-            .link_by_index(last.index)
-            .map_err(nl(format!("read host veth {}", last.name)))?
-            .ok_or_else(|| Error::internal(format!("host veth {} vanished", last.name)))?;
-        let state = last.bridge_port.map(|p| p.state);
-        match state {
-            Some(PortState::Forwarding) if last.oper_up => {
-                tracing::debug!(veth = %last.name, reads, waited = ?start.elapsed(), "bridge port forwarding");
-                return Ok(last);
-            }
-            Some(PortState::Disabled | PortState::Forwarding) => {}
-            // No bridge-port data (an old kernel) or STP at work: nothing to wait for.
-            _ => {
-                tracing::debug!(veth = %last.name, ?state, "not waiting for the bridge port");
-                return Ok(last);
-            }
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                veth = %last.name,
-                ?state,
-                oper_up = last.oper_up,
-                "bridge port not forwarding {PORT_TIMEOUT:?} after ADD: the container's first packets may be lost"
-            );
-            return Ok(last);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-    unreachable!("the loop returns at the deadline")
 }
 
 /// `ip_forward` / `conf/all/forwarding` for the families that have a gateway on the bridge;
