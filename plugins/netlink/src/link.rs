@@ -525,6 +525,37 @@ mod tests {
     }
 
     #[test]
+    fn oper_state_and_bridge_port_state() {
+        use rtnetlink::packet_route::link::{BridgePortState, InfoBridgePort, InfoPortData, State};
+        let port = |state| {
+            LinkAttribute::LinkInfo(vec![LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                InfoBridgePort::State(state),
+            ]))])
+        };
+        let l = veth(
+            4,
+            vec![
+                LinkAttribute::OperState(State::Up),
+                port(BridgePortState::Forwarding),
+            ],
+        );
+        assert!(l.oper_up);
+        assert_eq!(l.bridge_port.unwrap().state, super::PortState::Forwarding);
+        // Right after the peer came up, before the kernel's link watch ran.
+        let l = veth(
+            4,
+            vec![
+                LinkAttribute::OperState(State::Unknown),
+                port(BridgePortState::Disabled),
+            ],
+        );
+        assert!(!l.oper_up);
+        assert_eq!(l.bridge_port.unwrap().state, super::PortState::Disabled);
+        let l = veth(4, vec![port(BridgePortState::Listening)]);
+        assert_eq!(l.bridge_port.unwrap().state, super::PortState::Listening);
+    }
+
+    #[test]
     fn empty_alias_is_none() {
         let l = veth(3, vec![LinkAttribute::IfAlias(String::new())]);
         assert_eq!(l.alias, None);
