@@ -138,6 +138,34 @@ impl Netns {
             .unwrap_or_else(|e| panic!("netlink handle for test namespace: {e}"))
     }
 
+    /// Waits until link `index` here is oper-up (`IF_OPER_UP`), polling netlink, for at most
+    /// five seconds. A veth end that was just set up has its carrier, but the kernel activates
+    /// its queueing (and reports it up) from asynchronous link-watch work: until that ran, what
+    /// it sends is dropped, so fixtures wiring veths wait here before they return.
+    #[track_caller]
+    pub fn wait_oper_up(&self, index: u32) {
+        let h = self.netlink();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let link = h
+                .link_by_index(index)
+                .unwrap_or_else(|e| panic!("wait_oper_up: read link #{index}: {e}"))
+                .unwrap_or_else(|| panic!("wait_oper_up: link #{index} vanished"));
+            if link.oper_up {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "wait_oper_up: {} still not oper-up after 5 s: {link:?}",
+                    link.name
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// A sysctl as seen inside this namespace (`net.ipv4.ip_forward` or `net/ipv4/...`).
     #[track_caller]
     pub fn sysctl(&self, key: &str) -> String {

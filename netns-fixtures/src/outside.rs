@@ -22,6 +22,7 @@ impl Netns {
     /// Connects a new "outside" namespace to this one: 198.51.100.1/24 and 2001:db8:ff::1/64
     /// here, .2 and ::2 outside (no DAD), and default routes here via the outside addresses.
     /// Traffic that leaves the host masqueraded therefore arrives outside from `host_v4`/`host_v6`.
+    /// Returns once both ends of the veth are oper-up (see [`Netns::wait_oper_up`]).
     #[track_caller]
     pub fn add_outside(&self) -> Outside {
         let o = Outside {
@@ -66,6 +67,9 @@ impl Netns {
             };
             step("default route", h.add_route(&spec));
         }
+        // Both ends, so the first packet either way gets through.
+        self.wait_oper_up(hi);
+        o.ns.wait_oper_up(oi);
         o
     }
 }

@@ -24,7 +24,7 @@ fn sh(ns: &Netns, prog: &str, args: &[&str]) {
     );
 }
 
-/// A veth `h0` (host, 10.5.0.1/24, fd05::1/64) <-> `eth0` (container, .2 / ::2), both up.
+/// A veth `h0` (host, 10.5.0.1/24, fd05::1/64) <-> `eth0` (container, .2 / ::2), both oper-up.
 fn wire(host: &Netns, ctr: &Netns) {
     let h = host.netlink();
     let c = ctr.netlink();
@@ -37,6 +37,10 @@ fn wire(host: &Netns, ctr: &Netns) {
     h.add_addr(hi, net("fd05::1/64"), true).unwrap();
     c.add_addr(ci, net("10.5.0.2/24"), false).unwrap();
     c.add_addr(ci, net("fd05::2/64"), true).unwrap();
+    // As add_outside: the first packet right after wiring must not meet a link the kernel has
+    // not activated yet.
+    host.wait_oper_up(hi);
+    ctr.wait_oper_up(ci);
 }
 
 #[test]

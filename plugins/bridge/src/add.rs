@@ -5,8 +5,9 @@
 //! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
 //! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
 //! up, routes → forwarding, while the network's shared masquerade chain is checked beside them →
-//! result. Everything after preflight holds the network's and the bridge's port locks shared
-//! (see the lock module): a last DEL cannot remove the chains or the bridge under this ADD.
+//! the host veth's bridge port forwarding (`wait_for_port`) → result. Everything after preflight
+//! holds the network's and the bridge's port locks shared (see the lock module): a last DEL
+//! cannot remove the chains or the bridge under this ADD.
 //! A failed ADD, once unwound and unlocked, removes what the network left when no other
 //! attachment of it remains (`teardown`), so it leaves the host as it found it.
 
@@ -26,6 +27,7 @@ use crate::config::{Config, format_mac};
 use crate::lock::{Mode, lock_bridge, lock_network, lock_ports};
 use crate::names::{alias, bridge_mark, host_veth_name};
 use crate::plan::{Plan, plan, route_gateway};
+use crate::port::wait_for_port;
 use crate::undo::Undo;
 use crate::{nf, nl, teardown};
 
@@ -194,6 +196,15 @@ fn create(
         configured
     })?;
     tracing::debug!("phase: forwarding and masquerading ready");
+
+    let host_veth = if conf.disable_container_interface {
+        // The container end stays down: the port has no carrier and will not forward until
+        // the user brings it up, so there is nothing to wait for.
+        host_veth
+    } else {
+        wait_for_port(host, host_veth)?
+    };
+    tracing::debug!("phase: bridge port forwarding");
 
     let result = build_result(conf, req, host, &bridge, &host_veth, &cont_link, plan, ipam)?;
     undo.commit();

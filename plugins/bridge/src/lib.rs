@@ -18,7 +18,9 @@
 //! - bridge creation and its gateway address are serialised by a per-bridge lock, and every
 //!   "ensure" treats `EEXIST` as success, so parallel ADDs on a fresh host do not race;
 //! - container addresses are added with `IFA_F_NODAD` (unless `enabledad`), so there is no
-//!   DAD wait, and nothing polls with sleeps.
+//!   DAD wait, and nothing polls with sleeps;
+//! - ADD returns only once the host veth is oper-up and its bridge port forwarding (`port`),
+//!   so a container's first packet is not dropped by a port the kernel has not enabled yet.
 //!
 //! What stays on the host after the last DEL: only the forwarding sysctls. The DEL (or failed
 //! ADD, or GC) that leaves a network without attachments on this host removes its masquerade
@@ -56,6 +58,7 @@ mod gc;
 pub mod lock;
 pub mod names;
 pub mod plan;
+mod port;
 mod teardown;
 
 use cni::{Attachment, CniResult, Error, Request};

@@ -192,6 +192,7 @@ mod tests {
             mac: None,
             mtu: 1500,
             up: true,
+            oper_up: true,
             master,
             promisc: false,
             link_netnsid: None,

@@ -203,6 +203,9 @@ fn link_options() {
     assert_eq!(hv.mtu, 1400);
     let port = hv.bridge_port.expect("bridge port info");
     assert!(port.hairpin && port.isolated, "{port:?}");
+    // ADD returned only once the kernel enabled the port: the container can talk at once.
+    assert_eq!(port.state, tether_netlink::PortState::Forwarding, "{hv:?}");
+    assert!(hv.oper_up, "{hv:?}");
     assert!(!br.promisc);
     let eth0 = ctr.netlink().link_by_name("eth0").unwrap().unwrap();
     assert_eq!(eth0.mtu, 1400);
@@ -304,4 +307,38 @@ fn enabledad_waits_for_dad_instead_of_skipping_it() {
         "ADD returned before DAD finished: {a:?}"
     );
     assert_eq!(ctr.sysctl("net/ipv6/conf/eth0/accept_dad"), "1");
+}
+
+/// A user's bridge running STP moves a new port through Listening and Learning for
+/// forward_delay (15 s) before it forwards: ADD does not wait for that.
+#[test]
+fn add_does_not_wait_out_stp_forward_delay() {
+    let env = Env::new();
+    let before = env.snapshot();
+    env.host().sh(
+        "ip",
+        &["link", "add", "tbr9", "type", "bridge", "stp_state", "1"],
+    );
+    let conf = env.conf("1.0.0", &["10.19.0.0/24"], json!({ "bridge": "tbr9" }));
+    let ctr = env.th.container();
+    let t = std::time::Instant::now();
+    let r = env.add(&ctr, "c1", &conf).ok();
+    let took = t.elapsed();
+    let port = env.link(&host_veth(&r)).unwrap().bridge_port.unwrap();
+    assert!(
+        matches!(
+            port.state,
+            tether_netlink::PortState::Listening | tether_netlink::PortState::Learning
+        ),
+        "{port:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "ADD took {took:?}"
+    );
+    env.del(Some(&ctr), "c1", &conf, Some(&r)).ok_empty();
+    // Not ours: DEL leaves the user's bridge.
+    let br = env.link("tbr9").expect("the user's bridge stays");
+    env.host().netlink().del_link(br.index).unwrap();
+    assert_nothing_left(&before, &env.snapshot());
 }

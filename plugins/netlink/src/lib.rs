@@ -19,7 +19,7 @@ pub use addr::{Addr, IFA_F_NODAD, IFA_F_PERMANENT, IFA_F_TEMPORARY, IFA_F_TENTAT
 pub use error::{Error, Result};
 pub use handle::NsHandle;
 pub use ipnetwork::IpNetwork;
-pub use link::{BridgePort, Link, VethSpec};
+pub use link::{BridgePort, Link, PortState, VethSpec};
 pub use mac::{format_mac, parse_mac};
 pub use ns::{in_netns, open_netns};
 pub use raw::{Rtnl, rtnl_ack, rtnl_errno};

@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use rtnetlink::packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, BridgePortState, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -34,6 +34,10 @@ pub struct Link {
     pub mtu: u32,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// `IFLA_OPERSTATE` is `IF_OPER_UP`: the kernel's link watch has seen the carrier and
+    /// activated the device's queueing. It runs asynchronously after a carrier change, so a link
+    /// that was just brought up can be `up` without being `oper_up` yet.
+    pub oper_up: bool,
     /// Index of the master (bridge) this link is enslaved to.
     pub master: Option<u32>,
     pub promisc: bool,
@@ -93,6 +97,40 @@ impl<'a> VethSpec<'a> {
 pub struct BridgePort {
     pub hairpin: bool,
     pub isolated: bool,
+    /// `IFLA_BRPORT_STATE`. The kernel enables a port (`Disabled` to `Forwarding` at once when
+    /// the bridge runs no STP) from the link-watch work after the port's carrier comes up, which
+    /// runs asynchronously: a port whose veth peer was just set up may still be `Disabled`.
+    pub state: PortState,
+}
+
+/// A bridge port's STP state (`BR_STATE_*`, linux/if_bridge.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortState {
+    /// No carrier yet, or administratively down: the bridge drops its frames.
+    #[default]
+    Disabled,
+    /// STP's forward-delay stages, only seen with STP on.
+    Listening,
+    Learning,
+    Forwarding,
+    /// STP found a loop through this port.
+    Blocking,
+    Other(u8),
+}
+
+impl From<BridgePortState> for PortState {
+    fn from(s: BridgePortState) -> PortState {
+        match s {
+            BridgePortState::Disabled => PortState::Disabled,
+            BridgePortState::Listening => PortState::Listening,
+            BridgePortState::Learning => PortState::Learning,
+            BridgePortState::Forwarding => PortState::Forwarding,
+            BridgePortState::Blocking => PortState::Blocking,
+            BridgePortState::Other(v) => PortState::Other(v),
+            // The enum is non-exhaustive: whatever a later version adds.
+            other => PortState::Other(u8::from(other)),
+        }
+    }
 }
 
 impl Link {
@@ -104,6 +142,7 @@ impl Link {
             mac: None,
             mtu: 0,
             up: m.header.flags.contains(LinkFlags::Up),
+            oper_up: false,
             master: None,
             promisc: m.header.flags.contains(LinkFlags::Promisc),
             link_netnsid: None,
@@ -123,6 +162,7 @@ impl Link {
                 // another namespace (IFLA_LINK_NETNSID), where it always sends it.
                 LinkAttribute::Link(i) if i != 0 => link.peer_index = Some(i),
                 LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a),
+                LinkAttribute::OperState(s) => link.oper_up = s == State::Up,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -133,6 +173,7 @@ impl Link {
                                     match o {
                                         InfoBridgePort::HairpinMode(v) => port.hairpin = v,
                                         InfoBridgePort::Isolated(v) => port.isolated = v,
+                                        InfoBridgePort::State(s) => port.state = s.into(),
                                         _ => {}
                                     }
                                 }
@@ -481,6 +522,37 @@ mod tests {
         assert_eq!(l.peer_index, None);
         let l = veth(7, vec![]);
         assert_eq!(l.peer_index, None);
+    }
+
+    #[test]
+    fn oper_state_and_bridge_port_state() {
+        use rtnetlink::packet_route::link::{BridgePortState, InfoBridgePort, InfoPortData, State};
+        let port = |state| {
+            LinkAttribute::LinkInfo(vec![LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                InfoBridgePort::State(state),
+            ]))])
+        };
+        let l = veth(
+            4,
+            vec![
+                LinkAttribute::OperState(State::Up),
+                port(BridgePortState::Forwarding),
+            ],
+        );
+        assert!(l.oper_up);
+        assert_eq!(l.bridge_port.unwrap().state, super::PortState::Forwarding);
+        // Right after the peer came up, before the kernel's link watch ran.
+        let l = veth(
+            4,
+            vec![
+                LinkAttribute::OperState(State::Unknown),
+                port(BridgePortState::Disabled),
+            ],
+        );
+        assert!(!l.oper_up);
+        assert_eq!(l.bridge_port.unwrap().state, super::PortState::Disabled);
+        let l = veth(4, vec![port(BridgePortState::Listening)]);
+        assert_eq!(l.bridge_port.unwrap().state, super::PortState::Listening);
     }
 
     #[test]
