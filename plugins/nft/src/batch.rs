@@ -51,7 +51,10 @@ impl Batch {
         let mut a = Attrs::default();
         a.str(attr::TABLE_NAME, &t.name);
         if let Some(c) = &t.comment {
-            a.bytes(attr::TABLE_USERDATA, &wire::udata_comment(wire::UDATA_COMMENT, c));
+            a.bytes(
+                attr::TABLE_USERDATA,
+                &wire::udata_comment(wire::UDATA_COMMENT, c),
+            );
         }
         let op = format!("add table {} {}", t.family.as_str(), t.name);
         self.push(op, Msg::NewTable, wire::NLM_F_CREATE, t, a);
@@ -69,7 +72,8 @@ impl Batch {
 
     pub fn add_chain(&mut self, t: &Table, c: &Chain) -> &mut Self {
         let mut a = Attrs::default();
-        a.str(attr::CHAIN_TABLE, &t.name).str(attr::CHAIN_NAME, &c.name);
+        a.str(attr::CHAIN_TABLE, &t.name)
+            .str(attr::CHAIN_NAME, &c.name);
         if let Some(b) = &c.base {
             a.nest(attr::CHAIN_HOOK, |h| {
                 h.be32(attr::HOOK_HOOKNUM, b.hook as u32)
@@ -83,7 +87,10 @@ impl Batch {
             a.str(attr::CHAIN_TYPE, ty);
         }
         if let Some(cm) = &c.comment {
-            a.bytes(attr::CHAIN_USERDATA, &wire::udata_comment(wire::UDATA_COMMENT, cm));
+            a.bytes(
+                attr::CHAIN_USERDATA,
+                &wire::udata_comment(wire::UDATA_COMMENT, cm),
+            );
         }
         let op = format!("add chain {}", c.name);
         self.push(Self::obj(t, &op), Msg::NewChain, wire::NLM_F_CREATE, t, a);
@@ -93,14 +100,18 @@ impl Batch {
     /// Appends the rule at the end of its chain.
     pub fn add_rule(&mut self, t: &Table, r: &crate::Rule) -> &mut Self {
         let mut a = Attrs::default();
-        a.str(attr::RULE_TABLE, &t.name).str(attr::RULE_CHAIN, &r.chain);
+        a.str(attr::RULE_TABLE, &t.name)
+            .str(attr::RULE_CHAIN, &r.chain);
         a.nest(attr::RULE_EXPRESSIONS, |l| {
             for e in &r.exprs {
                 e.encode(l);
             }
         });
         if let Some(c) = &r.comment {
-            a.bytes(attr::RULE_USERDATA, &wire::udata_comment(wire::UDATA_COMMENT, c));
+            a.bytes(
+                attr::RULE_USERDATA,
+                &wire::udata_comment(wire::UDATA_COMMENT, c),
+            );
         }
         let op = format!("add rule to chain {}", r.chain);
         let flags = wire::NLM_F_CREATE | wire::NLM_F_APPEND;
@@ -138,15 +149,27 @@ impl Batch {
         let mut ud = Vec::new();
         // nft's BYTEORDER_BIG_ENDIAN (2) / BYTEORDER_HOST_ENDIAN (1), host-order u32.
         let order = |big: bool| if big { 2u32 } else { 1u32 }.to_ne_bytes();
-        wire::udata(&mut ud, wire::UDATA_SET_KEYBYTEORDER, &order(s.key.big_endian()));
+        wire::udata(
+            &mut ud,
+            wire::UDATA_SET_KEYBYTEORDER,
+            &order(s.key.big_endian()),
+        );
         if let SetData::Value(d) = &s.data {
-            wire::udata(&mut ud, wire::UDATA_SET_DATABYTEORDER, &order(d.big_endian()));
+            wire::udata(
+                &mut ud,
+                wire::UDATA_SET_DATABYTEORDER,
+                &order(d.big_endian()),
+            );
         }
         if let Some(c) = &s.comment {
             ud.extend(wire::udata_comment(wire::UDATA_SET_COMMENT, c));
         }
         a.bytes(attr::SET_USERDATA, &ud);
-        let kind = if s.data == SetData::None { "set" } else { "map" };
+        let kind = if s.data == SetData::None {
+            "set"
+        } else {
+            "map"
+        };
         let op = format!("add {kind} {}", s.name);
         self.push(Self::obj(t, &op), Msg::NewSet, wire::NLM_F_CREATE, t, a);
         self
@@ -157,7 +180,13 @@ impl Batch {
     pub fn add_elements(&mut self, t: &Table, set: &Set, elems: &[Elem]) -> Result<&mut Self> {
         let a = Self::elements(t, set, elems, true)?;
         let op = format!("add elements to {}", set.name);
-        self.push(Self::obj(t, &op), Msg::NewSetElem, wire::NLM_F_CREATE | wire::NLM_F_EXCL, t, a);
+        self.push(
+            Self::obj(t, &op),
+            Msg::NewSetElem,
+            wire::NLM_F_CREATE | wire::NLM_F_EXCL,
+            t,
+            a,
+        );
         Ok(self)
     }
 
@@ -179,7 +208,8 @@ impl Batch {
             encoded.extend(encode_elem(set, e, with_data)?);
         }
         let mut a = Attrs::default();
-        a.str(attr::ELEM_LIST_TABLE, &t.name).str(attr::ELEM_LIST_SET, &set.name);
+        a.str(attr::ELEM_LIST_TABLE, &t.name)
+            .str(attr::ELEM_LIST_SET, &set.name);
         a.nest(attr::ELEM_LIST_ELEMENTS, |l| {
             for (key, flags, data, comment) in &encoded {
                 l.nest(attr::LIST_ELEM, |el| {
@@ -226,23 +256,36 @@ fn encode_elem(set: &Set, e: &Elem, with_data: bool) -> Result<Vec<Encoded>> {
         (_, false) => None,
         (SetData::None, true) => {
             if e.data.is_some() || e.verdict.is_some() {
-                return Err(Error::Invalid(format!("{what}: a set's elements have no data")));
+                return Err(Error::Invalid(format!(
+                    "{what}: a set's elements have no data"
+                )));
             }
             None
         }
         (SetData::Value(ty), true) => {
-            let d = e.data.as_deref().ok_or_else(|| Error::Invalid(format!("{what}: no data")))?;
+            let d = e
+                .data
+                .as_deref()
+                .ok_or_else(|| Error::Invalid(format!("{what}: no data")))?;
             Some(ElemData::Value(encode_values(&what, ty, d)?))
         }
         (SetData::Verdict, true) => {
-            let v = e.verdict.clone().ok_or_else(|| Error::Invalid(format!("{what}: no verdict")))?;
+            let v = e
+                .verdict
+                .clone()
+                .ok_or_else(|| Error::Invalid(format!("{what}: no verdict")))?;
             Some(ElemData::Verdict(v))
         }
     };
-    let comment = e.comment.as_ref().map(|c| wire::udata_comment(wire::UDATA_COMMENT, c));
+    let comment = e
+        .comment
+        .as_ref()
+        .map(|c| wire::udata_comment(wire::UDATA_COMMENT, c));
     if !set.interval {
         if e.prefix.is_some() {
-            return Err(Error::Invalid(format!("{what}: a prefix needs an interval set")));
+            return Err(Error::Invalid(format!(
+                "{what}: a prefix needs an interval set"
+            )));
         }
         return Ok(vec![(key, 0, data, comment)]);
     }

@@ -196,7 +196,7 @@ pub enum DataType {
 
 impl DataType {
     /// Bytes of the value; in a register or a concatenation each field takes a multiple of 4.
-    pub fn len(self) -> usize {
+    pub fn size(self) -> usize {
         match self {
             DataType::Ipv4Addr => 4,
             DataType::Ipv6Addr => 16,
@@ -222,9 +222,9 @@ impl Concat {
 
     pub(crate) fn len(&self) -> usize {
         if self.0.len() == 1 {
-            return self.0[0].len();
+            return self.0[0].size();
         }
-        self.0.iter().map(|t| t.len().div_ceil(4) * 4).sum()
+        self.0.iter().map(|t| t.size().div_ceil(4) * 4).sum()
     }
 
     pub(crate) fn big_endian(&self) -> bool {
@@ -264,10 +264,10 @@ impl Set {
                 "set {name}: interval keys must have one field"
             )));
         }
-        if let SetData::Value(Concat(d)) = &data {
-            if d.is_empty() || d.len() > 5 {
-                return Err(Error::Invalid(format!("set {name}: data needs 1-5 fields")));
-            }
+        if let SetData::Value(Concat(d)) = &data
+            && (d.is_empty() || d.len() > 5)
+        {
+            return Err(Error::Invalid(format!("set {name}: data needs 1-5 fields")));
         }
         Ok(Set {
             name: name.into(),
@@ -400,5 +400,24 @@ impl Elem {
         self.comment = Some(comment.into());
         check_comment(&self.comment)?;
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenations_have_nfts_type_ids_and_padded_lengths() {
+        let key = Concat(vec![DataType::InetProto, DataType::InetService]);
+        assert_eq!((key.type_id(), key.len()), ((12 << 6) | 13, 8));
+        let data = Concat(vec![DataType::Ipv4Addr, DataType::InetService]);
+        assert_eq!((data.type_id(), data.len()), ((7 << 6) | 13, 8));
+        assert_eq!(Concat(vec![DataType::Ipv6Addr]).len(), 16);
+        let v = [Value::Proto(6), Value::Port(8080)];
+        assert_eq!(
+            encode_values("k", &key, &v).unwrap(),
+            [6, 0, 0, 0, 0x1f, 0x90, 0, 0]
+        );
     }
 }

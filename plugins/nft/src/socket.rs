@@ -22,9 +22,19 @@ pub struct Nft {
 impl Nft {
     /// A socket for the calling thread's network namespace.
     pub fn current() -> Result<Nft> {
-        let mut sock = Socket::new(wire::NETLINK_NETFILTER).map_err(Error::Socket)?;
+        let mut sock = Socket::new(wire::NETLINK_NETFILTER).map_err(|e| {
+            // No nfnetlink in this kernel at all.
+            match e.raw_os_error() {
+                Some(libc::EPROTONOSUPPORT) => Error::Unavailable {
+                    op: "open the nfnetlink socket".into(),
+                    source: e,
+                },
+                _ => Error::Socket(e),
+            }
+        })?;
         sock.bind_auto().map_err(Error::Socket)?;
-        sock.connect(&SocketAddr::new(0, 0)).map_err(Error::Socket)?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(Error::Socket)?;
         // ACKs carry only the failing message's header, not the whole (maybe large) message.
         sock.set_cap_ack(true).map_err(Error::Socket)?;
         // Seed the sequence from the clock so answers to an earlier process are not ours.
@@ -57,15 +67,7 @@ impl Nft {
         let base = self.seq;
         self.seq = self.seq.wrapping_add(batch.len() as u32 + 2);
         let mut buf = Vec::new();
-        let frame = |ty| {
-            wire::message(
-                ty,
-                wire::NLM_F_REQUEST,
-                0,
-                wire::NFNL_SUBSYS_NFTABLES,
-                &[],
-            )
-        };
+        let frame = |ty| wire::message(ty, wire::NLM_F_REQUEST, 0, wire::NFNL_SUBSYS_NFTABLES, &[]);
         let mut begin = frame(wire::NFNL_MSG_BATCH_BEGIN);
         wire::set_seq(&mut begin, base);
         buf.extend(begin);
@@ -104,14 +106,18 @@ impl Nft {
                 }
                 if errno == 0 {
                     acked += 1;
-                } else if first.is_none_or(|(s, _)| seq.wrapping_sub(base) < s.wrapping_sub(base))
-                {
+                } else if first.is_none_or(|(s, _)| seq.wrapping_sub(base) < s.wrapping_sub(base)) {
                     first = Some((seq, errno));
                 }
             }
         }
         // Drain what is left (the ACKs of a failed batch), so the next call starts clean.
-        while first.is_some() && self.sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT).is_ok() {}
+        while first.is_some()
+            && self
+                .sock
+                .recv(&mut &mut buf[..], libc::MSG_DONTWAIT)
+                .is_ok()
+        {}
         match first {
             None if acked == batch.len() => Ok(()),
             None => Err(Error::Socket(io::Error::other(format!(

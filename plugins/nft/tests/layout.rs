@@ -104,17 +104,19 @@ fn layout_reads_back_exactly_in_nft_list_and_json_and_teardown_leaves_nothing() 
 
     let t = table();
     let mut del = Batch::new();
-    del.delete_elements(&t, &ports(), &[port(6, 8080, "10.88.0.2".parse().unwrap(), 80)])
-        .unwrap();
+    del.delete_elements(
+        &t,
+        &ports(),
+        &[port(6, 8080, "10.88.0.2".parse().unwrap(), 80)],
+    )
+    .unwrap();
     let first = Elem::prefix("10.88.0.0/16".parse().unwrap()).unwrap();
     del.delete_elements(&t, &subnets(), &[first]).unwrap();
     apply(&h, &del).unwrap();
-    let after_del = FULL
-        .replace("10.88.0.0/16, ", "")
-        .replace(
-            "udp . 53 : 10.88.0.3 . 5353,\n\t\t\t     tcp . 8080 : 10.88.0.2 . 80 }",
-            "udp . 53 : 10.88.0.3 . 5353 }",
-        );
+    let after_del = FULL.replace("10.88.0.0/16, ", "").replace(
+        "udp . 53 : 10.88.0.3 . 5353,\n\t\t\t     tcp . 8080 : 10.88.0.2 . 80 }",
+        "udp . 53 : 10.88.0.3 . 5353 }",
+    );
     assert_eq!(list_table(&h), after_del);
 
     let mut teardown = Batch::new();

@@ -29,7 +29,11 @@ fn topology(h: &TestHost) -> (Netns, Outside) {
     let hi = hn
         .create_veth("vc0", None, None, "eth0", c.as_fd(), None, None)
         .expect("veth");
-    let ci = cn.link_by_name("eth0").unwrap().expect("container end").index;
+    let ci = cn
+        .link_by_name("eth0")
+        .unwrap()
+        .expect("container end")
+        .index;
     hn.add_addr(hi, IpNetwork::new(GATEWAY.into(), 16).unwrap(), false)
         .unwrap();
     hn.set_up(hi).unwrap();
@@ -64,7 +68,11 @@ fn a_container_reaches_the_outside_masqueraded_as_the_host() {
     apply(&h, &layout()).unwrap();
     assert_eq!(tcp_echo(&c, server.addr(), b"masq").unwrap(), b"masq");
     let peers = server.peers();
-    assert_eq!(peers.len(), 1, "only the masqueraded connection arrived: {peers:?}");
+    assert_eq!(
+        peers.len(),
+        1,
+        "only the masqueraded connection arrived: {peers:?}"
+    );
     assert_eq!(peers[0].ip(), std::net::IpAddr::from(o.host_v4));
     assert!(
         list_table(&h).contains("counter packets 1 "),
@@ -85,7 +93,10 @@ fn a_published_port_reaches_the_container_through_the_map_until_its_element_goes
     let published = SocketAddr::new(o.host_v4.into(), 8080);
 
     apply(&h, &layout()).unwrap();
-    assert!(tcp_echo(&o.ns, published, b"x").is_err(), "not published yet");
+    assert!(
+        tcp_echo(&o.ns, published, b"x").is_err(),
+        "not published yet"
+    );
     let t = table();
     let mut add = Batch::new();
     add.add_elements(&t, &ports(), &[port(6, 8080, CONTAINER, 80)])
@@ -93,8 +104,14 @@ fn a_published_port_reaches_the_container_through_the_map_until_its_element_goes
     apply(&h, &add).unwrap();
 
     // From outside (prerouting), and from the host itself (output).
-    assert_eq!(tcp_echo(&o.ns, published, b"from outside").unwrap(), b"from outside");
-    assert_eq!(tcp_echo(&h, published, b"from the host").unwrap(), b"from the host");
+    assert_eq!(
+        tcp_echo(&o.ns, published, b"from outside").unwrap(),
+        b"from outside"
+    );
+    assert_eq!(
+        tcp_echo(&h, published, b"from the host").unwrap(),
+        b"from the host"
+    );
     let peers: Vec<_> = server.peers().iter().map(|p| p.ip()).collect();
     assert_eq!(peers, [o.outside_v4, o.host_v4].map(std::net::IpAddr::from));
 
@@ -102,7 +119,10 @@ fn a_published_port_reaches_the_container_through_the_map_until_its_element_goes
     del.delete_elements(&t, &ports(), &[port(6, 8080, CONTAINER, 80)])
         .unwrap();
     apply(&h, &del).unwrap();
-    assert!(tcp_echo(&o.ns, published, b"x").is_err(), "unpublished again");
+    assert!(
+        tcp_echo(&o.ns, published, b"x").is_err(),
+        "unpublished again"
+    );
     assert_eq!(server.peers().len(), 2);
 
     delete_table(&h);

@@ -17,8 +17,8 @@ use std::os::fd::AsFd;
 use netns_fixtures::Netns;
 use tether_nft::expr;
 use tether_nft::{
-    BaseChain, Batch, CmpOp, Chain, ChainType, DataType, Elem, Expr, Family, Hook, Nft, Policy, Rule,
-    Set, SetData, Table, Value, Verdict,
+    BaseChain, Batch, Chain, ChainType, CmpOp, DataType, Elem, Expr, Family, Hook, Nft, Policy,
+    Rule, Set, SetData, Table, Value, Verdict,
 };
 
 pub const TABLE: &str = "tether_test";
@@ -96,18 +96,36 @@ pub fn layout() -> Batch {
         .add_chain(&t, &nat_chain("postrouting", Hook::Postrouting, 100))
         .add_chain(&t, &nat_chain("prerouting", Hook::Prerouting, -100))
         .add_chain(&t, &nat_chain("output", Hook::Output, -100))
-        .add_chain(&t, &Chain::regular("published").unwrap().comment("port publishing").unwrap());
-    b.add_elements(&t, &subnets(), &[Elem::prefix("10.88.0.0/16".parse().unwrap()).unwrap()])
-        .unwrap();
+        .add_chain(
+            &t,
+            &Chain::regular("published")
+                .unwrap()
+                .comment("port publishing")
+                .unwrap(),
+        );
+    b.add_elements(
+        &t,
+        &subnets(),
+        &[Elem::prefix("10.88.0.0/16".parse().unwrap()).unwrap()],
+    )
+    .unwrap();
     b.add_rule(&t, &masquerade_rule());
     let jump = |chain: &str| {
-        Rule::new(chain, vec![Expr::Immediate(Verdict::Jump("published".into()))]).unwrap()
+        Rule::new(
+            chain,
+            vec![Expr::Immediate(Verdict::Jump("published".into()))],
+        )
+        .unwrap()
     };
     b.add_rule(&t, &jump("prerouting"));
     // Locally originated connections to published ports, only to local addresses (`fib daddr
     // type local` is not modelled yet; 127.0.0.0/8 is left alone for the route_localnet guard).
     let mut out = expr::nfproto_ipv4();
-    out.extend(expr::ip_prefix(false, "127.0.0.0/8".parse().unwrap(), CmpOp::Neq));
+    out.extend(expr::ip_prefix(
+        false,
+        "127.0.0.0/8".parse().unwrap(),
+        CmpOp::Neq,
+    ));
     out.push(Expr::Immediate(Verdict::Jump("published".into())));
     b.add_rule(&t, &Rule::new("output", out).unwrap());
     b.add_rule(&t, &dnat_rule());
@@ -116,7 +134,8 @@ pub fn layout() -> Batch {
 
 /// A published port: `proto . port : addr . port`.
 pub fn port(proto: u8, port: u16, to: std::net::Ipv4Addr, to_port: u16) -> Elem {
-    Elem::key(&[Value::Proto(proto), Value::Port(port)]).to(&[Value::Ipv4(to), Value::Port(to_port)])
+    Elem::key(&[Value::Proto(proto), Value::Port(port)])
+        .to(&[Value::Ipv4(to), Value::Port(to_port)])
 }
 
 pub fn apply(ns: &Netns, b: &Batch) -> tether_nft::Result<()> {
