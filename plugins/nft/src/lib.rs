@@ -22,6 +22,8 @@
 //!       dnat ip to meta l4proto . th dport map @ports }
 //! ```
 //! Rules stay constant as containers come and go: ADD and DEL only add or delete elements.
+//! One such batch (one element, build + send + ACK) takes a median of about 5 µs here, against
+//! about 4.5 ms for one `nft add element` exec (`cargo run -p tether-nft --example apply_cost`).
 //!
 //! **Why our own encoder.** The choice was between `nftnl` 0.9 (Mullvad, MIT/Apache-2.0,
 //! binding Debian's libnftnl), the GPL-3 `rustables` (not compatible with our Apache-2.0
