@@ -21,6 +21,8 @@ use crate::wire::{Attrs, attr};
 pub const REG_VERDICT: u32 = 0;
 pub const REG_1: u32 = 1;
 pub const REG32_01: u32 = 9;
+/// The 4-byte slot right after a 16-byte IPv6 address in register 1 (`NFT_REG32_04`).
+pub const REG32_04: u32 = 12;
 
 /// `NFT_META_*` keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +207,26 @@ pub fn nfproto_ipv4() -> Vec<Expr> {
     meta_eq(MetaKey::NfProto, vec![libc::NFPROTO_IPV4 as u8])
 }
 
+/// `meta nfproto ipv6`.
+pub fn nfproto_ipv6() -> Vec<Expr> {
+    meta_eq(MetaKey::NfProto, vec![libc::NFPROTO_IPV6 as u8])
+}
+
+/// `meta <key>` into register 1, e.g. for a lookup.
+pub fn meta(key: MetaKey) -> Expr {
+    Expr::Meta { key, dreg: REG_1 }
+}
+
+/// `vmap @<map>`: the verdict the map holds for register 1 (no verdict when it has no key).
+pub fn vmap(map: &str) -> Expr {
+    Expr::Lookup {
+        set: map.into(),
+        sreg: REG_1,
+        dreg: Some(REG_VERDICT),
+        invert: false,
+    }
+}
+
 /// `meta l4proto <proto>`.
 pub fn l4proto(proto: u8) -> Vec<Expr> {
     meta_eq(MetaKey::L4Proto, vec![proto])
@@ -236,6 +258,38 @@ pub fn ip_addr(source: bool) -> Expr {
         len: 4,
         dreg: REG_1,
     }
+}
+
+/// IPv6 source or destination address into register 1.
+pub fn ip6_addr(source: bool) -> Expr {
+    Expr::Payload {
+        base: PayloadBase::Network,
+        offset: if source { 8 } else { 24 },
+        len: 16,
+        dreg: REG_1,
+    }
+}
+
+/// `ip6 daddr != ff00::/8`: multicast is never masqueraded.
+pub fn not_multicast_v6() -> Vec<Expr> {
+    let mut mask = [0u8; 16];
+    mask[0] = 0xff;
+    let mut mcast = [0u8; 16];
+    mcast[0] = 0xff;
+    vec![
+        ip6_addr(false),
+        Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            mask: mask.to_vec(),
+            xor: vec![0; 16],
+        },
+        Expr::Cmp {
+            sreg: REG_1,
+            op: CmpOp::Neq,
+            data: mcast.to_vec(),
+        },
+    ]
 }
 
 /// The transport header's destination port (TCP, UDP and SCTP alike) into `dreg`.
@@ -286,6 +340,16 @@ pub fn not_multicast_v4() -> Vec<Expr> {
 /// `dnat ip to meta l4proto . th dport map @<map>`, for a map keyed by
 /// `inet_proto . inet_service` holding `ipv4_addr . inet_service`.
 pub fn dnat_v4_via_map(map: &str) -> Vec<Expr> {
+    dnat_via_map(map, Family::Ip, REG32_01)
+}
+
+/// `dnat ip6 to meta l4proto . th dport map @<map>`, for a map keyed by
+/// `inet_proto . inet_service` holding `ipv6_addr . inet_service`.
+pub fn dnat_v6_via_map(map: &str) -> Vec<Expr> {
+    dnat_via_map(map, Family::Ip6, REG32_04)
+}
+
+fn dnat_via_map(map: &str, family: Family, port_reg: u32) -> Vec<Expr> {
     vec![
         Expr::Meta {
             key: MetaKey::L4Proto,
@@ -299,9 +363,9 @@ pub fn dnat_v4_via_map(map: &str) -> Vec<Expr> {
             invert: false,
         },
         Expr::Dnat {
-            family: Family::Ip,
+            family,
             addr_reg: REG_1,
-            port_reg: Some(REG32_01),
+            port_reg: Some(port_reg),
         },
     ]
 }

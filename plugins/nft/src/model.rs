@@ -192,6 +192,8 @@ pub enum DataType {
     Ipv6Addr = 8,
     InetProto = 12,
     InetService = 13,
+    /// An interface name, 16 bytes NUL padded (`iifname`, `oifname`).
+    IfName = 41,
 }
 
 impl DataType {
@@ -202,11 +204,12 @@ impl DataType {
             DataType::Ipv6Addr => 16,
             DataType::InetProto => 1,
             DataType::InetService => 2,
+            DataType::IfName => 16,
         }
     }
 
     fn big_endian(self) -> bool {
-        self != DataType::InetProto
+        !matches!(self, DataType::InetProto | DataType::IfName)
     }
 }
 
@@ -293,6 +296,8 @@ pub enum Value {
     /// An IP protocol number (`libc::IPPROTO_TCP`, …).
     Proto(u8),
     Port(u16),
+    /// An interface name, NUL padded: build it with [`Value::ifname`].
+    IfName([u8; 16]),
 }
 
 impl Value {
@@ -302,6 +307,7 @@ impl Value {
             Value::Ipv6(_) => DataType::Ipv6Addr,
             Value::Proto(_) => DataType::InetProto,
             Value::Port(_) => DataType::InetService,
+            Value::IfName(_) => DataType::IfName,
         }
     }
 
@@ -311,7 +317,20 @@ impl Value {
             Value::Ipv6(a) => a.octets().to_vec(),
             Value::Proto(p) => vec![p],
             Value::Port(p) => p.to_be_bytes().to_vec(),
+            Value::IfName(n) => n.to_vec(),
         }
+    }
+
+    /// An interface name as the kernel compares it; at most 15 bytes (`IFNAMSIZ` - 1).
+    pub fn ifname(name: &str) -> Result<Value> {
+        if name.is_empty() || name.len() > 15 || name.contains('\0') {
+            return Err(Error::Invalid(format!(
+                "interface name {name:?}: 1-15 bytes"
+            )));
+        }
+        let mut v = [0u8; 16];
+        v[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(Value::IfName(v))
     }
 
     pub fn ip(addr: IpAddr) -> Value {

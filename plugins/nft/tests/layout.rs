@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use netns_fixtures::TestHost;
-use tether_nft::{Batch, Elem};
+use tether_nft::{Batch, Elem, Value, Verdict};
 
 /// `nft list table inet tether_test` right after [`layout`] and [`more_elements`].
 const FULL: &str = "table inet tether_test {
@@ -17,6 +17,13 @@ const FULL: &str = "table inet tether_test {
 \t\telements = { 10.88.0.0/16, 10.99.0.0/24 comment \"second subnet\" }
 \t}
 
+\tset subnets6 {
+\t\ttype ipv6_addr
+\t\tflags interval
+\t\tcomment \"IPv6 subnets of network test\"
+\t\telements = { fd00:88::/64 }
+\t}
+
 \tmap ports {
 \t\ttype inet_proto . inet_service : ipv4_addr . inet_service
 \t\tcomment \"published ports\"
@@ -24,9 +31,20 @@ const FULL: &str = "table inet tether_test {
 \t\t\t     tcp . 8080 : 10.88.0.2 . 80 }
 \t}
 
+\tmap ports6 {
+\t\ttype inet_proto . inet_service : ipv6_addr . inet_service
+\t\telements = { tcp . 8080 : fd00:88::2 . 80 }
+\t}
+
+\tmap isolation {
+\t\ttype ifname : verdict
+\t\telements = { \"vc9\" : drop }
+\t}
+
 \tchain postrouting {
 \t\ttype nat hook postrouting priority srcnat; policy accept;
 \t\tip saddr @subnets ip daddr != @subnets ip daddr != 224.0.0.0/4 counter packets 0 bytes 0 masquerade comment \"masquerade network test\"
+\t\tip6 saddr @subnets6 ip6 daddr != @subnets6 ip6 daddr != ff00::/8 counter packets 0 bytes 0 masquerade comment \"masquerade network test, IPv6\"
 \t}
 
 \tchain prerouting {
@@ -42,6 +60,12 @@ const FULL: &str = "table inet tether_test {
 \tchain published {
 \t\tcomment \"port publishing\"
 \t\tmeta nfproto ipv4 dnat ip to meta l4proto . th dport map @ports comment \"published ports, IPv4\"
+\t\tmeta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @ports6
+\t}
+
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\toifname vmap @isolation
 \t}
 }
 ";
@@ -61,6 +85,12 @@ fn more_elements() -> Batch {
     let second = Elem::prefix("10.99.0.0/24".parse().unwrap()).unwrap();
     b.add_elements(&t, &subnets(), &[second.comment("second subnet").unwrap()])
         .unwrap();
+    let v6 = [Value::Ipv6("fd00:88::2".parse().unwrap()), Value::Port(80)];
+    let key = [Value::Proto(6), Value::Port(8080)];
+    b.add_elements(&t, &ports6(), &[Elem::key(&key).to(&v6)])
+        .unwrap();
+    let isolated = Elem::key(&[Value::ifname("vc9").unwrap()]).verdict(Verdict::Drop);
+    b.add_elements(&t, &isolation(), &[isolated]).unwrap();
     b
 }
 
@@ -89,12 +119,14 @@ fn layout_reads_back_exactly_in_nft_list_and_json_and_teardown_leaves_nothing() 
     assert_eq!(list_table(&h), FULL);
 
     let j = json(&h);
-    assert_eq!(objects(&j, "chain").len(), 4);
-    assert_eq!(objects(&j, "rule").len(), 4);
+    assert_eq!(objects(&j, "chain").len(), 5);
+    assert_eq!(objects(&j, "rule").len(), 7);
     let maps = objects(&j, "map");
-    assert_eq!(maps.len(), 1);
+    assert_eq!(maps.len(), 3);
     assert_eq!(maps[0]["map"], "ipv4_addr . inet_service");
     assert_eq!(maps[0]["elem"].as_array().unwrap().len(), 2);
+    assert_eq!(maps[2]["name"], "isolation");
+    assert_eq!(maps[2]["map"], "verdict");
     let dnat = objects(&j, "rule")
         .into_iter()
         .find(|r| r["chain"] == "published")

@@ -3,11 +3,18 @@
 //! ```text
 //!  table inet tether_test
 //!   set subnets  { type ipv4_addr; flags interval }          10.88.0.0/16
+//!   set subnets6 { type ipv6_addr; flags interval }          fd00:88::/64
 //!   map ports    { type inet_proto . inet_service : ipv4_addr . inet_service }
+//!   map ports6   { type inet_proto . inet_service : ipv6_addr . inet_service }
+//!   map isolation { type ifname : verdict }
 //!   chain postrouting  nat/postrouting/srcnat:  ip saddr @subnets ip daddr != @subnets
 //!                                               ip daddr != 224.0.0.0/4 counter masquerade
+//!                                               (the same for ip6, ff00::/8)
 //!   chain prerouting   nat/prerouting/dstnat:   jump published
-//!   chain published    regular:                 dnat ip to meta l4proto . th dport map @ports
+//!   chain output       nat/output/-100:         ip daddr != 127.0.0.0/8 jump published
+//!   chain published    regular:                 dnat ip  to meta l4proto . th dport map @ports
+//!                                               dnat ip6 to meta l4proto . th dport map @ports6
+//!   chain forward      filter/forward/filter:   oifname vmap @isolation
 //! ```
 
 #![allow(dead_code)]
@@ -35,6 +42,31 @@ pub fn subnets() -> Set {
         .unwrap()
         .comment("subnets of network test")
         .unwrap()
+}
+
+pub fn subnets6() -> Set {
+    Set::new("subnets6", &[DataType::Ipv6Addr], SetData::None, true)
+        .unwrap()
+        .comment("IPv6 subnets of network test")
+        .unwrap()
+}
+
+pub fn isolation() -> Set {
+    Set::new("isolation", &[DataType::IfName], SetData::Verdict, false).unwrap()
+}
+
+pub fn ports6() -> Set {
+    let data = SetData::Value(tether_nft::Concat(vec![
+        DataType::Ipv6Addr,
+        DataType::InetService,
+    ]));
+    Set::new(
+        "ports6",
+        &[DataType::InetProto, DataType::InetService],
+        data,
+        false,
+    )
+    .unwrap()
 }
 
 pub fn ports() -> Set {
@@ -77,6 +109,27 @@ pub fn masquerade_rule() -> Rule {
         .unwrap()
 }
 
+pub fn masquerade6_rule() -> Rule {
+    let mut e = expr::nfproto_ipv6();
+    e.push(expr::ip6_addr(true));
+    e.push(expr::in_set("subnets6", false));
+    e.push(expr::ip6_addr(false));
+    e.push(expr::in_set("subnets6", true));
+    e.extend(expr::not_multicast_v6());
+    e.push(Expr::Counter);
+    e.push(Expr::Masquerade);
+    Rule::new("postrouting", e)
+        .unwrap()
+        .comment("masquerade network test, IPv6")
+        .unwrap()
+}
+
+pub fn dnat6_rule() -> Rule {
+    let mut e = expr::nfproto_ipv6();
+    e.extend(expr::dnat_v6_via_map("ports6"));
+    Rule::new("published", e).unwrap()
+}
+
 pub fn dnat_rule() -> Rule {
     let mut e = expr::nfproto_ipv4();
     e.extend(expr::dnat_v4_via_map("ports"));
@@ -92,7 +145,10 @@ pub fn layout() -> Batch {
     let mut b = Batch::new();
     b.add_table(&t)
         .add_set(&t, &subnets())
+        .add_set(&t, &subnets6())
         .add_set(&t, &ports())
+        .add_set(&t, &ports6())
+        .add_set(&t, &isolation())
         .add_chain(&t, &nat_chain("postrouting", Hook::Postrouting, 100))
         .add_chain(&t, &nat_chain("prerouting", Hook::Prerouting, -100))
         .add_chain(&t, &nat_chain("output", Hook::Output, -100))
@@ -109,7 +165,14 @@ pub fn layout() -> Batch {
         &[Elem::prefix("10.88.0.0/16".parse().unwrap()).unwrap()],
     )
     .unwrap();
+    b.add_elements(
+        &t,
+        &subnets6(),
+        &[Elem::prefix("fd00:88::/64".parse().unwrap()).unwrap()],
+    )
+    .unwrap();
     b.add_rule(&t, &masquerade_rule());
+    b.add_rule(&t, &masquerade6_rule());
     let jump = |chain: &str| {
         Rule::new(
             chain,
@@ -129,6 +192,19 @@ pub fn layout() -> Batch {
     out.push(Expr::Immediate(Verdict::Jump("published".into())));
     b.add_rule(&t, &Rule::new("output", out).unwrap());
     b.add_rule(&t, &dnat_rule());
+    b.add_rule(&t, &dnat6_rule());
+    let forward = BaseChain {
+        chain_type: ChainType::Filter,
+        hook: Hook::Forward,
+        priority: 0,
+        policy: Policy::Accept,
+    };
+    b.add_chain(&t, &Chain::base("forward", forward).unwrap());
+    let vmap = vec![
+        expr::meta(tether_nft::MetaKey::OifName),
+        expr::vmap("isolation"),
+    ];
+    b.add_rule(&t, &Rule::new("forward", vmap).unwrap());
     b
 }
 
