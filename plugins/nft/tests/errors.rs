@@ -121,6 +121,27 @@ fn one_socket_carries_many_batches_with_errors_in_between() {
 }
 
 #[test]
+fn without_cap_net_admin_the_batch_is_permission_denied_and_nothing_changes() {
+    let h = TestHost::new();
+    let before = ruleset(&h);
+    // Capabilities are per thread: this one drops CAP_NET_ADMIN, then opens and uses the socket.
+    let err = h.run(|| {
+        caps::drop(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_NET_ADMIN,
+        )
+        .expect("drop CAP_NET_ADMIN from this thread");
+        tether_nft::Nft::current().and_then(|mut nft| nft.apply(&layout()))
+    });
+    assert!(
+        matches!(&err, Err(Error::PermissionDenied { op }) if op == "begin the batch"),
+        "{err:?}"
+    );
+    assert_eq!(ruleset(&h), before);
+}
+
+#[test]
 fn bad_objects_are_refused_before_anything_is_sent() {
     let invalid = |r: tether_nft::Result<()>| assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
     invalid(Table::new(Family::Inet, "").map(drop));
