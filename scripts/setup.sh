@@ -7,7 +7,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(iptables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux
+packages=(iptables nftables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux
           containerd golang-go golang-github-appc-cni-dev)
 missing=()
 for p in "${packages[@]}"; do
