@@ -231,22 +231,13 @@ struct Tool {
 impl Tool {
     fn new(plugin_dir: &Path, version: &str) -> Tool {
         let host = TestHost::new();
+        let mut bridge = clients::masquerading_gateway_bridge(BRIDGE, SUBNET);
+        bridge["ipam"]["dataDir"] = json!(host.ipam_dir());
         let conflist = json!({
             "cniVersion": version,
             "name": NETWORK,
             "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": BRIDGE,
-                    "isGateway": true,
-                    "ipMasq": true,
-                    "ipam": {
-                        "type": "host-local",
-                        "subnet": SUBNET,
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": host.ipam_dir(),
-                    },
-                },
+                bridge,
                 {"type": "portmap", "capabilities": {"portMappings": true}},
                 {"type": "tuning"},
             ],

@@ -36,7 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -379,52 +379,17 @@ impl Sandbox {
             ),
         )
         .unwrap();
-        std::fs::write(
-            dir.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\nrunroot = \"/run/tether-storage\"\ngraphroot = \"{}\"\n",
-                dir.join("storage").display()
-            ),
-        )
-        .unwrap();
+        clients::write_podman_storage_conf(&dir);
         let init_err = dir.join("init.stderr");
-        let mut init = host
-            .command("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "--",
-                "bash",
-                "-c",
-                INIT,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&init_err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn unshare (util-linux): {e}"));
-        let lifeline = init.stdin.take();
-        let mut line = String::new();
-        BufReader::new(init.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (init, lifeline, line) =
+            clients::spawn_sandbox_init(&host, INIT, std::iter::empty::<&str>(), &init_err);
         let sb = Sandbox {
             cgroup_parent: format!("tether-pconf-podman-{}", unique_name(&host)),
             host,
             init,
             lifeline,
         };
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "sandbox setup failed: {}",
-            std::fs::read_to_string(&init_err).unwrap_or_default()
-        );
+        clients::assert_sandbox_ready(&line, &init_err);
         sb
     }
 
@@ -437,25 +402,7 @@ impl Sandbox {
     fn podman(&self, args: &[&str]) -> String {
         let p = self.init.id();
         let d = self.dir();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--mount=/proc/{p}/ns/mnt"))
-            .arg(format!("--net=/proc/{p}/ns/net"))
-            .arg(format!("--pid=/proc/{p}/ns/pid_for_children"))
-            .args(["--", "podman", "--root"])
-            .arg(d.join("storage"))
-            .args([
-                "--runroot",
-                "/run/tether-storage",
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ])
-            .args(args)
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"));
+        let cmd = clients::podman_command(p, d, args);
         let run = run_bounded(cmd, d, "podman");
         assert_eq!(run.status, Some(0), "podman {}:\n{run}", args.join(" "));
         run.stdout

@@ -124,17 +124,7 @@ fn containerd_with_a_broken_reference_conflist_fails_cleanly() {
 /// The conflist ctr reads: bridge + host-local (default data dir, in the sandbox's /var/lib),
 /// then `extra` plugins.
 fn conflist(extra: Vec<Value>) -> Value {
-    let mut plugins = vec![json!({
-        "type": "bridge",
-        "bridge": BRIDGE,
-        "isGateway": true,
-        "ipMasq": true,
-        "ipam": {
-            "type": "host-local",
-            "subnet": SUBNET,
-            "routes": [{"dst": "0.0.0.0/0"}],
-        },
-    })];
+    let mut plugins = vec![clients::masquerading_gateway_bridge(BRIDGE, SUBNET)];
     plugins.extend(extra);
     json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": plugins})
 }

@@ -12,7 +12,7 @@
 //! gateway and its uplink address, and from an outside namespace through that address; `podman
 //! network reload` the server (DEL, then ADD with the same IP and MAC) and fetch again; then
 //! `podman rm -f` both and `podman network rm`: no container rules, links, leases, cached results
-//! or netns mounts may be left, only the static rules of the shared chains ([`is_shared_chain`]).
+//! or netns mounts may be left, only the static rules of the shared chains ([`clients::is_shared_chain`]).
 //!
 //! Isolation: podman never sees the real host. It runs in a throwaway host network namespace
 //! ([`TestHost`]) and in private mount and pid namespaces (`unshare --pid --fork`) with tmpfs on
@@ -25,22 +25,19 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use netns_fixtures::{
-    FIREWALL_SHARED_CHAINS, Netns, Outside, PORTMAP_SHARED_CHAINS, TestHost, bin_dir, is_masq_chain,
-};
+use clients::{REFERENCE_DIR, rules_left};
+use netns_fixtures::{Netns, Outside, TestHost, bin_dir};
 use serde_json::Value;
 
 mod clients;
 
-/// Debian's reference plugins (containernetworking-plugins).
-const REFERENCE_DIR: &str = "/usr/lib/cni";
 /// The binaries podman's stock conflist runs.
 const PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "firewall", "tuning"];
 const NETWORK: &str = "testnet";
@@ -51,13 +48,6 @@ const PAGE: &str = "tether podman drop-in\n";
 const CLI_MAC: &str = "92:54:45:54:48:52";
 /// Any single podman command; the whole test stays far below.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Chains that plugins share between all attachments and keep after the last DEL (see
-/// netns-fixtures' `shared` module); the bridge's masquerade chains are recognised by
-/// [`is_masq_chain`].
-fn is_shared_chain(name: &str) -> bool {
-    PORTMAP_SHARED_CHAINS.contains(&name) || FIREWALL_SHARED_CHAINS.contains(&name)
-}
 
 #[test]
 fn podman_drives_reference_plugins() {
@@ -71,14 +61,7 @@ fn podman_drives_tether_plugins() {
 
 fn drop_in(plugin_dir: &Path) {
     require_podman();
-    for p in PLUGINS {
-        assert!(
-            plugin_dir.join(p).is_file(),
-            "{}/{p} is missing: build ours with `cargo build --workspace --bins`; the reference \
-             comes with `apt-get install containernetworking-plugins`",
-            plugin_dir.display()
-        );
-    }
+    clients::require_plugins(plugin_dir, PLUGINS);
     let sb = Sandbox::new(plugin_dir);
     let before = sb.state();
 
@@ -244,14 +227,7 @@ impl Sandbox {
             ),
         )
         .unwrap();
-        std::fs::write(
-            dir.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\nrunroot = \"/run/tether-storage\"\ngraphroot = \"{}\"\n",
-                dir.join("storage").display()
-            ),
-        )
-        .unwrap();
+        clients::write_podman_storage_conf(&dir);
 
         let hidden: Vec<&str> = if plugin_dir == Path::new(REFERENCE_DIR) {
             vec![]
@@ -259,33 +235,8 @@ impl Sandbox {
             vec![REFERENCE_DIR]
         };
         let init_err = dir.join("init.stderr");
-        let mut init = host
-            .command("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "--",
-                "bash",
-                "-c",
-                INIT,
-                "tether-podman-init",
-            ])
-            .args(&hidden)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&init_err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn unshare (util-linux): {e}"));
-        let lifeline = init.stdin.take();
-        let mut line = String::new();
-        BufReader::new(init.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let init_args = std::iter::once("tether-podman-init").chain(hidden.iter().copied());
+        let (init, lifeline, line) = clients::spawn_sandbox_init(&host, INIT, init_args, &init_err);
         let sb = Sandbox {
             host,
             outside,
@@ -294,12 +245,7 @@ impl Sandbox {
             plugin_dir: plugin_dir.to_path_buf(),
             runs: AtomicUsize::new(0),
         };
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "sandbox setup failed: {}",
-            std::fs::read_to_string(&init_err).unwrap_or_default()
-        );
+        clients::assert_sandbox_ready(&line, &init_err);
         for d in &hidden {
             assert!(
                 list(&sb.inside(d)).is_empty(),
@@ -322,26 +268,7 @@ impl Sandbox {
     fn podman_out(&self, args: &[&str]) -> Run {
         let p = self.init.id();
         let d = self.dir();
-        let mut cmd = Command::new("nsenter");
-        // nsenter forks after joining the pid namespace, so podman's /proc/self is right.
-        cmd.arg(format!("--mount=/proc/{p}/ns/mnt"))
-            .arg(format!("--net=/proc/{p}/ns/net"))
-            .arg(format!("--pid=/proc/{p}/ns/pid_for_children"))
-            .args(["--", "podman", "--root"])
-            .arg(d.join("storage"))
-            .args([
-                "--runroot",
-                "/run/tether-storage",
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ])
-            .args(args)
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"));
+        let mut cmd = clients::podman_command(p, d, args);
         // Files, not pipes: `podman run -d` leaves conmon behind, which may hold inherited pipes.
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
         let (out, err) = (d.join(format!("{n}.out")), d.join(format!("{n}.err")));
@@ -494,31 +421,12 @@ impl Sandbox {
             // host-local's lock and its round-robin cursor are kept on purpose.
             .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
             .collect();
-        let mut rules = BTreeSet::new();
-        for save in ["iptables-save", "ip6tables-save"] {
-            for table in ["filter", "nat", "raw", "mangle"] {
-                let out = self
-                    .host
-                    .command(save)
-                    .args(["-t", table])
-                    .output()
-                    .unwrap_or_else(|e| panic!("{save}: {e}"));
-                assert!(out.status.success(), "{save} -t {table}: {out:?}");
-                for line in String::from_utf8(out.stdout).unwrap().lines() {
-                    if line.starts_with(':') || line.starts_with("-A") {
-                        // Drop counters: `:CHAIN POLICY [pkts:bytes]`.
-                        let line = line.split(" [").next().unwrap();
-                        rules.insert(format!("{save} {table} {line}"));
-                    }
-                }
-            }
-        }
         State {
             links,
             leases,
             cache: list(&self.inside("/var/lib/cni/results")),
             netns: list(&self.inside("/run/netns")),
-            rules,
+            rules: clients::rules(&self.host),
         }
     }
 }
@@ -586,32 +494,9 @@ impl std::fmt::Display for Run {
 /// for it), the bridge or the host port; nothing may be missing. `forbidden[0]` is the subnet.
 #[track_caller]
 fn assert_rules_cleared(before: &BTreeSet<String>, after: &BTreeSet<String>, forbidden: &[String]) {
-    let lost: Vec<_> = before.difference(after).collect();
-    assert!(
-        lost.is_empty(),
-        "rules removed that were there before: {lost:#?}"
-    );
+    let bad = rules_left(before, after, &forbidden[0], &forbidden[1..]);
     let added: Vec<_> = after.difference(before).collect();
     eprintln!("left after removal (shared, allowed): {added:#?}");
-    let bad: Vec<_> = added
-        .into_iter()
-        .filter(|line| {
-            let chains_ok = line
-                .split([' ', ':'])
-                .filter(|w| w.starts_with("CNI-") || w.starts_with("TETHER-"))
-                .all(|w| is_shared_chain(w) || is_masq_chain(w));
-            // Checked without the masquerade chain names: a hash may contain a port number.
-            let masq_word = |w: &&str| is_masq_chain(w.trim_start_matches(':'));
-            let masq = line.split(' ').any(|w| masq_word(&w));
-            let text: String = line
-                .split(' ')
-                .filter(|w| !masq_word(w))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let forbidden = if masq { &forbidden[1..] } else { forbidden };
-            !chains_ok || forbidden.iter().any(|f| text.contains(f.as_str()))
-        })
-        .collect();
     assert!(bad.is_empty(), "rules left behind: {bad:#?}");
 }
 

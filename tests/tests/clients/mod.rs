@@ -1,15 +1,19 @@
-//! Shared by the real-client tests (`containerd.rs`, `cnitool.rs`): the host state a client may
-//! leave behind (links and iptables rules) and how to judge it, and a busybox root filesystem.
-//! `podman.rs` predates this module and keeps its own copies.
+//! Shared by the real-client tests (`containerd.rs`, `cnitool.rs`, `podman.rs`,
+//! `confinement_vs_podman.rs`): the host state a client may leave behind (links and iptables
+//! rules) and how to judge it, and a busybox root filesystem.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use netns_fixtures::{FIREWALL_SHARED_CHAINS, Netns, PORTMAP_SHARED_CHAINS, is_masq_chain};
+use serde_json::{Value, json};
 
 /// Debian's reference plugins (containernetworking-plugins).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
@@ -32,6 +36,23 @@ pub fn require_plugins(dir: &Path, plugins: &[&str]) {
             dir.display()
         );
     }
+}
+
+/// The first plugin of the real clients' conflists: `bridge` named `bridge`, the gateway of
+/// `subnet` with IP masquerade, host-local (default data dir) handing out `subnet` with a default
+/// route.
+pub fn masquerading_gateway_bridge(bridge: &str, subnet: &str) -> Value {
+    json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipMasq": true,
+        "ipam": {
+            "type": "host-local",
+            "subnet": subnet,
+            "routes": [{"dst": "0.0.0.0/0"}],
+        },
+    })
 }
 
 /// Links (`name kind`) of `ns`, sorted.
@@ -197,4 +218,101 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Spawns a sandbox's pid 1 in `host`'s network namespace: `bash -c script ARGS...` under
+/// `unshare` in private mount and pid namespaces (`--kill-child`: when it exits, the kernel kills
+/// everything in them), its stderr in `init_err`. Returns it, its stdin (the lifeline: the script
+/// waits for its EOF) and the first line it printed, which is `ready` once it is set up (see
+/// [`assert_sandbox_ready`], called once the caller owns the child and cleans up after it).
+pub fn spawn_sandbox_init(
+    host: &Netns,
+    script: &str,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+    init_err: &Path,
+) -> (Child, Option<ChildStdin>, String) {
+    let mut init = host
+        .command("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "--",
+            "bash",
+            "-c",
+            script,
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(File::create(init_err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn unshare (util-linux): {e}"));
+    let lifeline = init.stdin.take();
+    let mut line = String::new();
+    BufReader::new(init.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (init, lifeline, line)
+}
+
+/// The first line of [`spawn_sandbox_init`] must be `ready`; otherwise shows the init's stderr.
+#[track_caller]
+pub fn assert_sandbox_ready(first_line: &str, init_err: &Path) {
+    assert_eq!(
+        first_line.trim(),
+        "ready",
+        "sandbox setup failed: {}",
+        std::fs::read_to_string(init_err).unwrap_or_default()
+    );
+}
+
+/// `nsenter` into the mount, network and pid namespaces of the sandbox whose pid 1 is `init`.
+/// nsenter forks after joining the pid namespace, so the program's /proc/self is right.
+pub fn nsenter(init: u32) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--mount=/proc/{init}/ns/mnt"))
+        .arg(format!("--net=/proc/{init}/ns/net"))
+        .arg(format!("--pid=/proc/{init}/ns/pid_for_children"));
+    cmd
+}
+
+/// `podman args` in the sandbox of `init` (see [`nsenter`]), with the storage (vfs, in
+/// `dir/storage`) and config files (`dir/containers.conf`, `dir/storage.conf`) of the podman
+/// tests, and no systemd: cgroupfs, events in a file.
+pub fn podman_command(init: u32, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = nsenter(init);
+    cmd.args(["--", "podman", "--root"])
+        .arg(dir.join("storage"))
+        .args([
+            "--runroot",
+            "/run/tether-storage",
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ])
+        .args(args)
+        .env("CONTAINERS_CONF", dir.join("containers.conf"))
+        .env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"));
+    cmd
+}
+
+/// The `storage.conf` of the podman tests: vfs, runroot on the sandbox's private `/run`, images
+/// under `dir/storage`.
+pub fn write_podman_storage_conf(dir: &Path) {
+    std::fs::write(
+        dir.join("storage.conf"),
+        format!(
+            "[storage]\ndriver = \"vfs\"\nrunroot = \"/run/tether-storage\"\ngraphroot = \"{}\"\n",
+            dir.join("storage").display()
+        ),
+    )
+    .unwrap();
 }

@@ -2,8 +2,8 @@
 //! the state a run may leave and how it is judged, and the cleanup that runs even on panic.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -109,37 +109,16 @@ impl Sandbox {
             "hide"
         };
         let init_err = dir.join("init.stderr");
-        let mut init = host
-            .command("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "--",
-                "bash",
-                "-c",
-                INIT,
-                "tether-containerd-init",
-            ])
-            .arg(plugin_dir)
-            .arg(&net_d)
-            .arg(dir.join("config.toml"))
-            .arg(dir.join("containerd.log"))
-            .arg(hide)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&init_err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn unshare (util-linux): {e}"));
-        let lifeline = init.stdin.take();
-        let mut line = String::new();
-        BufReader::new(init.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (config, log) = (dir.join("config.toml"), dir.join("containerd.log"));
+        let init_args: [&OsStr; 6] = [
+            "tether-containerd-init".as_ref(),
+            plugin_dir.as_os_str(),
+            net_d.as_os_str(),
+            config.as_os_str(),
+            log.as_os_str(),
+            hide.as_ref(),
+        ];
+        let (init, lifeline, line) = clients::spawn_sandbox_init(&host, INIT, init_args, &init_err);
         let sb = Sandbox {
             host,
             outside,
@@ -150,12 +129,7 @@ impl Sandbox {
             outside_procs: Default::default(),
             runs: AtomicUsize::new(0),
         };
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "sandbox setup failed: {}",
-            std::fs::read_to_string(&init_err).unwrap_or_default()
-        );
+        clients::assert_sandbox_ready(&line, &init_err);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sb.dir().join("containerd.sock").exists() {
             assert!(
@@ -195,37 +169,18 @@ impl Sandbox {
 
     /// `ctr -a <sock> -n <namespace> args`, inside the sandbox, not waited for.
     pub fn spawn_ctr(&self, args: &[&str]) -> Running {
-        let p = self.init.id();
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
-        let (out, err) = (
-            self.dir().join(format!("{n}.out")),
-            self.dir().join(format!("{n}.err")),
-        );
         // nsenter forks after joining the pid namespace, so ctr's /proc/<task pid> is right.
-        let child = Command::new("nsenter")
-            .arg(format!("--mount=/proc/{p}/ns/mnt"))
-            .arg(format!("--net=/proc/{p}/ns/net"))
-            .arg(format!("--pid=/proc/{p}/ns/pid_for_children"))
-            .args(["--", "ctr", "-a"])
+        let mut cmd = clients::nsenter(self.init.id());
+        cmd.args(["--", "ctr", "-a"])
             .arg(self.dir().join("containerd.sock"))
             .args(["-n", &self.namespace])
             // Plain copies under the private root: no overlayfs (which fails when the temp dir
             // is itself on overlayfs, as in a container) and no mounts outside the sandbox.
             .env("CONTAINERD_SNAPSHOTTER", "native")
-            .args(args)
-            // Files, not pipes: the shims outlive ctr and may hold inherited pipes.
-            .stdin(Stdio::null())
-            .stdout(File::create(&out).unwrap())
-            .stderr(File::create(&err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn nsenter: {e}"));
-        Running {
-            child,
-            args: args.join(" "),
-            plugins: self.plugin_dir.clone(),
-            out,
-            err,
-        }
+            .args(args);
+        // Files, not pipes: the shims outlive ctr and may hold inherited pipes.
+        self.spawn_with_output_files(n, &mut cmd, Stdio::null(), args.join(" "))
     }
 
     /// `argv` inside the sandbox with only `env` set and `stdin` on its stdin, waited for.
@@ -233,33 +188,43 @@ impl Sandbox {
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
         let input = self.dir().join(format!("{n}.in"));
         std::fs::write(&input, stdin).unwrap();
-        let p = self.init.id();
+        let mut cmd = clients::nsenter(self.init.id());
+        cmd.arg("--")
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().copied());
+        let stdin = File::open(&input).unwrap().into();
+        self.spawn_with_output_files(n, &mut cmd, stdin, argv.join(" "))
+            .wait()
+    }
+
+    /// Spawns `cmd` (run number `n`, named `args` in reports) with `stdin`, its stdout and
+    /// stderr in the files `n.out` and `n.err` of the sandbox's dir.
+    fn spawn_with_output_files(
+        &self,
+        n: usize,
+        cmd: &mut Command,
+        stdin: Stdio,
+        args: String,
+    ) -> Running {
         let (out, err) = (
             self.dir().join(format!("{n}.out")),
             self.dir().join(format!("{n}.err")),
         );
-        let child = Command::new("nsenter")
-            .arg(format!("--mount=/proc/{p}/ns/mnt"))
-            .arg(format!("--net=/proc/{p}/ns/net"))
-            .arg(format!("--pid=/proc/{p}/ns/pid_for_children"))
-            .arg("--")
-            .args(argv)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(env.iter().copied())
-            .stdin(File::open(&input).unwrap())
+        let child = cmd
+            .stdin(stdin)
             .stdout(File::create(&out).unwrap())
             .stderr(File::create(&err).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn nsenter: {e}"));
         Running {
             child,
-            args: argv.join(" "),
+            args,
             plugins: self.plugin_dir.clone(),
             out,
             err,
         }
-        .wait()
     }
 
     /// Runs `ctr args` and returns its output.
