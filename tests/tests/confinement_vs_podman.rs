@@ -555,15 +555,8 @@ struct Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = match self.status {
-            Some(c) => format!("exit {c}"),
-            None => format!("timed out after {COMMAND_TIMEOUT:?}"),
-        };
-        write!(
-            f,
-            "{status}\n--- stdout\n{}--- stderr\n{}",
-            self.stdout, self.stderr
-        )
+        let outcome = clients::outcome(self.status, COMMAND_TIMEOUT, &self.stdout, &self.stderr);
+        f.write_str(&outcome)
     }
 }
 
@@ -583,25 +576,14 @@ fn run_bounded(mut cmd: Command, dir: &Path, what: &str) -> Run {
         .stderr(File::create(&err).unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > COMMAND_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = clients::exit_code_within(&mut child, COMMAND_TIMEOUT);
     let read = |p: &Path| {
         let mut s = String::new();
         File::open(p).unwrap().read_to_string(&mut s).unwrap();
         s
     };
     Run {
-        status: status.map(|s| s.code().unwrap_or(-1)),
+        status: code,
         stdout: read(&out),
         stderr: read(&err),
     }

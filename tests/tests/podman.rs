@@ -278,22 +278,11 @@ impl Sandbox {
             .stderr(File::create(&err).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn nsenter: {e}"));
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if start.elapsed() > COMMAND_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let code = clients::exit_code_within(&mut child, COMMAND_TIMEOUT);
         Run {
             args: args.join(" "),
             plugins: self.plugin_dir.clone(),
-            status: status.map(|s| s.code().unwrap_or(-1)),
+            status: code,
             stdout: std::fs::read_to_string(out).unwrap(),
             stderr: std::fs::read_to_string(err).unwrap(),
         }
@@ -474,17 +463,12 @@ struct Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = match self.status {
-            Some(c) => format!("exit {c}"),
-            None => format!("timed out after {COMMAND_TIMEOUT:?}"),
-        };
+        let outcome = clients::outcome(self.status, COMMAND_TIMEOUT, &self.stdout, &self.stderr);
         write!(
             f,
-            "podman {} (plugins from {}): {status}\n--- stdout\n{}--- stderr\n{}",
+            "podman {} (plugins from {}): {outcome}",
             self.args,
             self.plugins.display(),
-            self.stdout,
-            self.stderr
         )
     }
 }

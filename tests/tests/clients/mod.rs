@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use netns_fixtures::{FIREWALL_SHARED_CHAINS, Netns, PORTMAP_SHARED_CHAINS, is_masq_chain};
 use serde_json::{Value, json};
@@ -315,4 +316,31 @@ pub fn write_podman_storage_conf(dir: &Path) {
         ),
     )
     .unwrap();
+}
+
+/// Waits for `child` and returns its exit code (-1 if a signal ended it); after `timeout`, kills
+/// it (by its pid) and returns `None`.
+pub fn exit_code_within(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s.code().unwrap_or(-1));
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How a client command ended, for a report: `exit N` or `timed out after T` (`code` as from
+/// [`exit_code_within`]), then its stdout and stderr.
+pub fn outcome(code: Option<i32>, timeout: Duration, stdout: &str, stderr: &str) -> String {
+    let status = match code {
+        Some(c) => format!("exit {c}"),
+        None => format!("timed out after {timeout:?}"),
+    };
+    format!("{status}\n--- stdout\n{stdout}--- stderr\n{stderr}")
 }

@@ -542,18 +542,7 @@ pub struct Running {
 
 impl Running {
     pub fn wait(mut self) -> Done {
-        let start = Instant::now();
-        let code = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break Some(s.code().unwrap_or(-1));
-            }
-            if start.elapsed() > COMMAND_TIMEOUT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let code = clients::exit_code_within(&mut self.child, COMMAND_TIMEOUT);
         Done {
             args: std::mem::take(&mut self.args),
             plugins: self.plugins.clone(),
@@ -582,17 +571,12 @@ pub struct Done {
 
 impl std::fmt::Display for Done {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = match self.code {
-            Some(c) => format!("exit {c}"),
-            None => format!("timed out after {COMMAND_TIMEOUT:?}"),
-        };
+        let outcome = clients::outcome(self.code, COMMAND_TIMEOUT, &self.stdout, &self.stderr);
         write!(
             f,
-            "ctr {} (plugins from {}): {status}\n--- stdout\n{}--- stderr\n{}",
+            "ctr {} (plugins from {}): {outcome}",
             self.args,
             self.plugins.display(),
-            self.stdout,
-            self.stderr
         )
     }
 }
