@@ -40,7 +40,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netns_fixtures::{TestHost, bin_dir};
 
@@ -443,20 +443,11 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // EOF makes init exit; the kernel then kills the whole pid namespace.
-        drop(self.lifeline.take());
-        let start = Instant::now();
-        let mut exited = false;
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.init.try_wait() {
-                exited = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !exited {
-            let _ = self.init.kill();
-            let _ = self.init.wait();
-        }
+        clients::stop_sandbox_init(
+            &mut self.init,
+            self.lifeline.take(),
+            Duration::from_secs(10),
+        );
         // Podman removes the container's cgroup but keeps the parent and conmon's; with every
         // process gone they are empty and can go, deepest first.
         for dir in cgroup_dirs(&self.cgroup_parent).iter().rev() {

@@ -32,7 +32,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use clients::{REFERENCE_DIR, rules_left};
+use clients::{Done, REFERENCE_DIR, rules_left};
 use netns_fixtures::{Netns, Outside, TestHost, bin_dir};
 use serde_json::Value;
 
@@ -265,7 +265,7 @@ impl Sandbox {
     }
 
     /// Runs `podman args` in the sandbox and returns its output.
-    fn podman_out(&self, args: &[&str]) -> Run {
+    fn podman_out(&self, args: &[&str]) -> Done {
         let p = self.init.id();
         let d = self.dir();
         let mut cmd = clients::podman_command(p, d, args);
@@ -279,10 +279,12 @@ impl Sandbox {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn nsenter: {e}"));
         let code = clients::exit_code_within(&mut child, COMMAND_TIMEOUT);
-        Run {
+        Done {
+            client: "podman",
             args: args.join(" "),
             plugins: self.plugin_dir.clone(),
-            status: code,
+            code,
+            timeout: COMMAND_TIMEOUT,
             stdout: std::fs::read_to_string(out).unwrap(),
             stderr: std::fs::read_to_string(err).unwrap(),
         }
@@ -292,7 +294,7 @@ impl Sandbox {
     #[track_caller]
     fn podman(&self, args: &[&str]) -> String {
         let run = self.podman_out(args);
-        assert_eq!(run.status, Some(0), "podman failed:\n{run}");
+        assert_eq!(run.code, Some(0), "podman failed:\n{run}");
         // Podman only logs some plugin failures (a DEL failing during `rm -f`, a network it
         // cannot load) and carries on, so any warning fails the test.
         assert!(
@@ -424,16 +426,11 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         // EOF makes init exit; the kernel then kills the whole pid namespace, and unshare exits
         // once its child is gone.
-        drop(self.lifeline.take());
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.init.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.init.kill();
-        let _ = self.init.wait();
+        clients::stop_sandbox_init(
+            &mut self.init,
+            self.lifeline.take(),
+            Duration::from_secs(10),
+        );
     }
 }
 
@@ -451,26 +448,6 @@ struct State {
     cache: Vec<String>,
     netns: Vec<String>,
     rules: BTreeSet<String>,
-}
-
-struct Run {
-    args: String,
-    plugins: PathBuf,
-    status: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let outcome = clients::outcome(self.status, COMMAND_TIMEOUT, &self.stdout, &self.stderr);
-        write!(
-            f,
-            "podman {} (plugins from {}): {outcome}",
-            self.args,
-            self.plugins.display(),
-        )
-    }
 }
 
 /// Every rule and chain the run added must be a static rule of a shared chain; nothing may

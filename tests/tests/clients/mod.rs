@@ -272,6 +272,22 @@ pub fn assert_sandbox_ready(first_line: &str, init_err: &Path) {
     );
 }
 
+/// Stops a sandbox of [`spawn_sandbox_init`]: closes its `lifeline`, so the script exits and
+/// the kernel kills the rest of the pid namespace (unshare exits once its child is gone); kills
+/// `init` itself if it is still there after `grace`.
+pub fn stop_sandbox_init(init: &mut Child, lifeline: Option<ChildStdin>, grace: Duration) {
+    drop(lifeline);
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(_)) = init.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = init.kill();
+    let _ = init.wait();
+}
+
 /// `nsenter` into the mount, network and pid namespaces of the sandbox whose pid 1 is `init`.
 /// nsenter forks after joining the pid namespace, so the program's /proc/self is right.
 pub fn nsenter(init: u32) -> Command {
@@ -343,4 +359,30 @@ pub fn outcome(code: Option<i32>, timeout: Duration, stdout: &str, stderr: &str)
         None => format!("timed out after {timeout:?}"),
     };
     format!("{status}\n--- stdout\n{stdout}--- stderr\n{stderr}")
+}
+
+/// A finished client command (`podman`, `ctr`), shown with how it ended and its output.
+pub struct Done {
+    /// The client, named in reports.
+    pub client: &'static str,
+    pub args: String,
+    pub plugins: PathBuf,
+    /// As from [`exit_code_within`]: `None` if it ran out of `timeout`.
+    pub code: Option<i32>,
+    pub timeout: Duration,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let outcome = outcome(self.code, self.timeout, &self.stdout, &self.stderr);
+        write!(
+            f,
+            "{} {} (plugins from {}): {outcome}",
+            self.client,
+            self.args,
+            self.plugins.display(),
+        )
+    }
 }

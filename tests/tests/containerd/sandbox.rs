@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use netns_fixtures::{Outside, TestHost};
 use serde_json::Value;
 
-use crate::clients::{self, REFERENCE_DIR, assert_links_cleared, files, leases, rules_left};
+use crate::clients::{self, Done, REFERENCE_DIR, assert_links_cleared, files, leases, rules_left};
 use crate::{
     BRIDGE, COMMAND_TIMEOUT, GATEWAY, IMAGE, NETWORK, OUTSIDE_PAGE, OUTSIDE_PORT, PAGE, PLUGINS,
     SUBNET_PREFIX, image,
@@ -434,21 +434,11 @@ impl Drop for Sandbox {
         }
         // EOF makes init stop containerd (by its pid) and exit; the kernel then kills the rest
         // of the pid namespace, and unshare exits once its child is gone.
-        drop(self.lifeline.take());
-        let start = Instant::now();
-        let exited = loop {
-            if let Ok(Some(_)) = self.init.try_wait() {
-                break true;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if !exited {
-            let _ = self.init.kill();
-            let _ = self.init.wait();
-        }
+        clients::stop_sandbox_init(
+            &mut self.init,
+            self.lifeline.take(),
+            Duration::from_secs(15),
+        );
         unmount_under(self.host.dir());
         remove_cgroups(&self.namespace);
     }
@@ -544,9 +534,11 @@ impl Running {
     pub fn wait(mut self) -> Done {
         let code = clients::exit_code_within(&mut self.child, COMMAND_TIMEOUT);
         Done {
+            client: "ctr",
             args: std::mem::take(&mut self.args),
             plugins: self.plugins.clone(),
             code,
+            timeout: COMMAND_TIMEOUT,
             stdout: std::fs::read_to_string(&self.out).unwrap(),
             stderr: std::fs::read_to_string(&self.err).unwrap(),
         }
@@ -558,25 +550,5 @@ impl Drop for Running {
         // Only after a panic: a finished wait() reaped it already.
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-pub struct Done {
-    pub args: String,
-    pub plugins: PathBuf,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl std::fmt::Display for Done {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let outcome = clients::outcome(self.code, COMMAND_TIMEOUT, &self.stdout, &self.stderr);
-        write!(
-            f,
-            "ctr {} (plugins from {}): {outcome}",
-            self.args,
-            self.plugins.display(),
-        )
     }
 }
