@@ -1,6 +1,9 @@
 //! Shared by the real-client tests (`containerd.rs`, `cnitool.rs`, `podman.rs`,
 //! `confinement_vs_podman.rs`): the host state a client may leave behind (links and iptables
-//! rules) and how to judge it, and a busybox root filesystem.
+//! rules) and how to judge it, a busybox root filesystem, the bridge conf the conflists start
+//! with, and the pieces of a client's sandbox: its pid 1 under `unshare` (spawned, checked
+//! ready, stopped), `nsenter` into it, the podman command line, and a bounded wait with the
+//! report of how a command ended.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
