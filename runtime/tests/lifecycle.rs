@@ -225,27 +225,16 @@ fn foreground_run_forwards_signals_and_logs_follow() {
     env.assert_clean();
 }
 
-/// Entries of a directory under the state root (hidden ones too).
-fn entries_under(env: &Env, rel: &str) -> Vec<String> {
-    std::fs::read_dir(env.root.join(rel))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[track_caller]
 fn assert_nothing_left(env: &Env, what: &str) {
     env.assert_clean();
     assert_eq!(
-        entries_under(env, "netns"),
+        env.entries_under("netns"),
         Vec::<String>::new(),
         "pins left {what}"
     );
     assert_eq!(
-        entries_under(env, "containers"),
+        env.entries_under("containers"),
         Vec::<String>::new(),
         "container files left {what}"
     );

@@ -542,19 +542,7 @@ fn network_rm_removes_the_networks_bridge_and_rules() {
     env.run_detached("m", &["--net=made"], &["sleep", "60"]);
     env.run_detached("t", &["--net=theirs"], &["sleep", "60"]);
     assert!(env.host_links().contains(&made_bridge));
-    let masq = |env: &Env| -> Vec<String> {
-        let out = env
-            .host
-            .command("iptables-save")
-            .args(["-t", "nat"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("TETHER-MASQ-"))
-            .map(str::to_string)
-            .collect()
-    };
+    let masq = |env: &Env| env.nat_lines(|l| l.contains("TETHER-MASQ-"));
     assert!(!masq(&env).is_empty(), "both networks masquerade");
     env.tether(&["rm", "-f", "m", "t"]).ok();
     env.tether(&["network", "rm", "made", "theirs"]).ok();

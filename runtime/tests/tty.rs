@@ -15,7 +15,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,15 @@ fn rootfs(env: &Env) -> PathBuf {
         std::fs::write(root.join("etc").join(f), "").unwrap();
     }
     root
+}
+
+fn winsize(rows: u16, cols: u16) -> Winsize {
+    Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
 }
 
 /// A pty pair opened close-on-exec: tests run in parallel, and a `tether` another test spawns
@@ -76,13 +85,7 @@ struct Term {
 
 impl Term {
     fn start(env: &Env, args: &[&str]) -> Term {
-        let ws = Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = open_pty_cloexec(&ws);
+        let pty = open_pty_cloexec(&winsize(24, 80));
         let before = tcgetattr(&pty.slave).unwrap();
         let mut cmd = env.cmd();
         cmd.args(args);
@@ -145,10 +148,15 @@ impl Term {
                 nix::poll::PollFlags::POLLIN,
             )];
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8));
-            let mut buf = [0u8; 4096];
-            if let Ok(n) = nix::unistd::read(&self.master, &mut buf) {
-                self.seen.extend_from_slice(&buf[..n]);
-            }
+            self.read_some();
+        }
+    }
+
+    /// Whatever the master has now (it is non-blocking), appended to `seen`.
+    fn read_some(&mut self) {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = nix::unistd::read(&self.master, &mut buf) {
+            self.seen.extend_from_slice(&buf[..n]);
         }
     }
 
@@ -165,12 +173,7 @@ impl Term {
     }
 
     fn resize(&self, rows: u16, cols: u16) {
-        let ws = Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
+        let ws = winsize(rows, cols);
         // The kernel sends SIGWINCH to the terminal's foreground process group: tether's.
         // SAFETY: TIOCSWINSZ reads a winsize.
         assert_eq!(
@@ -207,10 +210,7 @@ impl Term {
                     self.output()
                 );
             }
-            let mut buf = [0u8; 4096];
-            if let Ok(n) = nix::unistd::read(&self.master, &mut buf) {
-                self.seen.extend_from_slice(&buf[..n]);
-            }
+            self.read_some();
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -223,6 +223,16 @@ impl Term {
             "tether left the terminal in another mode"
         );
     }
+}
+
+/// `tether run FLAGS --net=none --rootfs ROOT -- CMD` on a terminal of the test's own.
+fn run_on_term(env: &Env, root: &Path, flags: &[&str], cmd: &[&str]) -> Term {
+    let r = root.display().to_string();
+    let mut args = vec!["run"];
+    args.extend_from_slice(flags);
+    args.extend(["--net=none", "--rootfs", &r, "--"]);
+    args.extend_from_slice(cmd);
+    Term::start(env, &args)
 }
 
 impl Drop for Term {
@@ -259,20 +269,7 @@ fn run_it_gives_the_shell_a_terminal_and_returns_its_exit_code() {
     require_plugins(&["none"]);
     let env = Env::new();
     let root = rootfs(&env);
-    let r = root.display().to_string();
-    let mut t = Term::start(
-        &env,
-        &[
-            "run",
-            "--rm",
-            "-it",
-            "--net=none",
-            "--rootfs",
-            &r,
-            "--",
-            "sh",
-        ],
-    );
+    let mut t = run_on_term(&env, &root, &["--rm", "-it"], &["sh"]);
     t.expect("# ");
     // The controlling terminal: /dev/console is it too.
     t.run(
@@ -306,38 +303,19 @@ fn the_terminal_is_restored_when_the_container_is_killed_or_tether_is_told_to_st
     require_plugins(&["none"]);
     let env = Env::new();
     let root = rootfs(&env);
-    let r = root.display().to_string();
     // Killed from outside: the session ends with 137.
-    let mut t = Term::start(
-        &env,
-        &[
-            "run",
-            "-it",
-            "--name",
-            "k",
-            "--net=none",
-            "--rootfs",
-            &r,
-            "--",
-            "sh",
-        ],
-    );
+    let mut t = run_on_term(&env, &root, &["-it", "--name", "k"], &["sh"]);
     t.expect("# ");
     env.tether(&["kill", "k"]).ok();
     assert_eq!(t.exit_code(), 137);
     t.assert_mode_restored();
     env.tether(&["rm", "k"]).ok();
     // SIGTERM to tether: forwarded to the container, whose trap exits 7.
-    let mut t = Term::start(
+    let mut t = run_on_term(
         &env,
+        &root,
+        &["--rm", "-it"],
         &[
-            "run",
-            "--rm",
-            "-it",
-            "--net=none",
-            "--rootfs",
-            &r,
-            "--",
             "sh",
             "-c",
             "trap 'exit 7' TERM; echo trap''ped; while :; do sleep 0.1; done",
@@ -428,21 +406,7 @@ fn run_it_works_in_a_user_namespace() {
     require_plugins(&["none"]);
     let env = Env::new();
     let root = rootfs(&env);
-    let r = root.display().to_string();
-    let mut t = Term::start(
-        &env,
-        &[
-            "run",
-            "--rm",
-            "-it",
-            "--userns",
-            "--net=none",
-            "--rootfs",
-            &r,
-            "--",
-            "sh",
-        ],
-    );
+    let mut t = run_on_term(&env, &root, &["--rm", "-it", "--userns"], &["sh"]);
     t.expect("# ");
     t.run("echo u''id=$(id -u)", "uid=0");
     // The container's root owns its terminal, as under Docker.
@@ -459,20 +423,7 @@ fn a_hung_up_terminal_hangs_up_the_containers_and_tether_exits() {
     require_plugins(&["none"]);
     let env = Env::new();
     let root = rootfs(&env);
-    let r = root.display().to_string();
-    let mut t = Term::start(
-        &env,
-        &[
-            "run",
-            "--rm",
-            "-it",
-            "--net=none",
-            "--rootfs",
-            &r,
-            "--",
-            "sh",
-        ],
-    );
+    let mut t = run_on_term(&env, &root, &["--rm", "-it"], &["sh"]);
     t.expect("# ");
     t.run("echo rea''dy", "ready");
     t.hang_up();

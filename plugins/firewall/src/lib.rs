@@ -13,7 +13,7 @@ mod config;
 use std::net::IpAddr;
 
 use cni::{Attachment, CniResult, Error, ErrorCode, Plugin, Request};
-use tether_netfilter::{AttachmentId, Family, FilterPolicy};
+use tether_netfilter::{Family, FilterPolicy};
 
 pub use config::{Config, IngressPolicy};
 
@@ -22,13 +22,7 @@ pub struct Firewall;
 // Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
 use tether_kit::nf as nf_err;
 
-fn owner(req: &Request) -> AttachmentId<'_> {
-    AttachmentId {
-        network: &req.conf.name,
-        container_id: &req.container_id,
-        ifname: &req.ifname,
-    }
-}
+use tether_kit::gc::owner;
 
 fn policy(cfg: &Config, bridge: Option<&str>) -> FilterPolicy {
     FilterPolicy {
@@ -139,14 +133,7 @@ impl Plugin for Firewall {
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         let network = req.conf.name.as_str();
-        let valid: Vec<AttachmentId<'_>> = valid
-            .iter()
-            .map(|a| AttachmentId {
-                network,
-                container_id: &a.container_id,
-                ifname: &a.ifname,
-            })
-            .collect();
+        let valid = tether_kit::gc::valid_owners(network, valid);
         tether_netfilter::select()
             .filter_gc(network, &valid)
             .map_err(nf_err("removing stale firewall rules"))

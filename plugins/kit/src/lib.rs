@@ -29,7 +29,8 @@
 //! - [`describe()`]: a namespace's interfaces, addresses and default routes as a result (host,
 //!   container).
 //! - [`undo`]: the Drop-based undo stack ADD pushes its removals on.
-//! - [`gc`]: GC's test of whether an attachment is stale.
+//! - [`gc`]: the `(network, container id, ifname)` tag as a netfilter owner, and GC's test of whether
+//!   an attachment is stale.
 //!
 //! A new plugin is a crate under `plugins/` (a `main.rs` calling `cni::run`, the logic in
 //! `lib.rs`) that depends on `cni`, this kit and, as it needs, `tether-netlink` and

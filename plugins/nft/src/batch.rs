@@ -213,17 +213,13 @@ impl Batch {
         a.nest(attr::ELEM_LIST_ELEMENTS, |l| {
             for (key, flags, data, comment) in &encoded {
                 l.nest(attr::LIST_ELEM, |el| {
-                    el.nest(attr::ELEM_KEY, |k| {
-                        k.bytes(attr::DATA_VALUE, key);
-                    });
+                    el.data_value(attr::ELEM_KEY, key);
                     if *flags != 0 {
                         el.be32(attr::ELEM_FLAGS, *flags);
                     }
                     match data {
                         Some(ElemData::Value(v)) => {
-                            el.nest(attr::ELEM_DATA, |d| {
-                                d.bytes(attr::DATA_VALUE, v);
-                            });
+                            el.data_value(attr::ELEM_DATA, v);
                         }
                         Some(ElemData::Verdict(v)) => {
                             el.nest(attr::ELEM_DATA, |d| encode_verdict(d, v));

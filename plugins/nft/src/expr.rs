@@ -130,9 +130,7 @@ impl Expr {
             }
             Expr::Cmp { sreg, op, data } => {
                 d.be32(1, *sreg).be32(2, *op as u32);
-                d.nest(3, |v| {
-                    v.bytes(attr::DATA_VALUE, data);
-                });
+                d.data_value(3, data);
             }
             Expr::Bitwise {
                 sreg,
@@ -141,12 +139,8 @@ impl Expr {
                 xor,
             } => {
                 d.be32(1, *sreg).be32(2, *dreg).be32(3, mask.len() as u32);
-                d.nest(4, |v| {
-                    v.bytes(attr::DATA_VALUE, mask);
-                });
-                d.nest(5, |v| {
-                    v.bytes(attr::DATA_VALUE, xor);
-                });
+                d.data_value(4, mask);
+                d.data_value(5, xor);
             }
             Expr::Lookup {
                 set,

@@ -130,6 +130,14 @@ impl Attrs {
         self
     }
 
+    /// An `NFTA_DATA_VALUE` nested in `ty`: how the kernel takes every constant an expression
+    /// or a set element carries.
+    pub(crate) fn data_value(&mut self, ty: u16, value: &[u8]) -> &mut Self {
+        self.nest(ty, |v| {
+            v.bytes(attr::DATA_VALUE, value);
+        })
+    }
+
     fn pad(&mut self) {
         while !self.0.len().is_multiple_of(4) {
             self.0.push(0);

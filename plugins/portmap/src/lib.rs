@@ -35,13 +35,7 @@ pub struct Portmap;
 // Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
 use tether_kit::nf as nf_err;
 
-fn owner(req: &Request) -> AttachmentId<'_> {
-    AttachmentId {
-        network: &req.conf.name,
-        container_id: &req.container_id,
-        ifname: &req.ifname,
-    }
-}
+use tether_kit::gc::owner;
 
 /// Rolls back what [`Firewall::publish_add`] wrote, after a later step of ADD failed.
 fn roll_back(fw: &dyn Firewall, who: AttachmentId<'_>) {
@@ -207,14 +201,7 @@ impl Plugin for Portmap {
 
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         let network = req.conf.name.as_str();
-        let valid: Vec<AttachmentId<'_>> = valid
-            .iter()
-            .map(|a| AttachmentId {
-                network,
-                container_id: &a.container_id,
-                ifname: &a.ifname,
-            })
-            .collect();
+        let valid = tether_kit::gc::valid_owners(network, valid);
         let gone = tether_netfilter::select()
             .publish_gc(network, &valid)
             .map_err(nf_err("removing stale port mappings"))?;

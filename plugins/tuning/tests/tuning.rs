@@ -173,6 +173,16 @@ fn invalid_configs_change_nothing() {
             .expect_err(&format!("{sysctls} accepted"));
         assert_eq!(e.code, code, "{sysctls}: {e:?}");
     }
+    // An ADD with a sysctl and `extra`'s link values, which must fail.
+    let refused = |extra: &Value| {
+        let mut conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"),
+                              "sysctl": {"net.core.somaxconn": "999"}});
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        t.exec(&conf, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
+            .expect_err(&format!("{extra} accepted"))
+    };
     // Link values no link can take: refused before anything is read or written.
     for extra in [
         json!({"mtu": 70000}),
@@ -181,14 +191,7 @@ fn invalid_configs_change_nothing() {
         json!({"promisc": "yes"}),
         json!({"txQLen": -1}),
     ] {
-        let mut conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"),
-                              "sysctl": {"net.core.somaxconn": "999"}});
-        for (k, v) in extra.as_object().unwrap() {
-            conf[k] = v.clone();
-        }
-        let e = t
-            .exec(&conf, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
-            .expect_err(&format!("{extra} accepted"));
+        let e = refused(&extra);
         assert_eq!(e.code, 7, "{extra}: {e:?}");
     }
     // Valid keys, but the kernel refuses a value midway (a veth's MTU is at most 65535, below
@@ -197,14 +200,7 @@ fn invalid_configs_change_nothing() {
         json!({"mtu": 65536}),
         json!({"txQLen": 100, "mac": "02:00:00:00:00:00", "mtu": 65536}),
     ] {
-        let mut conf = json!({"type": "tuning", "dataDir": t.dir().join("tuning"),
-                              "sysctl": {"net.core.somaxconn": "999"}});
-        for (k, v) in extra.as_object().unwrap() {
-            conf[k] = v.clone();
-        }
-        let e = t
-            .exec(&conf, "ADD", "1.0.0", "tnet", &rt, Some(&r0))
-            .expect_err(&format!("{extra} accepted"));
+        let e = refused(&extra);
         assert!(e.msg.contains("MTU"), "{e:?}");
     }
     let bad_mac =

@@ -2,7 +2,7 @@
 //! type ([`RunArgs`], in `run/opts.rs`); the rest are small enough to be read in `dispatch.rs`.
 
 use crate::cgroups::Manager;
-use crate::run::RunArgs;
+use crate::run::{CommandArgs, RunArgs};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -153,14 +153,8 @@ pub struct ExecArgs {
     pub workdir: Option<String>,
     /// Container name or id
     pub container: String,
-    /// The command and its arguments
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
-    pub command: Vec<String>,
+    #[command(flatten)]
+    pub cmd: CommandArgs,
 }
 
 #[derive(Debug, Args)]

@@ -43,7 +43,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<i32> {
         Command::Exec(a) => container::exec(
             &p,
             &a.container,
-            a.command,
+            a.cmd.command,
             &a.env,
             a.workdir,
             (a.interactive, a.tty),

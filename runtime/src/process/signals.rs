@@ -2,6 +2,7 @@
 //! container, what the detached supervisor ignores, and the clean slate a container process
 //! starts from.
 
+use crate::tty::FORWARDED;
 use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,15 +12,6 @@ static PENDING: AtomicU64 = AtomicU64::new(0);
 extern "C" fn record_signal(sig: libc::c_int) {
     PENDING.fetch_or(1 << sig, Ordering::SeqCst);
 }
-
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// Catches the signals a foreground `tether run` forwards. No SA_RESTART, so `waitpid` returns
 /// EINTR and the wait loop can forward them.

@@ -15,7 +15,7 @@ mod fsconf;
 mod opts;
 mod plan;
 
-pub use opts::RunArgs;
+pub use opts::{CommandArgs, RunArgs};
 
 use crate::cgroups::Manager;
 use crate::container;

@@ -83,6 +83,13 @@ pub struct RunArgs {
     /// [default: private on cgroup v2, host on v1, as Docker]
     #[arg(long, value_name = "MODE")]
     pub cgroupns: Option<String>,
+    #[command(flatten)]
+    pub cmd: CommandArgs,
+}
+
+/// The container's command, everything after the flags: the same positional for `run` and `exec`.
+#[derive(Debug, Clone, Args)]
+pub struct CommandArgs {
     /// The command and its arguments
     #[arg(
         required = true,

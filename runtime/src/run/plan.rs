@@ -48,7 +48,7 @@ fn build_env(a: &RunArgs, hostname: &str) -> Result<Vec<String>> {
 }
 
 pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan> {
-    if a.command.is_empty() || a.command[0].is_empty() {
+    if a.cmd.command.is_empty() || a.cmd.command[0].is_empty() {
         return Err(Error::usage(
             "no command given: put it after the options, for example `tether run --net=none -- sh -c 'echo hi'`",
         ));
@@ -141,7 +141,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
     let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
     let fs = super::fsconf::plan(a, cgroup.version)?;
     let config = Config {
-        command: a.command.clone(),
+        command: a.cmd.command.clone(),
         env: build_env(a, &hostname)?,
         workdir: a.workdir.clone(),
         hostname,

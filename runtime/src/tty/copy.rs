@@ -29,7 +29,9 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-const FORWARDED: [Signal; 6] = [
+/// The signals a foreground `tether run`/`exec` forwards to the container: the one list, read
+/// by this loop's signalfd and by `process::signals` (which catches or ignores them).
+pub const FORWARDED: [Signal; 6] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,

@@ -28,7 +28,7 @@ mod copy;
 mod pty;
 mod raw;
 
-pub use copy::{Attach, attach};
+pub use copy::{Attach, FORWARDED, attach};
 pub use pty::{Pty, attach_console, clone_console, make_controlling, stdin_to_null};
 pub use raw::RawMode;
 

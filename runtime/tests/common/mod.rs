@@ -156,6 +156,11 @@ impl Env {
 
     /// `iptables-save -t nat` rules of the fake host (only `-A` lines).
     pub fn nat_rules(&self) -> Vec<String> {
+        self.nat_lines(|l| l.starts_with("-A"))
+    }
+
+    /// The lines of the fake host's `iptables-save -t nat` that `keep` keeps.
+    pub fn nat_lines(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let out = self
             .host
             .command("iptables-save")
@@ -164,7 +169,7 @@ impl Env {
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.starts_with("-A"))
+            .filter(|l| keep(l))
             .map(str::to_string)
             .collect()
     }
@@ -193,7 +198,12 @@ impl Env {
 
     /// Cached CNI results still on disk.
     pub fn cni_cache(&self) -> Vec<String> {
-        std::fs::read_dir(self.root.join("cni/results"))
+        self.entries_under("cni/results")
+    }
+
+    /// Entries of a directory under the state root (hidden ones too; none if it is missing).
+    pub fn entries_under(&self, rel: &str) -> Vec<String> {
+        std::fs::read_dir(self.root.join(rel))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -26,6 +26,25 @@ fn first_err(results: Vec<Result<()>>) -> Result<()> {
     results.into_iter().collect()
 }
 
+/// `f` on each family of `ips` at once, with that family's addresses; the families and their
+/// results, in order.
+fn per_ip_family(
+    ips: &[IpAddr],
+    f: impl Fn(Family, &[IpAddr]) -> Result<()> + Sync,
+) -> (Vec<Family>, Vec<Result<()>>) {
+    let grouped = by_family(ips);
+    let fams: Vec<Family> = grouped.iter().map(|(f, _)| *f).collect();
+    let results = per_family(&fams, |family| {
+        let ips = &grouped
+            .iter()
+            .find(|(f, _)| *f == family)
+            .expect("family from the list")
+            .1;
+        f(family, ips)
+    });
+    (fams, results)
+}
+
 /// `ips` by family, in family order.
 fn by_family(ips: &[IpAddr]) -> Vec<(Family, Vec<IpAddr>)> {
     Family::ALL
@@ -73,15 +92,8 @@ pub fn add(
 ) -> Result<()> {
     let text = who.comment();
     let is_mine = |_: &str, cid: &str, ifname: &str| who.same_interface(cid, ifname);
-    let grouped = by_family(ips);
-    let fams: Vec<Family> = grouped.iter().map(|(f, _)| *f).collect();
     let _guard = lock::netfilter_lock();
-    let results = per_family(&fams, |family| {
-        let ips = &grouped
-            .iter()
-            .find(|(f, _)| *f == family)
-            .expect("family from the list")
-            .1;
+    let (fams, results) = per_ip_family(ips, |family, ips| {
         sweep(nf, family, OnSaveError::Fail, |t| {
             let mut b = Batch::new(family);
             rules::plan_add(
@@ -115,18 +127,14 @@ pub fn check(
     policy: &FilterPolicy,
 ) -> Result<()> {
     let text = who.comment();
-    let grouped = by_family(ips);
-    let fams: Vec<Family> = grouped.iter().map(|(f, _)| *f).collect();
-    first_err(per_family(&fams, |family| {
-        let ips = &grouped
-            .iter()
-            .find(|(f, _)| *f == family)
-            .expect("family from the list")
-            .1;
-        let t = SavedTable::parse(&nf.save(family, Table::Filter)?, Table::Filter);
-        rules::check(policy, &t, &text, ips, policy.bridge.as_deref())
-            .map_err(|msg| Error::Check(format!("({family:?}): {msg}")))
-    }))
+    first_err(
+        per_ip_family(ips, |family, ips| {
+            let t = SavedTable::parse(&nf.save(family, Table::Filter)?, Table::Filter);
+            rules::check(policy, &t, &text, ips, policy.bridge.as_deref())
+                .map_err(|msg| Error::Check(format!("({family:?}): {msg}")))
+        })
+        .1,
+    )
 }
 
 /// [`crate::Firewall::filter_delete`].

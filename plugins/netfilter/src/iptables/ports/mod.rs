@@ -98,6 +98,23 @@ fn first_per_family(addrs: &[IpNetwork]) -> Vec<IpNetwork> {
     out
 }
 
+/// `f` on the first address of each family at once; the families and their results, in order.
+fn per_address<T: Send>(
+    addrs: &[IpNetwork],
+    f: impl Fn(Family, &IpNetwork) -> T + Sync,
+) -> (Vec<Family>, Vec<T>) {
+    let addrs = first_per_family(addrs);
+    let fams: Vec<Family> = addrs.iter().map(Family::of).collect();
+    let results = per_family(&fams, |family| {
+        let addr = addrs
+            .iter()
+            .find(|a| Family::of(a) == family)
+            .expect("a family comes from an address");
+        f(family, addr)
+    });
+    (fams, results)
+}
+
 /// The tables a plan reads: `nat`, plus `raw` for IPv4 when asked (the `route_localnet` guard).
 fn tables(family: Family, with_raw: bool) -> &'static [Table] {
     if with_raw && family == Family::V4 {
@@ -276,16 +293,8 @@ pub fn add(
     if cfg.mappings.is_empty() {
         return Ok(());
     }
-    let addrs = first_per_family(addrs);
-    let fams: Vec<Family> = addrs.iter().map(Family::of).collect();
     let _guard = lock::netfilter_lock();
-    let results = per_family(&fams, |family| {
-        let addr = addrs
-            .iter()
-            .find(|a| Family::of(a) == family)
-            .expect("a family comes from an address");
-        add_family(nf, cfg, who, addr)
-    });
+    let (fams, results) = per_address(addrs, |_, addr| add_family(nf, cfg, who, addr));
     if let Some(e) = results.into_iter().find_map(Result::err) {
         for (family, undo) in fams.iter().zip(per_family(&fams, |f| remove(nf, f, who))) {
             if let Err(undo) = undo {
@@ -319,13 +328,7 @@ pub fn check(
     if cfg.mappings.is_empty() {
         return Ok(());
     }
-    let addrs = first_per_family(addrs);
-    let fams: Vec<Family> = addrs.iter().map(Family::of).collect();
-    let results = per_family(&fams, |family| {
-        let addr = addrs
-            .iter()
-            .find(|a| Family::of(a) == family)
-            .expect("a family comes from an address");
+    let (_, results) = per_address(addrs, |family, addr| {
         if cfg.mappings_for(family).next().is_none() {
             return Ok(());
         }
