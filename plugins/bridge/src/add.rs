@@ -154,9 +154,9 @@ fn create(
     // iptables exec, independent of the container's interface: it runs on a second thread while
     // this one configures the container, so its time and the kernel's netlink work overlap
     // instead of adding up. Nothing of the chain belongs to this container, so nothing goes on
-    // the undo stack, as for the bridge: both go with the network's last attachment. A bridge this ADD created (a fresh host, after a
-    // reboot) means the chain is most likely missing too: then it is created without checking
-    // first.
+    // the undo stack, as for the bridge: both go with the network's last attachment. A bridge
+    // this ADD created (a fresh host, after a reboot) means the chain is most likely missing
+    // too: then it is created without checking first.
     let masq_addrs: Option<Vec<IpNetwork>> = plan
         .as_ref()
         .filter(|_| conf.ip_masq)

@@ -26,21 +26,15 @@ use crate::{nl, teardown};
 
 pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
     let conf = Config::parse(req)?;
-    let is_valid = |cid: &str, ifname: &str| {
-        valid
-            .iter()
-            .any(|a| a.container_id == cid && a.ifname == ifname)
-    };
     let mut errors: Vec<Error> = Vec::new();
-
-    match gc_veths(&conf, &is_valid) {
-        Ok(n) if n > 0 => tracing::info!(removed = n, "GC removed stale host veths"),
-        Ok(_) => {}
-        Err(e) => errors.push(e),
-    }
 
     match NsHandle::current().map_err(nl("open netlink in the host namespace")) {
         Ok(host) => {
+            match gc_veths(&host, tether_kit::gc::stale(&conf.network, valid)) {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "GC removed stale host veths"),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
             if let Err(e) = teardown::remove_if_unused(&conf, &host) {
                 errors.push(e);
             }
@@ -62,8 +56,8 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
     }
 }
 
-fn gc_veths(conf: &Config, is_valid: &dyn Fn(&str, &str) -> bool) -> Result<usize, Error> {
-    let host = NsHandle::current().map_err(nl("open netlink in the host namespace"))?;
+/// Deletes the host veths whose alias record `is_stale` says the runtime no longer lists.
+fn gc_veths(host: &NsHandle, is_stale: impl Fn(&str, &str, &str) -> bool) -> Result<usize, Error> {
     let links = host.links().map_err(nl("list host links"))?;
     let stale: Vec<_> = links
         .into_iter()
@@ -72,7 +66,7 @@ fn gc_veths(conf: &Config, is_valid: &dyn Fn(&str, &str) -> bool) -> Result<usiz
             l.alias
                 .as_deref()
                 .and_then(parse_alias)
-                .is_some_and(|(net, cid, ifname)| net == conf.network && !is_valid(cid, ifname))
+                .is_some_and(|(net, cid, ifname)| is_stale(net, cid, ifname))
         })
         .collect();
     let mut removed = 0;
