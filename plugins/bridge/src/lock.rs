@@ -30,25 +30,14 @@
 //! or the reference plugin adding a port to our bridge takes none of them: that port could
 //! appear between our check and our deletion, a race we accept (their ADD then fails cleanly).
 
-use std::fs::{File, OpenOptions};
-
 use cni::{Error, ErrorCode};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
-use tether_lock::{FileLock, lock_dir};
+use tether_lock::FileLock;
 
 use crate::names::lock_file_name;
 
 /// Blocks until this process holds the lock for `bridge`'s creation and addresses.
 pub fn lock_bridge(bridge: &str) -> Result<FileLock, Error> {
-    FileLock::acquire(&lock_file_name(bridge))
-        .map_err(|e| Error::new(ErrorCode::IoFailure, e.to_string()))
-}
-
-/// A held shared or exclusive lock; released on drop.
-#[derive(Debug)]
-pub struct Held {
-    _lock: Flock<File>,
+    acquire(&lock_file_name(bridge), Mode::Exclusive)
 }
 
 /// Shared (ADD) or exclusive (the removal of what the network or bridge leaves).
@@ -59,45 +48,21 @@ pub enum Mode {
 }
 
 /// The lock on `network`'s shared state (its masquerade chains).
-pub fn lock_network(network: &str, mode: Mode) -> Result<Held, Error> {
+pub fn lock_network(network: &str, mode: Mode) -> Result<FileLock, Error> {
     acquire(&format!("network-{network}.lock"), mode)
 }
 
 /// The lock on `bridge`'s ports (whether it may be deleted).
-pub fn lock_ports(bridge: &str, mode: Mode) -> Result<Held, Error> {
+pub fn lock_ports(bridge: &str, mode: Mode) -> Result<FileLock, Error> {
     acquire(&format!("ports-{bridge}.lock"), mode)
 }
 
-fn acquire(name: &str, mode: Mode) -> Result<Held, Error> {
-    let dir = lock_dir();
-    let failed = |what: &str, e: std::io::Error| {
-        Error::new(
-            ErrorCode::IoFailure,
-            format!("{what} {}: {e}", dir.join(name).display()),
-        )
-    };
-    // Network names are CNI names and bridge names interface names: neither holds a `/`.
-    if name.contains('/') {
-        return Err(failed("lock", std::io::Error::other("not one file name")));
+fn acquire(name: &str, mode: Mode) -> Result<FileLock, Error> {
+    match mode {
+        Mode::Shared => FileLock::acquire_shared(name),
+        Mode::Exclusive => FileLock::acquire(name),
     }
-    std::fs::create_dir_all(&dir).map_err(|e| failed("create the lock directory for", e))?;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(name))
-        .map_err(|e| failed("open lock file", e))?;
-    let arg = match mode {
-        Mode::Shared => FlockArg::LockShared,
-        Mode::Exclusive => FlockArg::LockExclusive,
-    };
-    loop {
-        match Flock::lock(file, arg) {
-            Ok(lock) => return Ok(Held { _lock: lock }),
-            Err((f, Errno::EINTR)) => file = f,
-            Err((_, errno)) => return Err(failed("lock", errno.into())),
-        }
-    }
+    .map_err(|e| Error::new(ErrorCode::IoFailure, e.to_string()))
 }
 
 #[cfg(test)]
@@ -129,7 +94,7 @@ mod tests {
         let a = lock_network(&net, Mode::Shared).unwrap();
         // Would block forever if shared holders excluded each other.
         let b = lock_network(&net, Mode::Shared).unwrap();
-        let path = lock_dir().join(format!("network-{net}.lock"));
+        let path = tether_lock::lock_dir().join(format!("network-{net}.lock"));
         let probe = || {
             let f = std::fs::File::open(&path).unwrap();
             Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()

@@ -52,8 +52,8 @@ pub fn lock_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(LOCK_DIR))
 }
 
-/// An exclusive `flock` on a lock file, released on drop, or when the process dies, so a killed
-/// plugin never leaves anything locked.
+/// A `flock` on a lock file (exclusive, or shared with [`FileLock::acquire_shared`]), released
+/// on drop, or when the process dies, so a killed plugin never leaves anything locked.
 #[derive(Debug)]
 pub struct FileLock {
     _lock: Flock<File>,
@@ -65,9 +65,19 @@ impl FileLock {
         FileLock::acquire_in(&lock_dir(), name)
     }
 
+    /// Blocks until this process holds `<lock_dir()>/<name>` shared: shared holders do not
+    /// exclude each other, only an exclusive one ([`FileLock::acquire`]) waits for them all.
+    pub fn acquire_shared(name: &str) -> Result<FileLock, Error> {
+        FileLock::lock_in(&lock_dir(), name, FlockArg::LockShared)
+    }
+
     /// Blocks until this process holds `<dir>/<name>`, creating both if needed. `name` is one
     /// file name: no `/`, not `.` or `..`.
     pub fn acquire_in(dir: &Path, name: &str) -> Result<FileLock, Error> {
+        FileLock::lock_in(dir, name, FlockArg::LockExclusive)
+    }
+
+    fn lock_in(dir: &Path, name: &str, kind: FlockArg) -> Result<FileLock, Error> {
         if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
             return Err(Error::InvalidName {
                 name: name.to_string(),
@@ -90,7 +100,7 @@ impl FileLock {
             .open(&path)
             .map_err(failed("open lock file", &path))?;
         loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
+            match Flock::lock(file, kind) {
                 Ok(lock) => return Ok(FileLock { _lock: lock }),
                 // A signal interrupted the wait: wait again.
                 Err((f, Errno::EINTR)) => file = f,
