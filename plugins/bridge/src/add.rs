@@ -5,8 +5,8 @@
 //! the bridge's name, a live host veth for this attachment) → IPAM ADD → under the bridge lock:
 //! bridge and gateway addresses → veth pair (peer born in the container) → container addresses,
 //! up, routes → forwarding, while the network's shared masquerade chain is checked beside them →
-//! the host veth's bridge port forwarding (`wait_for_port`) → result. Everything after preflight
-//! holds the network's and the bridge's port locks shared (see the lock module): a last DEL
+//! the host veth's bridge port forwarding (`wait_for_port`) → result. Everything from preflight
+//! on holds the network's and the bridge's port locks shared (see the lock module): a last DEL
 //! cannot remove the chains or the bridge under this ADD.
 //! A failed ADD, once unwound and unlocked, removes what the network left when no other
 //! attachment of it remains (`teardown`), so it leaves the host as it found it.
@@ -47,16 +47,27 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         netns.display()
     )))?;
     let veth = host_veth_name(&req.container_id, &req.ifname);
-    preflight(&conf, req, netns, &host, &cont, &veth)?;
-    tracing::debug!("phase: preflight checks done");
 
     let created = {
         // Shared: parallel ADDs run side by side, and a DEL removing what the network or the
         // bridge leaves (exclusive) waits until this ADD's veth exists and its masquerading is
-        // in place, or this ADD waits until that removal is done (see the lock module).
+        // in place, or this ADD waits until that removal is done (see the lock module). Taken
+        // before preflight, so the bridge preflight sees stays until this ADD is done with it.
         let _network = lock_network(&conf.network, Mode::Shared)?;
         let _ports = lock_ports(&conf.bridge, Mode::Shared)?;
-        create(&conf, req, netns, &host, &cont, ns_fd.as_fd(), &veth)
+        // A refusal here created nothing, so it returns without the teardown below.
+        let existing_bridge = preflight(&conf, req, netns, &host, &cont, &veth)?;
+        tracing::debug!("phase: preflight checks done");
+        create(
+            &conf,
+            req,
+            netns,
+            &host,
+            &cont,
+            ns_fd.as_fd(),
+            &veth,
+            existing_bridge,
+        )
     };
     if created.is_err() {
         // The rollback deleted this ADD's veth; when no other attachment is left, what this
@@ -70,7 +81,8 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
 }
 
 /// Everything ADD creates, each removal pushed on the undo stack. Runs under the network's and
-/// the bridge's shared locks.
+/// the bridge's shared locks; `existing_bridge` is the bridge as preflight found it.
+#[allow(clippy::too_many_arguments)] // one call site, each argument named there
 fn create(
     conf: &Config,
     req: &Request,
@@ -79,6 +91,7 @@ fn create(
     cont: &NsHandle,
     ns_fd: BorrowedFd<'_>,
     veth: &str,
+    existing_bridge: Option<Link>,
 ) -> Result<CniResult, Error> {
     let mut undo = Undo::new();
 
@@ -99,7 +112,7 @@ fn create(
 
     let (bridge, bridge_created) = {
         let _lock = lock_bridge(&conf.bridge)?;
-        let (bridge, created) = ensure_bridge(host, conf)?;
+        let (bridge, created) = ensure_bridge(host, conf, existing_bridge)?;
         for addr in bridge_addrs {
             ensure_addr(host, &bridge, *addr, conf.force_address)?;
         }
@@ -212,7 +225,7 @@ fn create(
     Ok(result)
 }
 
-/// Everything that can be refused without changing anything.
+/// Everything that can be refused without changing anything. Returns the bridge when it exists.
 fn preflight(
     conf: &Config,
     req: &Request,
@@ -220,7 +233,7 @@ fn preflight(
     host: &NsHandle,
     cont: &NsHandle,
     veth: &str,
-) -> Result<(), Error> {
+) -> Result<Option<Link>, Error> {
     if cont
         .link_by_name(&req.ifname)
         .map_err(nl("look up CNI_IFNAME in the container"))?
@@ -248,7 +261,7 @@ fn preflight(
             req.container_id, req.ifname
         )));
     }
-    Ok(())
+    Ok(bridge)
 }
 
 fn not_a_bridge(l: &Link) -> Result<(), Error> {
@@ -264,13 +277,22 @@ fn not_a_bridge(l: &Link) -> Result<(), Error> {
 
 /// Creates the bridge or reuses it. Called under the bridge lock; `EEXIST` still means "someone
 /// else (another runtime, without our lock) created it": re-read and verify.
-/// Also says whether this call created it. Looked up again although preflight saw it: a DEL
-/// may have deleted it since (it cannot now, while this ADD holds the port lock).
-fn ensure_bridge(host: &NsHandle, conf: &Config) -> Result<(Link, bool), Error> {
+/// Also says whether this call created it. `seen` is the bridge as preflight found it: a bridge
+/// that existed then still does (only a last DEL or GC deletes one of ours, and they need the
+/// port lock this ADD has held since before preflight), so only a missing one is looked up
+/// again, now under the bridge lock.
+fn ensure_bridge(
+    host: &NsHandle,
+    conf: &Config,
+    seen: Option<Link>,
+) -> Result<(Link, bool), Error> {
     let name = &conf.bridge;
-    let existing = host
-        .link_by_name(name)
-        .map_err(nl(format!("look up bridge {name}")))?;
+    let existing = match seen {
+        Some(l) => Some(l),
+        None => host
+            .link_by_name(name)
+            .map_err(nl(format!("look up bridge {name}")))?,
+    };
     let (mut br, created) = match existing {
         Some(l) => (l, false),
         None => match host.create_bridge(name, conf.mtu, false) {

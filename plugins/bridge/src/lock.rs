@@ -4,7 +4,7 @@
 //! anything locked.
 //!
 //! ```text
-//! network-<net>.lock    ADD: shared, from before the bridge is ensured until its veth
+//! network-<net>.lock    ADD: shared, from before its preflight checks until its veth
 //!                       exists and the masquerade chains are ensured.
 //!                       last DEL / GC: exclusive, around "no veth of <net> is left"
 //!                       and the removal of <net>'s masquerade chains.
@@ -21,8 +21,8 @@
 //! ADD then finds the chains gone and creates them again) or wholly after it (the removal then
 //! sees the ADD's veth, carrying the network in its alias, and keeps everything). A failed ADD
 //! releases its lock after its rollback deleted its veth. Likewise the bridge: an ADD holds
-//! the bridge's port lock shared from before it looks the bridge up until its veth is a port of
-//! it, and the deletion needs it exclusive and a bridge without ports. Shared holders do not
+//! the bridge's port lock shared from before preflight looks the bridge up until its veth is a
+//! port of it, and the deletion needs it exclusive and a bridge without ports. Shared holders do not
 //! exclude each other, so parallel ADDs of one network still run side by side; the DELs that are
 //! not the last take no lock at all (see del.rs).
 //!
