@@ -25,9 +25,8 @@ pub fn check(req: &Request) -> Result<(), Error> {
     if let Some(ipam) = &conf.ipam {
         cni::delegate::check(ipam, req)?;
     }
-    let prev = req.prev_result.as_ref().ok_or_else(|| {
-        Error::invalid_config("CHECK needs prevResult (the result of the ADD being checked)")
-    })?;
+    let prev =
+        req.prev_result_required("CHECK needs prevResult (the result of the ADD being checked)")?;
     let netns = req.netns_required()?;
     let netns_text = netns.display().to_string();
     let ns_fd = tether_kit::netns::open(netns)?;

@@ -35,6 +35,7 @@ pub struct Portmap;
 // Netfilter failures get the plugin kit's codes (7 for a refused value, 999 for a failed run).
 use tether_kit::nf as nf_err;
 
+use tether_kit::RequestExt;
 use tether_kit::gc::owner;
 
 /// Rolls back what [`Firewall::publish_add`] wrote, after a later step of ADD failed.
@@ -142,9 +143,8 @@ impl Plugin for Portmap {
     fn add(&self, req: &Request) -> Result<CniResult, Error> {
         let cfg = config::parse(req)?;
         let prev = req
-            .prev_result
-            .clone()
-            .ok_or_else(|| Error::invalid_config("must be called as chained plugin"))?;
+            .prev_result_required("must be called as chained plugin")?
+            .clone();
         if cfg.mappings.is_empty() {
             return Ok(prev);
         }
@@ -181,10 +181,7 @@ impl Plugin for Portmap {
 
     fn check(&self, req: &Request) -> Result<(), Error> {
         let cfg = config::parse(req)?;
-        let prev = req
-            .prev_result
-            .as_ref()
-            .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
+        let prev = req.prev_result_required("required prevResult missing")?;
         if cfg.mappings.is_empty() {
             return Ok(());
         }
