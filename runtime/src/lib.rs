@@ -15,6 +15,7 @@
 //! network/    mode (NetMode) · conflist · version (VERSION + cache) · store · record · etc
 //! cgroups/    v1 · v2 · limits (LimitFlags, Limits) · fsutil
 //! confine/    capabilities, seccomp (Docker's default profile built in), no_new_privs, --user
+//! image/      layer store, archive import/export, whiteouts, diff, commit (overlayfs roots)
 //! state       the container's record on disk, its locks
 //! netns       pinned namespaces, and NetnsSwitch (the guard of any netns switch)
 //! tty/        -i/-t: pty (open, controlling tty, /dev/console) · raw (terminal mode) · copy
@@ -38,6 +39,7 @@ pub mod container;
 pub mod error;
 pub mod gc;
 pub mod hook;
+pub mod image;
 pub mod netns;
 pub mod network;
 pub mod orphans;

@@ -14,6 +14,8 @@ pub struct Paths {
     pub config_dir: PathBuf,
     /// Plugin search path, in order.
     pub cni_path: Vec<PathBuf>,
+    /// The image store (`/var/lib/tether`): layers, image configs, refs (`image/`).
+    pub image_root: PathBuf,
 }
 
 impl Paths {
@@ -48,6 +50,7 @@ struct ConfigFile {
     config_dir: Option<PathBuf>,
     /// A `:`-separated string or a list.
     cni_path: Option<Value>,
+    image_root: Option<PathBuf>,
 }
 
 impl Paths {
@@ -56,6 +59,7 @@ impl Paths {
         root: Option<PathBuf>,
         config_dir: Option<PathBuf>,
         cni_path: Option<&str>,
+        image_root: Option<PathBuf>,
         config_file: &Path,
     ) -> Result<Paths> {
         let file: ConfigFile = match std::fs::read(config_file) {
@@ -83,6 +87,9 @@ impl Paths {
                 .or(file.config_dir)
                 .unwrap_or_else(|| PathBuf::from("/etc/tether/net.d")),
             cni_path: cni_search_path(&user_cni),
+            image_root: image_root
+                .or(file.image_root)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/tether")),
         })
     }
 }

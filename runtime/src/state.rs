@@ -109,6 +109,25 @@ pub struct Config {
     /// The filesystem and device confinement (records made before it have the defaults).
     #[serde(default)]
     pub fs: FsConfinement,
+    /// Run from an image: the overlayfs root (`rootfs` is its mount point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageMount>,
+}
+
+/// A container's root as an overlayfs of an image's layers and its own writable layer, mounted by
+/// its init (process/rootfs.rs) before pivot_root. Paths are absolute.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageMount {
+    /// The image id (`sha256:...`) and the name it was run by.
+    pub id: String,
+    pub reference: String,
+    /// The layers' trees, top first (overlayfs `lowerdir` order).
+    pub lowers: Vec<PathBuf>,
+    /// `<container dir>/upper`: the container's writes (`tether diff`, `tether commit`).
+    pub upper: PathBuf,
+    /// `<container dir>/work`: overlayfs's scratch directory on the upper's filesystem.
+    pub work: PathBuf,
 }
 
 impl Config {

@@ -35,7 +35,11 @@ pub struct Global {
     /// [default: the directory tether is installed in, then /opt/cni/bin]
     #[arg(long, global = true, env = "CNI_PATH", value_name = "DIRS")]
     pub cni_path: Option<String>,
-    /// A JSON config file with defaults for root, configDir and cniPath
+    /// The image store: layers, image configs and the name index (config key imageRoot)
+    /// [default: /var/lib/tether]
+    #[arg(long, global = true, env = "TETHER_IMAGE_ROOT", value_name = "DIR")]
+    pub image_root: Option<PathBuf>,
+    /// A JSON config file with defaults for root, configDir, cniPath and imageRoot
     #[arg(
         long,
         global = true,
@@ -135,6 +139,25 @@ pub enum Command {
     /// Drive a network config by hand, as cnitool does
     #[command(subcommand)]
     Cni(crate::cnitool::CniCmd),
+    /// List images: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE
+    Images,
+    /// Manage images: import, inspect, export, prune
+    #[command(subcommand)]
+    Image(crate::image::cmd::ImageCmd),
+    /// Remove images (refused while a container uses one, unless -f)
+    Rmi(crate::image::cmd::RmiArgs),
+    /// Show a container's changes to its image: A added, C changed, D deleted
+    Diff {
+        /// Container name or id
+        container: String,
+    },
+    /// Make a new image from a container's writable layer on top of its image
+    Commit {
+        /// Container name or id
+        container: String,
+        /// The new image's NAME[:TAG]
+        reference: String,
+    },
 }
 
 #[derive(Debug, Args)]

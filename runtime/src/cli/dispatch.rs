@@ -6,7 +6,7 @@ use super::print;
 use crate::container;
 use crate::error::Result;
 use crate::paths::Paths;
-use crate::{cnitool, gc, network, run, units};
+use crate::{cnitool, gc, image, network, run, units};
 use std::io::Write;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ pub(super) fn paths(g: &Global) -> Result<Paths> {
         g.root.clone(),
         g.config_dir.clone(),
         g.cni_path.as_deref(),
+        g.image_root.clone(),
         &g.config,
     )
 }
@@ -85,6 +86,14 @@ pub(super) fn dispatch(cli: Cli) -> Result<i32> {
             }
         },
         Command::Cni(c) => print::cni(cnitool::execute(&p, &c)?),
+        Command::Images => image::cmd::images(&p),
+        Command::Image(c) => image::cmd::image(&p, &c),
+        Command::Rmi(a) => image::cmd::rmi(&p, &a),
+        Command::Diff { container } => image::cmd::diff(&p, &container),
+        Command::Commit {
+            container,
+            reference,
+        } => image::cmd::commit(&p, &container, &reference),
     }
 }
 
@@ -100,6 +109,7 @@ mod tests {
             root: None,
             config_dir: None,
             cni_path: cni.map(str::to_string),
+            image_root: None,
             config: d.path().join(config),
             cgroup_manager: Manager::Auto,
             log: "warn".into(),

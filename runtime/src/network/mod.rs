@@ -47,6 +47,7 @@ pub(crate) fn test_paths() -> (tempfile::TempDir, crate::paths::Paths) {
         root: d.path().join("root"),
         config_dir: d.path().join("net.d"),
         cni_path: vec![],
+        image_root: d.path().join("images"),
     };
     (d, p)
 }

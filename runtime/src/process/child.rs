@@ -164,7 +164,12 @@ fn prepare(spec: &ChildSpec) -> ChildResult<()> {
         over_host,
     };
     match &c.rootfs {
-        Some(root) => rootfs::setup(root, &spec.etc_files, sys_opts, dev_opts)?,
+        Some(root) => {
+            if let Some(m) = &c.image {
+                rootfs::mount_overlay(m, root)?;
+            }
+            rootfs::setup(root, &spec.etc_files, sys_opts, dev_opts)?
+        }
         None => {
             kernfs::mount_proc(Path::new("/proc"))?;
             kernfs::mount_sys(Path::new("/sys"), sys_opts)?;

@@ -55,6 +55,33 @@ fn bind(src: &Path, dst: &Path, flags: MsFlags) -> ChildResult<()> {
     )))
 }
 
+/// The image's root: overlayfs of its layers (read-only, top first) and the container's upper
+/// and work directories, mounted on `root` in the container's own mount namespace.
+pub(super) fn mount_overlay(m: &crate::state::ImageMount, root: &Path) -> ChildResult<()> {
+    let lowers: Vec<String> = m.lowers.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        m.upper.display(),
+        m.work.display()
+    );
+    // The kernel takes one page of mount options.
+    if opts.len() >= 4096 {
+        return Err(ChildError::Other(format!(
+            "the image has too many layers ({}) for one overlayfs mount's options",
+            lowers.len()
+        )));
+    }
+    mount(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(sys(format!("mount overlayfs on {}", root.display())))
+}
+
 pub(super) fn setup(
     root: &Path,
     etc_files: &[(PathBuf, String)],

@@ -187,7 +187,16 @@ fn start(
     } else {
         Vec::new()
     };
-    if let (Some(root), Some(w)) = (&plan.config.rootfs, &plan.config.workdir) {
+    if let Some(m) = &plan.config.image {
+        // The overlay's directories: its init mounts them (process/rootfs.rs).
+        for d in [
+            &m.upper,
+            &m.work,
+            plan.config.rootfs.as_ref().unwrap_or(&m.upper),
+        ] {
+            std::fs::create_dir_all(d).ctx(at("create", d))?;
+        }
+    } else if let (Some(root), Some(w)) = (&plan.config.rootfs, &plan.config.workdir) {
         // Made here, as host root: with --userns the container's root may not write the rootfs.
         make_dir_in(root, w)?;
     }

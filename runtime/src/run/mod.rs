@@ -6,12 +6,14 @@
 //! opts.rs    RunArgs: the flags, as clap parses them        a new flag: a field here
 //! fsconf.rs  --read-only, --device, --cgroupns, --privileged: the record's FsConfinement
 //! plan.rs    checks and resolves them: the record-to-be     ... and its use here
+//! image.rs   IMAGE or command? and what the image gives the container (overlay, Cmd, Env, User)
 //! create.rs  reserve the name, cgroup, clone, pin, ADD, release (with kill points for tests)
 //! mod.rs     foreground or detached (the supervisor fork), wait, finalize
 //! ```
 
 mod create;
 mod fsconf;
+mod image;
 mod opts;
 mod plan;
 

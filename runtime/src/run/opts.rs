@@ -15,7 +15,7 @@ host's traffic, and with CAP_NET_ADMIN (root has it) change the host's interface
 
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Examples:\n  tether run --net=none -- sh -c 'ip addr'\n  tether run -d --name web -p 8080:80 --memory 64m -- busybox httpd -f -p 80\n  tether run --rm --net=container:web -- wget -qO- http://127.0.0.1/"
+    after_help = "Without --rootfs, the first word before any `--` is an IMAGE (tether images) and the rest its CMD; after `--` it is a host command.\n\nExamples:\n  tether run --net=none busybox:latest sh -c 'echo hi'\n  tether run --net=none -- sh -c 'ip addr'\n  tether run -d --name web -p 8080:80 --memory 64m -- busybox httpd -f -p 80\n  tether run --rm --net=container:web -- wget -qO- http://127.0.0.1/"
 )]
 pub struct RunArgs {
     /// Run in the background; print the container id. Output goes to a log (`tether logs`)
@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// [default: private on cgroup v2, host on v1, as Docker]
     #[arg(long, value_name = "MODE")]
     pub cgroupns: Option<String>,
+    /// With an image: run CMD instead of its Entrypoint (the image's Cmd is dropped too; an
+    /// empty string clears the Entrypoint)
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
     #[command(flatten)]
     pub cmd: CommandArgs,
 }
@@ -95,7 +99,7 @@ pub struct CommandArgs {
         required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        value_name = "COMMAND"
+        value_name = "[IMAGE] COMMAND"
     )]
     pub command: Vec<String>,
 }

@@ -3,7 +3,7 @@
 
 use super::opts::RunArgs;
 use crate::cgroups::{self, Manager};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::network::{self, NetMode, NetworkRecord};
 use crate::paths::Paths;
 use crate::state::{self, Config, ContainerState, IdMap, Store};
@@ -23,12 +23,19 @@ pub(super) struct Plan {
     pub confine: crate::confine::Prepared,
 }
 
-fn build_env(a: &RunArgs, hostname: &str) -> Result<Vec<String>> {
+fn build_env(a: &RunArgs, hostname: &str, image_env: &[String]) -> Result<Vec<String>> {
     let mut env: Vec<String> = vec![
         format!("PATH={}", crate::process::DEFAULT_PATH),
         format!("HOSTNAME={hostname}"),
         "HOME=/root".into(),
     ];
+    // The image's Env over tether's defaults, `-e` over both (Docker's order).
+    for e in image_env {
+        if let Some((k, _)) = e.split_once('=') {
+            env.retain(|x| x.split_once('=').map(|(a, _)| a) != Some(k));
+            env.push(e.clone());
+        }
+    }
     for e in &a.env {
         let (k, v) = match e.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
@@ -54,6 +61,19 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         ));
     }
     let id = state::new_id()?;
+    let from_image = super::image::resolve(paths, a, &paths.container_dir(&id))?;
+    // The image's WorkingDir and User are defaults the flags override.
+    let adjusted;
+    let a = match &from_image {
+        Some(img) => {
+            let mut x = a.clone();
+            x.workdir = x.workdir.or(img.workdir.clone());
+            x.security.user = x.security.user.or(img.user.clone());
+            adjusted = x;
+            &adjusted
+        }
+        None => a,
+    };
     let name = match &a.name {
         Some(n) => {
             state::validate_name(n)?;
@@ -89,6 +109,9 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
     let conflist = network::conflist_for(paths, &mode, &ports)?;
     network::check_plugins(&conflist, &paths.cni_path)?;
     let rootfs = match &a.rootfs {
+        None if from_image.is_some() => Some(
+            std::path::absolute(paths.container_dir(&id).join("rootfs")).ctx("container dir")?,
+        ),
         Some(r) => {
             let c = std::fs::canonicalize(r)
                 .map_err(|e| Error::usage(format!("--rootfs {}: {e}", r.display())))?;
@@ -141,8 +164,11 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
     let cgroup = cgroups::plan(manager, a.cgroup_parent.as_deref(), &id, &limits)?;
     let fs = super::fsconf::plan(a, cgroup.version)?;
     let config = Config {
-        command: a.cmd.command.clone(),
-        env: build_env(a, &hostname)?,
+        command: match &from_image {
+            Some(i) => i.command.clone(),
+            None => a.cmd.command.clone(),
+        },
+        env: build_env(a, &hostname, from_image.as_ref().map_or(&[], |i| &i.env))?,
         workdir: a.workdir.clone(),
         hostname,
         rootfs,
@@ -157,6 +183,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         tty: a.tty,
         confinement,
         fs,
+        image: from_image.map(|i| i.mount),
     };
     let network = NetworkRecord::new(
         mode.clone(),

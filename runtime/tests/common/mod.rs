@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use netns_fixtures::TestHost;
+pub mod archive;
+
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -78,12 +80,18 @@ impl Env {
             .env("TETHER_CONFIG_DIR", &self.config_dir)
             .env("TETHER_CGROUP_PARENT", &self.cgroup_parent)
             .env("TETHER_CONFIG", self.host.dir().join("no-config.json"))
+            .env("TETHER_IMAGE_ROOT", self.image_root())
             .env("CNI_PATH", netns_fixtures::bin_dir())
             .env_remove("TETHER_CGROUP_MANAGER")
             .env_remove("CNI_ARGS")
             .env_remove("CAP_ARGS")
             .stdin(Stdio::null());
         c
+    }
+
+    /// This test's image store.
+    pub fn image_root(&self) -> PathBuf {
+        self.host.dir().join("images")
     }
 
     /// Runs `tether ARGS` to completion (60 s at most).
