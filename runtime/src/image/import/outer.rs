@@ -77,7 +77,6 @@ impl Outer {
             }
         }
         // Position checks happen on use; a seek past the end reads nothing and fails the digest.
-        drop(ar);
         Ok(Outer {
             file: f,
             path: path.to_path_buf(),
