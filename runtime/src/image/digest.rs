@@ -34,6 +34,15 @@ pub struct HashingReader<R> {
     pub count: u64,
 }
 
+impl HashingReader<std::io::Empty> {
+    pub fn hasher() -> Sha256 {
+        Sha256::new()
+    }
+    pub fn hex(h: Sha256) -> String {
+        format!("sha256:{:x}", h.finalize())
+    }
+}
+
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
@@ -54,6 +63,60 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
         self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes (and counts) what is read through it on a second thread, so that hashing a layer
+/// overlaps with unpacking it (an import is then bound by the slower of the two, not their sum).
+pub struct ThreadedHashingReader<R> {
+    inner: R,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<String>>,
+    pub count: u64,
+}
+
+impl<R: Read> ThreadedHashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+        let worker = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(&chunk);
+            }
+            format!("sha256:{:x}", h.finalize())
+        });
+        ThreadedHashingReader {
+            inner,
+            tx: Some(tx),
+            worker: Some(worker),
+            count: 0,
+        }
+    }
+
+    /// Reads what is left and returns the digest of everything read.
+    pub fn finish(mut self) -> std::io::Result<(String, u64)> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        drop(self.tx.take());
+        let d = self
+            .worker
+            .take()
+            .expect("finished once")
+            .join()
+            .map_err(|_| std::io::Error::other("hashing thread panicked"))?;
+        Ok((d, self.count))
+    }
+}
+
+impl<R: Read> Read for ThreadedHashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            let tx = self.tx.as_ref().expect("not finished");
+            tx.send(buf[..n].to_vec())
+                .map_err(|_| std::io::Error::other("hashing thread gone"))?;
+            self.count += n as u64;
+        }
         Ok(n)
     }
 }

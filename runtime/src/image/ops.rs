@@ -218,14 +218,13 @@ pub fn commit(paths: &Paths, name: &str, r: &str) -> Result<String> {
     let (diff_id, _) = super::pack::pack_dir(&m.upper, std::io::BufWriter::new(f), true)?;
     let dir = staging.0.join("layer");
     std::fs::create_dir_all(dir.join("fs")).map_err(|e| Error::io("create", e))?;
-    let un = super::unpack::unpack_layer(
-        std::fs::File::open(&tar).map_err(|e| Error::io("open", e))?,
-        &dir.join("fs"),
-    )?;
-    if un.diff_id != diff_id {
+    let opened = std::fs::File::open(&tar).map_err(|e| Error::io("open", e))?;
+    let mut tap = digest::HashingReader::new(opened);
+    let un = super::unpack::unpack_layer(&mut tap, &dir.join("fs"))?;
+    let (read_back, _) = tap.finish().map_err(|e| Error::io("read layer", e))?;
+    if un.diff_id.unwrap_or(read_back.clone()) != diff_id {
         return Err(Error::Setup(format!(
-            "commit: layer digest changed while reading it back ({diff_id} vs {})",
-            un.diff_id
+            "commit: layer digest changed while reading it back ({diff_id} vs {read_back})"
         )));
     }
     let mut cfg: serde_json::Value = serde_json::from_slice(&s.config_bytes(&m.id)?)

@@ -25,8 +25,9 @@ pub const MAX_SPARSE: u64 = 1 << 30;
 /// What unpacking a layer found.
 #[derive(Debug, Clone)]
 pub struct Unpacked {
-    /// sha256 of the uncompressed tar.
-    pub diff_id: String,
+    /// sha256 of the uncompressed tar, for a compressed layer; `None` for a plain one, whose
+    /// diff_id is the digest of the bytes the caller fed in (hashed once, by the caller).
+    pub diff_id: Option<String>,
     /// Bytes of regular files written.
     pub size: u64,
 }
@@ -63,16 +64,19 @@ pub fn clean_rel(p: &Path) -> Result<Option<PathBuf>> {
 pub fn unpack_layer(raw: impl Read, dest: &Path) -> Result<Unpacked> {
     let mut buf = BufReader::with_capacity(1 << 20, raw);
     let head = buf.fill_buf().map_err(|e| Error::io("read layer", e))?;
-    let decoded: Box<dyn Read> = match head {
-        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+    let (decoded, gzip): (Box<dyn Read>, bool) = match head {
+        [0x1f, 0x8b, ..] => (Box::new(flate2::bufread::MultiGzDecoder::new(buf)), true),
         [0x28, 0xb5, 0x2f, 0xfd, ..] => {
             return Err(bad(
                 "zstd-compressed layers are not supported (use gzip or none)".into(),
             ));
         }
-        _ => Box::new(buf),
+        _ => (Box::new(buf), false),
     };
-    let mut hashed = HashingReader::new(decoded);
+    let mut hashed = Tee {
+        inner: decoded,
+        hash: gzip.then(HashingReader::hasher),
+    };
     let mut layer = Layer {
         root: dest,
         dirs: HashSet::new(),
@@ -87,13 +91,29 @@ pub fn unpack_layer(raw: impl Read, dest: &Path) -> Result<Unpacked> {
             layer.entry(&mut e)?;
         }
     }
-    let (diff_id, _) = hashed
-        .finish()
+    // The tar may end before its padding: what is left belongs to the digest too.
+    std::io::copy(&mut hashed, &mut std::io::sink())
         .map_err(|e| Error::io("read layer (truncated or corrupt?)", e))?;
     Ok(Unpacked {
-        diff_id,
+        diff_id: hashed.hash.map(HashingReader::hex),
         size: layer.size,
     })
+}
+
+/// The decompressed stream, hashed only when it differs from the raw bytes.
+struct Tee<R> {
+    inner: R,
+    hash: Option<sha2::Sha256>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hash {
+            sha2::Digest::update(h, &buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 struct Layer<'a> {

@@ -17,7 +17,7 @@ mod oci_layout;
 mod outer;
 
 use super::config::ImageConfig;
-use super::digest::{self, HashingReader};
+use super::digest::{self, ThreadedHashingReader};
 use super::store::{ImageRecord, LayerRecord, Store};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -177,7 +177,7 @@ fn unpack_verified(
     fs: &Path,
 ) -> Result<LayerRecord> {
     let (r, member_size) = outer.open(&l.member)?;
-    let mut tap = HashingReader::new(r);
+    let mut tap = ThreadedHashingReader::new(r);
     let un = super::unpack::unpack_layer(&mut tap, fs)
         .map_err(|e| Error::usage(format!("layer {}: {e}", l.member)))?;
     let (raw, count) = tap
@@ -198,10 +198,11 @@ fn unpack_verified(
             l.member
         )));
     }
-    if un.diff_id != diff_id {
+    let got = un.diff_id.unwrap_or(raw);
+    if got != diff_id {
         return Err(Error::usage(format!(
-            "layer {}: uncompressed sha256 is {}, the config's diff_id is {diff_id}: refused",
-            l.member, un.diff_id
+            "layer {}: uncompressed sha256 is {got}, the config's diff_id is {diff_id}: refused",
+            l.member
         )));
     }
     Ok(LayerRecord {
