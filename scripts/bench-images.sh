@@ -14,7 +14,8 @@ W=$(mktemp -d /var/tmp/tether-bench-images.XXXXXX)
 trap 'for c in $("$TETHER" ps -aq 2>/dev/null); do "$TETHER" rm -f "$c" >/dev/null 2>&1 || true; done; rm -rf "$W"' EXIT
 export CNI_PATH=${CNI_PATH:-$(dirname "$TETHER"):$PWD/target/debug}
 export TETHER_ROOT=$W/root TETHER_IMAGE_ROOT=$W/images TETHER_CONFIG=$W/none.json
-ms() { echo "scale=2; ($2 - $1) / 1000000" | bc; }
+ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b - a) / 1000000}'; }
+calc() { awk "BEGIN {printf \"%.2f\", $1}"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # A ~200 MB rootfs: busybox plus 200 files of 1 MiB (incompressible).
@@ -45,8 +46,10 @@ for i in 1 2 3 4 5; do
     t0=$(date +%s%N); sha256sum "$W/layer.tar" >/dev/null; t1=$(date +%s%N); sh+=("$(ms "$t0" "$t1")")
 done
 mi=$(printf '%s\n' "${imp[@]}" | median); mt=$(printf '%s\n' "${tx[@]}" | median); msh=$(printf '%s\n' "${sh[@]}" | median)
-echo "tether image import: ${mi} ms   tar -x: ${mt} ms   ratio: $(echo "scale=2; $mi / $mt" | bc)   (sha256sum of the layer alone: ${msh} ms)"
+echo "tether image import: ${mi} ms   tar -x: ${mt} ms   ratio: $(calc "$mi / $mt")   (sha256sum of the layer alone: ${msh} ms)"
 "$TETHER" image import "$W/image.tar" >/dev/null
+# The import's 200 MB of dirty pages would be written back during the start figures.
+sync
 
 echo "== start: tether run --rm --net=none (median of $RUNS, after 3 warm-ups)"
 for i in 1 2 3; do "$TETHER" run --rm --net=none bench:1 >/dev/null; "$TETHER" run --rm --net=none --rootfs "$R" -- true >/dev/null; done
@@ -56,7 +59,7 @@ for i in $(seq 1 "$RUNS"); do
     t0=$(date +%s%N); "$TETHER" run --rm --net=none --rootfs "$R" -- true; t1=$(date +%s%N); dir+=("$(ms "$t0" "$t1")")
 done
 a=$(printf '%s\n' "${img[@]}" | median); b=$(printf '%s\n' "${dir[@]}" | median)
-echo "image: ${a} ms   --rootfs: ${b} ms   difference: $(echo "$a - $b" | bc) ms"
+echo "image: ${a} ms   --rootfs: ${b} ms   difference: $(calc "$a - $b") ms"
 
 echo "== disk: 10 containers of the image, each writing 1 MiB"
 before=$(du -sk "$W/images" | cut -f1)
