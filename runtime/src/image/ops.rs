@@ -135,25 +135,20 @@ pub fn rmi(paths: &Paths, r: &str, force: bool) -> Result<Vec<String>> {
 pub fn prune(paths: &Paths) -> Result<Vec<(String, u64)>> {
     let s = store(paths)?;
     let _lock = s.lock()?;
-    let in_use: Vec<PathBuf> = crate::state::Store { paths }
+    // A container's layers stay even when `rmi -f` removed its image: it still mounts them
+    // (layers/<hex>/fs: the diff_id is the parent's name).
+    let kept: Vec<String> = crate::state::Store { paths }
         .list()
         .into_iter()
         .filter_map(|c| c.config.image)
         .flat_map(|i| i.lowers)
+        .filter_map(|p| {
+            p.parent()?
+                .file_name()
+                .map(|n| format!("sha256:{}", n.to_string_lossy()))
+        })
         .collect();
-    if !in_use.is_empty() {
-        // Keep them: an image record for them is gone, but a container still mounts them.
-        let kept: Vec<String> = in_use
-            .iter()
-            .filter_map(|p| {
-                p.parent()?
-                    .file_name()
-                    .map(|n| format!("sha256:{}", n.to_string_lossy()))
-            })
-            .collect();
-        return s.prune_layers_except(&kept);
-    }
-    s.prune_layers_except(&[])
+    s.prune_layers_except(&kept)
 }
 
 /// What `tether run IMAGE` mounts and applies.
@@ -171,6 +166,11 @@ pub fn for_run(paths: &Paths, r: &str) -> Result<ForRun> {
     let s = store(paths)?;
     let record = s.resolve(r)?;
     let config = ImageConfig::parse(&s.config_bytes(&record.id)?)?;
+    if record.layers.is_empty() {
+        return Err(Error::usage(format!(
+            "image {r} has no layers: overlayfs needs at least one"
+        )));
+    }
     let mut lowers = Vec::new();
     for d in record.layers.iter().rev() {
         if !s.has_layer(d) {

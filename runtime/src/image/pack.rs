@@ -115,3 +115,61 @@ fn walk<W: Write>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            let dir = name.ends_with('/');
+            h.set_entry_type(if dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_mode(if dir { 0o755 } else { 0o644 });
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn names(tar_bytes: &[u8]) -> Vec<String> {
+        tar::Archive::new(tar_bytes)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn oci_whiteouts_survive_unpack_and_pack_and_the_same_tree_packs_to_the_same_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let t = layer(&[
+            ("d/", b""),
+            ("d/.wh.gone", b""),
+            ("o/", b""),
+            ("o/.wh..wh..opq", b""),
+            ("o/kept", b"k"),
+        ]);
+        let un = crate::image::unpack::unpack_layer(t.as_slice(), d.path()).unwrap();
+        assert_eq!(
+            un.diff_id, None,
+            "a plain layer's diff_id is its raw digest"
+        );
+        let m = std::fs::symlink_metadata(d.path().join("d/gone")).unwrap();
+        assert!(whiteout::is_whiteout(&m));
+        assert!(whiteout::is_opaque(&d.path().join("o")));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (da, _) = pack_dir(d.path(), &mut a, false).unwrap();
+        let (db, _) = pack_dir(d.path(), &mut b, false).unwrap();
+        assert_eq!((da, &a), (db, &b));
+        assert_eq!(
+            names(&a),
+            ["d", "d/.wh.gone", "o", "o/.wh..wh..opq", "o/kept"]
+        );
+    }
+}
