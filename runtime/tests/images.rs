@@ -394,6 +394,48 @@ fn outer_with(base: &[u8], top_raw: &[u8], cfg: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn a_killed_import_lists_no_image_and_its_layers_are_pruned_or_reused() {
+    let env = Env::new();
+    let layers = archive::two_layers();
+    let cfg = archive::config(&layers, archive::run_config());
+    // A gzipped archive (`podman save | gzip`) is read too.
+    let f = write(
+        &env,
+        "img.tar.gz",
+        &archive::gzip(&archive::docker_archive(&layers, &cfg, Some("bb"), false)),
+    );
+    for step in ["image-staged", "image-layers"] {
+        let mut c = env.cmd();
+        c.env("TETHER_TEST_KILL_AT", step)
+            .args(["image", "import", &f]);
+        let r = common::run_with_timeout(c, std::time::Duration::from_secs(60));
+        assert_eq!(r.code, None, "{step}: killed: {r:#?}");
+        assert_eq!(
+            env.tether(&["images"]).ok().lines().count(),
+            1,
+            "{step}: no image listed"
+        );
+    }
+    // The second kill left both layers in the store, without an image.
+    assert_eq!(layer_dirs(&env).len(), 2);
+    assert_eq!(env.tether(&["image", "prune"]).ok().lines().count(), 2);
+    assert_eq!(layer_dirs(&env), Vec::<String>::new());
+    env.tether(&["image", "import", &f]).ok();
+    let out = env.tether(&[
+        "run",
+        "--rm",
+        "--net=none",
+        "--read-only",
+        "bb",
+        "sh",
+        "-c",
+        "cat old.txt; touch /x 2>/dev/null || echo ro",
+    ]);
+    assert_eq!(out.ok(), "new\nro\n");
+    env.assert_clean();
+}
+
+#[test]
 fn setuid_files_keep_their_bit_inside_a_store_only_root_can_enter() {
     let env = Env::new();
     let l = Layer::new()

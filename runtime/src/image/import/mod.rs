@@ -141,11 +141,14 @@ pub fn import(store: &Store, file: &Path, name: Option<&str>) -> Result<Imported
         };
         images.push((config, rec, tags));
     }
+    crate::hook::kill_point("image-staged");
     let _lock = store.lock()?;
     store.sweep_tmp();
     for (dir, rec) in staged.values() {
         store.commit_layer(dir, rec)?;
     }
+    // Killed here: layers without an image, which no listing shows and `image prune` removes.
+    crate::hook::kill_point("image-layers");
     let mut refs = store.refs()?;
     let mut out = Vec::new();
     for (config, rec, tags) in images {
