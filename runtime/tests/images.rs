@@ -436,6 +436,42 @@ fn a_killed_import_lists_no_image_and_its_layers_are_pruned_or_reused() {
 }
 
 #[test]
+fn a_renamed_image_directory_is_committed_whole() {
+    let env = Env::new();
+    import_test_image(&env, "bb");
+    // overlayfs without redirect_dir answers EXDEV, and mv copies: the upper dir holds all of it.
+    env.tether(&[
+        "run",
+        "--name",
+        "mv",
+        "--net=none",
+        "bb",
+        "mv",
+        "/olddir",
+        "/newdir",
+    ])
+    .ok();
+    assert_eq!(
+        env.tether(&["diff", "mv"]).ok(),
+        "A /newdir\nA /newdir/c\nD /olddir\n"
+    );
+    env.tether(&["commit", "mv", "bb:mv"]).ok();
+    env.tether(&["rm", "mv"]).ok();
+    let out = env.tether(&[
+        "run",
+        "--rm",
+        "--net=none",
+        "bb:mv",
+        "sh",
+        "-c",
+        "ls /newdir; ls /olddir 2>&1 || echo none",
+    ]);
+    assert!(out.ok().starts_with("c\n"), "{out:#?}");
+    assert!(out.ok().ends_with("none\n"), "{out:#?}");
+    env.assert_clean();
+}
+
+#[test]
 fn setuid_files_keep_their_bit_inside_a_store_only_root_can_enter() {
     let env = Env::new();
     let l = Layer::new()

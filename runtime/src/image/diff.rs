@@ -4,7 +4,7 @@
 //! upper/x  whiteout (char 0:0)         → D /x
 //! upper/d  opaque dir                  → C /d, and D for what the layers had in d and upper lacks
 //! upper/y  in a lower layer too        → C /y   (directories on the path of a change are C)
-//! upper/z  in no lower layer           → A /z   (and nothing below it: all of it is new)
+//! upper/z  in no lower layer           → A /z   (and A for everything below it, as Docker lists)
 //! ```
 
 use super::whiteout;
@@ -114,8 +114,8 @@ fn walk(
             continue;
         }
         out.push((if existed { 'C' } else { 'A' }, shown));
-        if m.is_dir() && existed {
-            if whiteout::is_opaque(&upper.join(&r)) {
+        if m.is_dir() {
+            if existed && whiteout::is_opaque(&upper.join(&r)) {
                 for ln in lower_names(&r, lowers) {
                     let lr = r.join(&ln);
                     if std::fs::symlink_metadata(upper.join(&lr)).is_err() && in_lower(&lr, lowers)

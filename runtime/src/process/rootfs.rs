@@ -59,8 +59,10 @@ fn bind(src: &Path, dst: &Path, flags: MsFlags) -> ChildResult<()> {
 /// and work directories, mounted on `root` in the container's own mount namespace.
 pub(super) fn mount_overlay(m: &crate::state::ImageMount, root: &Path) -> ChildResult<()> {
     let lowers: Vec<String> = m.lowers.iter().map(|p| p.display().to_string()).collect();
+    // Without redirect_dir and metacopy, the upper dir is self-contained (renamed directories
+    // are copied up, data is copied with metadata): diff and commit read it as plain files.
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
         lowers.join(":"),
         m.upper.display(),
         m.work.display()

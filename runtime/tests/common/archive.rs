@@ -21,7 +21,7 @@ pub struct Layer {
 
 pub const APPLETS: &[&str] = &[
     "sh", "cat", "ls", "echo", "rm", "mkdir", "touch", "id", "test", "stat", "sleep", "true", "wc",
-    "printenv", "pwd",
+    "printenv", "pwd", "mv",
 ];
 
 impl Layer {
