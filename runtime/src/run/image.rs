@@ -55,7 +55,13 @@ pub(super) fn resolve(
             "--userns with an image is not supported: the image's layers belong to host root",
         ));
     }
-    let img = ops::for_run(paths, reference)?;
+    let img = ops::for_run(paths, reference).map_err(|e| match e {
+        Error::Usage(m) if m.starts_with("no such image") => Error::usage(format!(
+            "{m}; a host command goes after `--`: `tether run [OPTIONS] -- {}`",
+            words.join(" ")
+        )),
+        e => e,
+    })?;
     let rc = img.config.run();
     let command = config::command(&rc, a.entrypoint.as_deref(), cli_cmd);
     if command.is_empty() {
