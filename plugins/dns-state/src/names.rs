@@ -15,9 +15,7 @@ pub fn valid_label(s: &str) -> bool {
 /// A search domain: dot-separated labels of letters, digits and `-` (no `_`, no spaces), at most
 /// 253 bytes, no leading or trailing dot.
 pub fn valid_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| valid_label(l) && !l.contains('_'))
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| valid_label(l) && !l.contains('_'))
 }
 
 #[cfg(test)]

@@ -50,7 +50,11 @@ pub fn respond(table: &Table, req: &Message) -> Decision {
             Some(target) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
                 let mut m = reply(req, ResponseCode::NoError);
                 if let Ok(t) = Name::from_ascii(format!("{target}.")) {
-                    m.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::PTR(PTR(t))));
+                    m.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        TTL,
+                        RData::PTR(PTR(t)),
+                    ));
                 }
                 Decision::Answer(m)
             }
@@ -62,10 +66,7 @@ pub fn respond(table: &Table, req: &Message) -> Decision {
     let domain = table.domain.as_str();
     let label = if name == domain {
         return Decision::Answer(reply(req, ResponseCode::NoError));
-    } else if let Some(prefix) = name
-        .strip_suffix(domain)
-        .and_then(|p| p.strip_suffix('.'))
-    {
+    } else if let Some(prefix) = name.strip_suffix(domain).and_then(|p| p.strip_suffix('.')) {
         // Inside our domain: we are the authority, an unknown name does not exist.
         match table.lookup(prefix) {
             Some(_) => prefix,
@@ -165,19 +166,40 @@ mod tests {
     #[test]
     fn names_and_aliases_resolve_short_and_qualified_in_any_case() {
         for n in ["web", "WEB.dns.tether.", "www", "www.dns.tether"] {
-            assert_eq!(answer(n, RecordType::A), (ResponseCode::NoError, vec!["10.1.0.2".into()]));
-            assert_eq!(answer(n, RecordType::AAAA), (ResponseCode::NoError, vec!["fd00::2".into()]));
+            assert_eq!(
+                answer(n, RecordType::A),
+                (ResponseCode::NoError, vec!["10.1.0.2".into()])
+            );
+            assert_eq!(
+                answer(n, RecordType::AAAA),
+                (ResponseCode::NoError, vec!["fd00::2".into()])
+            );
         }
-        assert_eq!(answer("web", RecordType::MX), (ResponseCode::NoError, vec![]));
+        assert_eq!(
+            answer("web", RecordType::MX),
+            (ResponseCode::NoError, vec![])
+        );
     }
 
     #[test]
     fn unknown_names_in_the_domain_do_not_exist_and_others_are_forwarded() {
-        assert_eq!(answer("nope.dns.tether", RecordType::A).0, ResponseCode::NXDomain);
-        assert_eq!(answer("a.web.dns.tether", RecordType::A).0, ResponseCode::NXDomain);
+        assert_eq!(
+            answer("nope.dns.tether", RecordType::A).0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            answer("a.web.dns.tether", RecordType::A).0,
+            ResponseCode::NXDomain
+        );
         assert!(matches!(ask("nope", RecordType::A), Decision::Forward));
-        assert!(matches!(ask("example.com", RecordType::A), Decision::Forward));
-        assert!(matches!(ask("web.example.com", RecordType::A), Decision::Forward));
+        assert!(matches!(
+            ask("example.com", RecordType::A),
+            Decision::Forward
+        ));
+        assert!(matches!(
+            ask("web.example.com", RecordType::A),
+            Decision::Forward
+        ));
     }
 
     #[test]
@@ -192,6 +214,9 @@ mod tests {
             answer(v6, RecordType::PTR),
             (ResponseCode::NoError, vec!["web.dns.tether.".into()])
         );
-        assert!(matches!(ask("3.0.1.10.in-addr.arpa", RecordType::PTR), Decision::Forward));
+        assert!(matches!(
+            ask("3.0.1.10.in-addr.arpa", RecordType::PTR),
+            Decision::Forward
+        ));
     }
 }

@@ -145,7 +145,11 @@ fn handle(state: &State, query: &[u8]) -> Handled {
                 .unwrap_or(UDP_MAX);
             match m.to_vec() {
                 Ok(b) if b.len() <= max => Handled::Reply(b),
-                Ok(_) => m.truncate().to_vec().map(Handled::Reply).unwrap_or(Handled::Drop),
+                Ok(_) => m
+                    .truncate()
+                    .to_vec()
+                    .map(Handled::Reply)
+                    .unwrap_or(Handled::Drop),
                 Err(_) => Handled::Drop,
             }
         }
@@ -154,7 +158,11 @@ fn handle(state: &State, query: &[u8]) -> Handled {
 }
 
 fn servfail(req: &Message) -> Vec<u8> {
-    let mut m = Message::error_msg(req.metadata.id, req.metadata.op_code, ResponseCode::ServFail);
+    let mut m = Message::error_msg(
+        req.metadata.id,
+        req.metadata.op_code,
+        ResponseCode::ServFail,
+    );
     m.metadata.recursion_desired = req.metadata.recursion_desired;
     m.metadata.recursion_available = true;
     m.queries = req.queries.clone();

@@ -10,7 +10,10 @@ use tether_dns_server::{State, control, listen};
 use tether_dns_state::{NetDir, ServerConfig};
 
 #[derive(Parser)]
-#[command(name = "tether-dns", about = "The per-network DNS server of Tether's dnsname plugin")]
+#[command(
+    name = "tether-dns",
+    about = "The per-network DNS server of Tether's dnsname plugin"
+)]
 struct Args {
     /// The network's state directory (`<dataDir>/<network>`), holding server.json and
     /// records.json.
@@ -38,7 +41,10 @@ fn main() {
 }
 
 fn start(args: &Args) -> Result<(), String> {
-    let dir = args.dir.canonicalize().map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let network = dir
         .file_name()
         .and_then(|n| n.to_str())

@@ -111,7 +111,10 @@ mod tests {
                     nameserver fe80::1%eth0\nnameserver 192.0.2.53\nnameserver 0.0.0.0\n";
         let ours: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
         let got = parse(text, &ours, 53);
-        let want: Vec<SocketAddr> = vec!["192.0.2.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
+        let want: Vec<SocketAddr> = vec![
+            "192.0.2.53:53".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+        ];
         assert_eq!(got, want);
     }
 }

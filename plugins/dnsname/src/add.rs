@@ -13,7 +13,9 @@ use crate::{plan, server, state};
 
 pub fn add(req: &Request) -> Result<CniResult, Error> {
     let conf = Config::validate(req)?;
-    let prev = req.prev_result_required("dnsname must be chained after a plugin that sets an address (bridge)")?;
+    let prev = req.prev_result_required(
+        "dnsname must be chained after a plugin that sets an address (bridge)",
+    )?;
     let names = config::names(req, &conf.network)?;
     let plan = plan::plan(&conf, names, &req.container_id, &req.ifname, prev)?;
     let bin = server::binary(req)?;
@@ -23,8 +25,10 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
     let dir = locked.dir.clone();
     let mut undo = Undo::new();
     let created = !dir.path().exists();
-    std::fs::create_dir_all(dir.path())
-        .map_err(tether_kit::errors::io(format!("create {}", dir.path().display())))?;
+    std::fs::create_dir_all(dir.path()).map_err(tether_kit::errors::io(format!(
+        "create {}",
+        dir.path().display()
+    )))?;
     if created {
         let d = dir.clone();
         undo.push("the network's dns directory", move || {

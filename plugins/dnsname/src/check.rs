@@ -33,7 +33,10 @@ pub fn check(req: &Request) -> Result<(), Error> {
         }
     }
     if server::running(&locked.dir).is_none() {
-        tracing::warn!("the DNS server of {:?} is not running: starting it", conf.network);
+        tracing::warn!(
+            "the DNS server of {:?} is not running: starting it",
+            conf.network
+        );
     }
     server::ensure(&locked.dir, &plan.server, &bin)?;
     server::control(&locked.dir, "ping")

@@ -115,10 +115,11 @@ pub fn names(req: &Request, network: &str) -> Result<Vec<String>, Error> {
             out.push(n);
         }
     };
-    let own = req
-        .cni_arg("K8S_POD_NAME")
-        .map(str::to_string)
-        .or_else(|| req.args_cni("name").and_then(Value::as_str).map(str::to_string));
+    let own = req.cni_arg("K8S_POD_NAME").map(str::to_string).or_else(|| {
+        req.args_cni("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     if let Some(n) = own.filter(|n| !n.is_empty()) {
         if !valid_label(&n) {
             return Err(KitError::Args(format!(

@@ -35,7 +35,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// `tether-dns` in `CNI_PATH`, else beside this plugin's binary.
 pub fn binary(req: &Request) -> Result<PathBuf, Error> {
     let mut dirs = req.path.clone();
-    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(d);
     }
     dirs.iter()
@@ -51,13 +54,16 @@ pub fn binary(req: &Request) -> Result<PathBuf, Error> {
 
 /// The server's pid, if the one the pid file names is alive and serves `dir`.
 pub fn running(dir: &NetDir) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.pid_file()).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(dir.pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let want = dir.path();
-    let ours = args.len() >= 3
-        && args[1] == b"--dir"
-        && args[2] == want.as_os_str().as_encoded_bytes();
+    let ours =
+        args.len() >= 3 && args[1] == b"--dir" && args[2] == want.as_os_str().as_encoded_bytes();
     ours.then_some(pid)
 }
 
@@ -68,7 +74,10 @@ pub fn spawn(dir: &NetDir, bin: &Path) -> Result<i32, Error> {
         .create(true)
         .append(true)
         .open(dir.log())
-        .map_err(tether_kit::errors::io(format!("open {}", dir.log().display())))?;
+        .map_err(tether_kit::errors::io(format!(
+            "open {}",
+            dir.log().display()
+        )))?;
     let mut cmd = Command::new(bin);
     cmd.arg("--dir")
         .arg(dir.path())
@@ -85,7 +94,11 @@ pub fn spawn(dir: &NetDir, bin: &Path) -> Result<i32, Error> {
     // SAFETY: setsid is async-signal-safe; it detaches the server from our session, so the
     // runtime's terminal or process group signals do not reach it.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd
         .spawn()
@@ -152,11 +165,16 @@ pub fn ensure(dir: &NetDir, config: &ServerConfig, bin: &Path) -> Result<(), Err
 pub fn control(dir: &NetDir, request: &str) -> Result<usize, String> {
     let path = dir.control();
     let mut s = UnixStream::connect(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    s.set_read_timeout(Some(CONTROL_TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(CONTROL_TIMEOUT)).map_err(|e| e.to_string())?;
-    s.write_all(format!("{request}\n").as_bytes()).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(CONTROL_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(CONTROL_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).map_err(|e| e.to_string())?;
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     match line.trim().strip_prefix("ok ") {
         Some(n) => n.parse().map_err(|_| format!("bad answer {line:?}")),
         None => Err(format!("answer {:?}", line.trim())),

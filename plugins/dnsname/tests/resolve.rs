@@ -20,13 +20,30 @@ fn two_containers_resolve_each_other_and_a_removed_one_is_gone_at_once() {
     assert_eq!(ra.dns.search, vec![DOMAIN.to_string()]);
 
     let from_b = client(&b);
-    for n in ["alpha", "alpha.dns.tether", "ALPHA.dns.tether.", "web", "www.dns.tether"] {
-        assert_eq!(must(&from_b, n, RecordType::A), (ResponseCode::NoError, vec![a4.clone()]), "{n}");
-        assert_eq!(must(&from_b, n, RecordType::AAAA), (ResponseCode::NoError, vec![a6.clone()]), "{n}");
+    for n in [
+        "alpha",
+        "alpha.dns.tether",
+        "ALPHA.dns.tether.",
+        "web",
+        "www.dns.tether",
+    ] {
+        assert_eq!(
+            must(&from_b, n, RecordType::A),
+            (ResponseCode::NoError, vec![a4.clone()]),
+            "{n}"
+        );
+        assert_eq!(
+            must(&from_b, n, RecordType::AAAA),
+            (ResponseCode::NoError, vec![a6.clone()]),
+            "{n}"
+        );
     }
     let from_a = client(&a);
     assert_eq!(must(&from_a, "beta", RecordType::A).1, vec![b4.clone()]);
-    assert_eq!(must(&from_a, "beta.dns.tether", RecordType::AAAA).1, vec![b6.clone()]);
+    assert_eq!(
+        must(&from_a, "beta.dns.tether", RecordType::AAAA).1,
+        vec![b6.clone()]
+    );
     // Over IPv6 to the v6 gateway too (retried while the bridge's address leaves DAD).
     let from_a6 = client6(&a);
     let v6 = (0..30)
@@ -61,21 +78,37 @@ fn two_containers_resolve_each_other_and_a_removed_one_is_gone_at_once() {
     );
 
     // Unknown in the domain: NXDOMAIN from us; elsewhere: the outside resolver's answer.
-    assert_eq!(must(&from_b, "gamma.dns.tether", RecordType::A).0, ResponseCode::NXDomain);
+    assert_eq!(
+        must(&from_b, "gamma.dns.tether", RecordType::A).0,
+        ResponseCode::NXDomain
+    );
     assert_eq!(
         must(&from_b, "host.example.test", RecordType::A),
         (ResponseCode::NoError, vec!["192.0.2.7".to_string()])
     );
-    assert_eq!(must(&from_b, "nothing.invalid", RecordType::A).0, ResponseCode::NXDomain);
+    assert_eq!(
+        must(&from_b, "nothing.invalid", RecordType::A).0,
+        ResponseCode::NXDomain
+    );
 
     // A removed container is gone the moment DEL returns.
     let pid = net.server_pid().expect("server pid file");
     assert!(alive(pid));
     net.del(&rt_a);
-    assert_eq!(must(&from_b, "alpha.dns.tether", RecordType::A).0, ResponseCode::NXDomain);
-    assert_eq!(must(&from_b, "web.dns.tether", RecordType::A).0, ResponseCode::NXDomain);
+    assert_eq!(
+        must(&from_b, "alpha.dns.tether", RecordType::A).0,
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        must(&from_b, "web.dns.tether", RecordType::A).0,
+        ResponseCode::NXDomain
+    );
     assert_eq!(must(&from_b, "beta", RecordType::A).1, vec![b4]);
-    assert_eq!(net.server_pid(), Some(pid), "the server keeps running for beta");
+    assert_eq!(
+        net.server_pid(),
+        Some(pid),
+        "the server keeps running for beta"
+    );
     // DEL is idempotent.
     net.del(&rt_a);
     net.del(&rt_b);
@@ -94,7 +127,10 @@ fn a_hundred_containers_resolve_each_other() {
         let c = client(ns);
         let j = (i + 37) % 100;
         let want = addrs(&ctrs[j].2).0;
-        assert_eq!(must(&c, &format!("n{j}"), RecordType::A).1, vec![want.clone()]);
+        assert_eq!(
+            must(&c, &format!("n{j}"), RecordType::A).1,
+            vec![want.clone()]
+        );
         let k = (i + 1) % 100;
         let want_k = addrs(&ctrs[k].2).1;
         assert_eq!(
@@ -105,7 +141,10 @@ fn a_hundred_containers_resolve_each_other() {
     // One client resolves all hundred.
     let c = client(&ctrs[0].0);
     for (j, (_, _, r)) in ctrs.iter().enumerate() {
-        assert_eq!(must(&c, &format!("n{j}.{DOMAIN}"), RecordType::A).1, vec![addrs(r).0]);
+        assert_eq!(
+            must(&c, &format!("n{j}.{DOMAIN}"), RecordType::A).1,
+            vec![addrs(r).0]
+        );
     }
     for (_, rt, _) in &ctrs {
         net.del(rt);
@@ -120,7 +159,8 @@ fn queries_over_tcp_are_answered_and_forwarded() {
     let (a, rt, ra) = net.add("ca", "alpha", &[]);
     let tcp = |name: &str| {
         let mut s = a.run(|| std::net::TcpStream::connect((GW4, 53)).unwrap());
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let q = message(name, RecordType::A).to_vec().unwrap();
         s.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
         s.write_all(&q).unwrap();

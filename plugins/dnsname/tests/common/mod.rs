@@ -140,7 +140,12 @@ impl Net {
 /// A live (not zombie) process.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -176,7 +181,9 @@ pub fn ask(sock: &UdpSocket, server: &str, name: &str, t: RecordType) -> Result<
         .map_err(|e| format!("send: {e}"))?;
     let mut buf = [0u8; 4096];
     loop {
-        let (n, _) = sock.recv_from(&mut buf).map_err(|e| format!("{name}: recv: {e}"))?;
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .map_err(|e| format!("{name}: recv: {e}"))?;
         let r = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
         if r.metadata.id == m.metadata.id {
             return Ok(parse(&r));
