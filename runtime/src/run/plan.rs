@@ -158,7 +158,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         confinement,
         fs,
     };
-    let network = NetworkRecord::new(
+    let mut network = NetworkRecord::new(
         mode.clone(),
         conflist,
         ports,
@@ -167,6 +167,10 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         // it (see orphans.rs for what a kill before the record leaves).
         mode.own_netns().then(|| paths.netns_dir().join(&id)),
     );
+    // Names for dnsname: the --name the user gave (a generated one is not worth a record) and
+    // the aliases; used only by lists that have dnsname.
+    network.dns_name = a.name.clone();
+    network.aliases = a.network_alias.clone();
     Ok(Plan {
         id,
         name,
