@@ -4,8 +4,8 @@
 //! ```text
 //!  bind_all (sync, before "ready")      serve (tokio)
 //!  ───────────────────────────────      ─────────────────────────────────────────────
-//!  UDP <gw>:53  (freebind) ───────────► 2 recv loops: decode → respond → send
-//!                                          └ Forward → spawned task (forward_udp) → send
+//!  UDP <gw>:53  (freebind) ───────────► 2 blocking threads: recv → decode → respond → send
+//!                                          └ Forward → tokio task (forward_udp) → send
 //!  TCP <gw>:53  (freebind, reuseaddr) ─► accept loop → task per connection:
 //!                                          length-prefixed queries, answered in order
 //! ```
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, ResponseCode};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::State;
 use crate::answer::{Decision, respond};
@@ -68,13 +68,21 @@ fn socket(sa: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> 
     Ok(s)
 }
 
-/// Serves the bound sockets until the runtime ends.
+/// Serves the bound sockets until the process ends. UDP is served by blocking OS threads (two
+/// per socket, the kernel wakes one per datagram): a local answer is a recv, a lookup and a send,
+/// with no reactor round trip, which is what makes hits as fast as dnsmasq's. Forwarded queries
+/// go to tokio tasks, so a slow upstream never holds a receiver.
 pub fn serve(bound: Bound, state: Arc<State>) -> Result<(), String> {
+    let rt = tokio::runtime::Handle::current();
     for s in bound.udp {
-        let sock = Arc::new(UdpSocket::from_std(s).map_err(|e| e.to_string())?);
-        // Two receivers per socket: one decoding while the other waits in recv.
-        for _ in 0..2 {
-            tokio::spawn(udp_loop(sock.clone(), state.clone()));
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        let sock = Arc::new(s);
+        for i in 0..UDP_THREADS {
+            let (sock, state, rt) = (sock.clone(), state.clone(), rt.clone());
+            std::thread::Builder::new()
+                .name(format!("udp-{i}"))
+                .spawn(move || udp_loop(&sock, &state, &rt))
+                .map_err(|e| format!("udp thread: {e}"))?;
         }
     }
     for l in bound.tcp {
@@ -84,10 +92,13 @@ pub fn serve(bound: Bound, state: Arc<State>) -> Result<(), String> {
     Ok(())
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, state: Arc<State>) {
+/// Receivers per UDP socket.
+const UDP_THREADS: usize = 2;
+
+fn udp_loop(sock: &Arc<std::net::UdpSocket>, state: &Arc<State>, rt: &tokio::runtime::Handle) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("udp recv: {e}");
@@ -95,20 +106,21 @@ async fn udp_loop(sock: Arc<UdpSocket>, state: Arc<State>) {
             }
         };
         let query = &buf[..n];
-        match handle(&state, query) {
+        match handle(state, query) {
             Handled::Reply(bytes) => {
-                let _ = sock.send_to(&bytes, peer).await;
+                let _ = sock.send_to(&bytes, peer);
             }
             Handled::Drop => {}
             Handled::Forward(req) => {
                 let (sock, state, query) = (sock.clone(), state.clone(), query.to_vec());
-                tokio::spawn(async move {
+                rt.spawn(async move {
                     let ups = state.current().upstreams.clone();
                     let resp = match upstream::forward_udp(&ups, &query).await {
                         Some(r) => r,
                         None => servfail(&req),
                     };
-                    let _ = sock.send_to(&resp, peer).await;
+                    // A UDP send does not block for long: no need to leave the task for it.
+                    let _ = sock.send_to(&resp, peer);
                 });
             }
         }

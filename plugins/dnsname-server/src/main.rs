@@ -59,7 +59,7 @@ fn start(args: &Args) -> Result<(), String> {
     let bound = listen::bind_all(&state.config.listen, state.config.port)?;
     let ctl = control::bind(&state)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
