@@ -65,6 +65,27 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_takes_only_our_files_and_keeps_a_directory_that_holds_others() {
+        let t = tempfile::tempdir().unwrap();
+        let d = NetDir::new(t.path(), "n");
+        std::fs::create_dir_all(d.path()).unwrap();
+        write_json(&d.records(), &Records::default()).unwrap();
+        std::fs::write(d.path().join("precious"), "x").unwrap();
+        d.remove().unwrap();
+        assert!(d.path().join("precious").exists() && !d.records().exists());
+        std::fs::remove_file(d.path().join("precious")).unwrap();
+        std::fs::write(d.log(), "log").unwrap();
+        d.remove().unwrap();
+        assert!(!d.path().exists());
+        d.remove().unwrap();
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
@@ -116,6 +137,42 @@ impl NetDir {
     }
     pub fn control(&self) -> PathBuf {
         self.path().join("control.sock")
+    }
+
+    /// Every file the plugin or the server may have made in the directory (the temp files of
+    /// [`write_atomic`] included): what removing the network's state removes, and nothing else.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v = vec![
+            self.records(),
+            self.server_config(),
+            self.pid_file(),
+            self.log(),
+            self.control(),
+        ];
+        for f in [self.records(), self.server_config(), self.pid_file()] {
+            v.push(f.with_extension("tmp"));
+        }
+        v
+    }
+
+    /// Removes [`NetDir::files`], then the directory if that left it empty: a directory that
+    /// holds anything else (it is not ours after all, say a `dataDir` pointing at `/`) keeps it.
+    pub fn remove(&self) -> Result<()> {
+        for f in self.files() {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&f)(e)),
+            }
+        }
+        let dir = self.path();
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // Someone else's files are in it: it stays, with them.
+            Err(e) if e.raw_os_error() == Some(39) => Ok(()),
+            Err(e) => Err(io_at(&dir)(e)),
+        }
     }
 }
 

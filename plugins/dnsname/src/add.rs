@@ -33,7 +33,7 @@ pub fn add(req: &Request) -> Result<CniResult, Error> {
         let d = dir.clone();
         undo.push("the network's dns directory", move || {
             server::stop(&d);
-            std::fs::remove_dir_all(d.path()).map_err(|e| e.to_string())
+            d.remove().map_err(|e| e.to_string())
         });
     }
     let mut records = locked.records()?;

@@ -84,13 +84,8 @@ impl Config {
                 c.domain
             )));
         }
-        for (key, p) in [("dataDir", &c.data_dir), ("resolvConf", &c.resolv_conf)] {
-            if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
-                return Err(bad(format!(
-                    "{key} {} must be an absolute path without '..'",
-                    p.display()
-                )));
-            }
+        if let Some(why) = c.paths_invalid() {
+            return Err(bad(why));
         }
         // The control socket's path must fit in sockaddr_un (108 bytes with its NUL).
         let ctl = tether_dns_state::NetDir::new(&c.data_dir, &c.network).control();
@@ -102,6 +97,25 @@ impl Config {
             )));
         }
         Ok(c)
+    }
+}
+
+impl Config {
+    /// Why `dataDir` or `resolvConf` is unusable (not absolute, or with `..`), if it is. DEL
+    /// and GC touch nothing under such a `dataDir`: no ADD accepted it.
+    pub fn paths_invalid(&self) -> Option<String> {
+        [
+            ("dataDir", &self.data_dir),
+            ("resolvConf", &self.resolv_conf),
+        ]
+        .into_iter()
+        .find(|(_, p)| !p.is_absolute() || p.components().any(|c| c.as_os_str() == ".."))
+        .map(|(key, p)| {
+            format!(
+                "{key} {} must be an absolute path without '..'",
+                p.display()
+            )
+        })
     }
 }
 

@@ -10,11 +10,12 @@ use crate::state;
 pub fn del(req: &Request) -> Result<(), Error> {
     let conf = Config::parse(req)?;
     let dir = tether_dns_state::NetDir::new(&conf.data_dir, &conf.network);
-    if !dir.path().exists() {
+    // Only a directory an ADD made: valid paths, and its records file there.
+    if conf.paths_invalid().is_some() || !dir.records().exists() {
         return Ok(());
     }
     let locked = state::lock(&conf)?;
-    if !locked.dir.path().exists() {
+    if !locked.dir.records().exists() {
         return Ok(());
     }
     let mut records = locked.records()?;

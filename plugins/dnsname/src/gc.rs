@@ -11,14 +11,13 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         return Ok(());
     }
     let conf = Config::parse(req)?;
-    if !tether_dns_state::NetDir::new(&conf.data_dir, &conf.network)
-        .path()
-        .exists()
-    {
+    let dir = tether_dns_state::NetDir::new(&conf.data_dir, &conf.network);
+    // Only a directory an ADD made (see del.rs).
+    if conf.paths_invalid().is_some() || !dir.records().exists() {
         return Ok(());
     }
     let locked = state::lock(&conf)?;
-    if !locked.dir.path().exists() {
+    if !locked.dir.records().exists() {
         return Ok(());
     }
     let mut records = locked.records()?;

@@ -53,14 +53,7 @@ impl Locked {
     /// The network has no attachment left: stop its server and remove its directory.
     pub fn remove_all(&self) -> Result<(), Error> {
         crate::server::stop(&self.dir);
-        match std::fs::remove_dir_all(self.dir.path()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(tether_kit::errors::io(format!(
-                "remove {}",
-                self.dir.path().display()
-            ))(e)),
-        }
+        self.dir.remove().map_err(state_err)
     }
 
     /// Writes `r` and tells a running server; the last entry gone removes everything.

@@ -88,3 +88,28 @@ fn port_53_taken_on_the_gateway_is_a_clear_error_and_leaves_nothing() {
     net.h.del(&bridge_only, &rt_h).unwrap();
     net.assert_clean(&[pid]);
 }
+
+#[test]
+fn del_never_removes_what_it_did_not_make() {
+    let net = Net::new();
+    let foreign = net.dns_dir().join(NET);
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("precious"), "x").unwrap();
+    // A DEL for a network whose directory is someone else's (no records.json): untouched.
+    let ctr = net.h.container();
+    net.del(&net.rt(&ctr, "nobody", Some("nobody"), &[]));
+    assert!(foreign.join("precious").exists());
+    // ADD into it, then the last DEL: our files and server go, the other file and so the
+    // directory stay.
+    let (_c, rt, _) = net.add("c1", "alpha", &[]);
+    let pid = net.server_pid().unwrap();
+    net.del(&rt);
+    assert!(!alive(pid));
+    let left: Vec<_> = std::fs::read_dir(&foreign)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("precious")]);
+    std::fs::remove_dir_all(&foreign).unwrap();
+    net.assert_clean(&[pid]);
+}
