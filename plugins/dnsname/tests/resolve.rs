@@ -178,3 +178,31 @@ fn queries_over_tcp_are_answered_and_forwarded() {
     net.del(&rt);
     net.assert_clean(&[pid]);
 }
+
+#[test]
+fn a_resolv_conf_that_names_the_gateway_is_no_forwarding_loop() {
+    let net = Net::new();
+    // The host's resolv.conf names only the gateway itself: forwarding there would loop.
+    std::fs::write(
+        net.h.dir().join("resolv.conf"),
+        format!("nameserver {GW4}\n"),
+    )
+    .unwrap();
+    let (a, rt, _) = net.add("ca", "alpha", &[]);
+    let c = client(&a);
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        must(&c, "x.example.test", RecordType::A).0,
+        ResponseCode::ServFail
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t0.elapsed()
+    );
+    // Local names still answer.
+    assert_eq!(must(&c, "alpha", RecordType::A).0, ResponseCode::NoError);
+    let pid = net.server_pid().unwrap();
+    net.del(&rt);
+    net.assert_clean(&[pid]);
+}
