@@ -153,3 +153,49 @@ fn gc_keeps_only_the_records_of_valid_attachments() {
     net.del(&rt_b);
     net.assert_clean(&[pid]);
 }
+
+#[test]
+fn sighup_reloads_the_records_without_a_restart() {
+    let net = Net::new();
+    let (a, rt, _) = net.add("ca", "alpha", &[]);
+    let c = client(&a);
+    let pid = net.server_pid().unwrap();
+    // An operator's edit of the records file, then SIGHUP (what `kill -HUP` does).
+    let path = net.dns_dir().join(NET).join("records.json");
+    let mut records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    records["entries"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+        "containerId": "manual", "ifname": "eth0", "names": ["manual"], "ips": ["10.77.0.200"]}));
+    std::fs::write(&path, records.to_string()).unwrap();
+    assert_eq!(
+        must(&c, "manual.dns.tether", RecordType::A).0,
+        ResponseCode::NXDomain
+    );
+    kill(Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+    // The signal is not acknowledged: wait for its effect (the plugin uses the control socket).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let got = must(&c, "manual.dns.tether", RecordType::A);
+        if got.1 == vec!["10.77.0.200".to_string()] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload: {got:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(net.server_pid(), Some(pid));
+    assert!(alive(pid), "reloaded, not restarted");
+    // The plugin's own records are still served, and its DEL of the last real container
+    // leaves the hand-made entry: the server stays for it until GC or its DEL.
+    net.del(&rt);
+    assert!(alive(pid));
+    let mut rt_manual = rt.clone();
+    rt_manual.container_id = "manual".into();
+    net.del(&rt_manual);
+    net.assert_clean(&[pid]);
+}
