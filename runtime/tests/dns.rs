@@ -77,6 +77,9 @@ fn network_create_refuses_a_bad_dns_domain_and_can_do_without_names() {
         "dns tether",
     ])
     .fails_with("--dns-domain");
+    // The built-in bridge has no names: an alias there is a mistake, said before anything runs.
+    env.tether(&["run", "--rm", "--network-alias", "x", "--", "true"])
+        .fails_with("--network-alias");
     assert!(!env.config_dir.join("blue.conflist").exists());
     env.tether(&[
         "network",

@@ -98,8 +98,17 @@ fn reply(req: &Message, code: ResponseCode) -> Message {
     m.metadata.recursion_desired = req.metadata.recursion_desired;
     m.metadata.recursion_available = true;
     m.queries = req.queries.clone();
+    // EDNS in, EDNS out (RFC 6891): our payload size, no options echoed.
+    if req.edns.is_some() {
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        m.edns = Some(e);
+    }
     m
 }
+
+/// The UDP payload we accept and send with EDNS (the DNS flag day's 1232).
+pub const EDNS_PAYLOAD: u16 = 1232;
 
 /// The address a reverse name stands for: `4.3.2.1.in-addr.arpa` → 1.2.3.4, nibbles for v6.
 pub fn reverse_ip(name: &str) -> Option<IpAddr> {

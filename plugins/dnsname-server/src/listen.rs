@@ -153,7 +153,7 @@ fn handle(state: &State, query: &[u8]) -> Handled {
             let max = req
                 .edns
                 .as_ref()
-                .map(|e| e.max_payload().max(512) as usize)
+                .map(|e| e.max_payload().clamp(512, crate::answer::EDNS_PAYLOAD) as usize)
                 .unwrap_or(UDP_MAX);
             match m.to_vec() {
                 Ok(b) if b.len() <= max => Handled::Reply(b),

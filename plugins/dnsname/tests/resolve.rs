@@ -56,6 +56,31 @@ fn two_containers_resolve_each_other_and_a_removed_one_is_gone_at_once() {
         .expect("query over IPv6");
     assert_eq!(v6.1, vec![b4.clone()]);
 
+    // dig (dnsutils) as a real client: EDNS, a cookie, the search domain from its own flags.
+    let dig = b
+        .command("dig")
+        .args([
+            "@10.77.0.1",
+            "+short",
+            "+tries=1",
+            "+time=3",
+            "web.dns.tether",
+            "A",
+        ])
+        .output()
+        .expect("dig (apt-get install dnsutils)");
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), a4, "{dig:?}");
+    let dig = b
+        .command("dig")
+        .args(["@10.77.0.1", "+tries=1", "+time=3", "nope.dns.tether"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&dig.stdout);
+    assert!(
+        text.contains("status: NXDOMAIN") && text.contains("EDNS"),
+        "{text}"
+    );
+
     // PTR of both families.
     let rev4 = {
         let o: Vec<&str> = a4.split('.').rev().collect();

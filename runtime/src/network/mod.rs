@@ -21,7 +21,7 @@ mod version;
 
 pub use conflist::{
     add_dnsname, add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free,
-    is_bridge_network, overlaps, subnets,
+    has_dnsname, is_bridge_network, overlaps, subnets,
 };
 pub use etc::{container_addresses, hosts_file, resolv_file};
 pub use mode::NetMode;
