@@ -91,6 +91,7 @@ fn main() {
         }
     }
     drop(running);
+    let _ = std::fs::remove_dir_all(&dir);
     add_to_resolve(args.adds);
 }
 

@@ -16,10 +16,22 @@ pub struct Running {
     pub name: &'static str,
     pub addr: SocketAddr,
     child: Child,
+    /// A pid file the server writes itself: aardvark-dns daemonizes on `run`, so the child we
+    /// spawned is not the server.
+    pid_file: Option<std::path::PathBuf>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Some(pid) = self
+            .pid_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on the pid the server wrote (ours, started by this bench).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -82,6 +94,7 @@ pub fn tether(ns: &Netns, dir: &Path, n: usize) -> Running {
         name: "tether-dns",
         addr: "10.99.0.1:53".parse().unwrap(),
         child,
+        pid_file: None,
     }
 }
 
@@ -115,6 +128,7 @@ pub fn aardvark(ns: &Netns, dir: &Path, n: usize) -> Running {
         name: "aardvark-dns",
         addr: "10.99.0.2:53".parse().unwrap(),
         child,
+        pid_file: Some(d.join("aardvark.pid")),
     }
 }
 
@@ -153,6 +167,7 @@ pub fn dnsmasq(ns: &Netns, dir: &Path, n: usize) -> Running {
         name: "dnsmasq",
         addr: "10.99.0.3:53".parse().unwrap(),
         child,
+        pid_file: None,
     }
 }
 

@@ -137,6 +137,23 @@ impl Net {
     }
 }
 
+impl Drop for Net {
+    /// A test that failed before its last DEL must not leave its server running: it is ours
+    /// (its pid file, its `--dir`), so it is killed by that pid.
+    fn drop(&mut self) {
+        let dir = self.dns_dir().join(NET);
+        if let Some(pid) = self.server_pid() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// A live (not zombie) process.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
