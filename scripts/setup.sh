@@ -9,6 +9,8 @@ fi
 
 packages=(iptables nftables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux
           containerd golang-go golang-github-appc-cni-dev)
+# dnsname's tests query with dig; tests/dns-bench measures tether-dns against the other two.
+packages+=(dnsutils dnsmasq-base aardvark-dns)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

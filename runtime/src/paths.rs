@@ -33,6 +33,10 @@ impl Paths {
     pub fn ipam_dir(&self) -> PathBuf {
         self.root.join("ipam")
     }
+    /// The dnsname plugin's state (records, DNS server pid files) of the networks we create.
+    pub fn dns_dir(&self) -> PathBuf {
+        self.root.join("dns")
+    }
     /// Pinned network namespaces (bind mounts), one per container with its own namespace.
     pub fn netns_dir(&self) -> PathBuf {
         self.root.join("netns")

@@ -164,6 +164,64 @@ fn drop_in(plugin_dir: &Path) {
     assert_rules_cleared(&before.rules, &after.rules, &forbidden);
 }
 
+/// Podman's own dnsname conflist with our dnsname: containers resolve each other by name (short
+/// and in `dns.podman`) and `--network-alias`, resolv.conf points at the gateway, a removed
+/// container is gone at once, and the network's last container takes the DNS server with it.
+#[test]
+fn podman_resolves_container_names_through_tether_dnsname() {
+    require_podman();
+    let dir = bin_dir();
+    clients::require_plugins(&dir, PLUGINS);
+    clients::require_plugins(&dir, &["dnsname", "tether-dns"]);
+    let sb = Sandbox::new(&dir);
+    let before = sb.state();
+    sb.podman(&["import", sb.image_tar().to_str().unwrap(), IMAGE]);
+    sb.podman(&["network", "create", NETWORK]);
+    let conflist = sb.conflist();
+    assert_eq!(
+        conflist["plugins"][4]["domainName"], "dns.podman",
+        "{conflist:#}"
+    );
+    let a_id = sb.podman(&words(&format!(
+        "run -d --name a --network {NETWORK} --network-alias web {IMAGE} sleep 600"
+    )));
+    let a = sb.check_attachment("a", &a_id);
+    let resolv = sb.podman(&["exec", "a", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains(&format!("nameserver {}", a.gateway)) && resolv.contains("dns.podman"),
+        "{resolv}"
+    );
+    let lookup = |name: &str| {
+        sb.podman_out(&words(&format!(
+            "run --rm --network {NETWORK} {IMAGE} nslookup {name}"
+        )))
+    };
+    for name in ["a", "a.dns.podman", "web", "web.dns.podman"] {
+        let out = lookup(name);
+        assert!(
+            out.code == Some(0) && out.stdout.contains(&a.ip.to_string()),
+            "nslookup {name}:\n{out}"
+        );
+    }
+    let dns_dir = sb.inside(&format!("/run/tether/dns/{NETWORK}"));
+    assert!(dns_dir.join("server.pid").is_file());
+    sb.podman(&["rm", "-f", "-t", "0", "a"]);
+    assert!(
+        !dns_dir.exists(),
+        "the last container's DEL stops the server"
+    );
+    sb.podman(&["network", "rm", NETWORK]);
+    let after = sb.state();
+    assert_eq!(before.links, after.links, "links left behind");
+    assert!(after.leases.is_empty(), "leases left: {:?}", after.leases);
+    assert!(
+        after.cache.is_empty(),
+        "CNI results left: {:?}",
+        after.cache
+    );
+    assert!(after.netns.is_empty(), "netns left: {:?}", after.netns);
+}
+
 /// Podman itself is a requirement: CI installs it (scripts/setup.sh); never skip.
 fn require_podman() {
     let out = Command::new("podman").arg("--version").output();
@@ -332,7 +390,12 @@ impl Sandbox {
             .iter()
             .map(|p| p["type"].as_str().unwrap())
             .collect();
-        assert_eq!(types, ["bridge", "portmap", "firewall", "tuning"], "{c:#}");
+        // Podman 4.3 appends dnsname when its plugin dir has the binary (ours has).
+        let mut stock = vec!["bridge", "portmap", "firewall", "tuning"];
+        if self.plugin_dir.join("dnsname").is_file() {
+            stock.push("dnsname");
+        }
+        assert_eq!(types, stock, "{c:#}");
         assert_eq!(c["cniVersion"], "0.4.0", "{c:#}");
         assert_eq!(c["plugins"][0]["ipam"]["type"], "host-local", "{c:#}");
         c

@@ -88,6 +88,10 @@ pub enum Error {
     /// reference).
     #[error("{0}")]
     Request(String),
+    /// A long-running helper a plugin supervises could not be started or did not answer, such
+    /// as dnsname's DNS server with port 53 of the gateway taken by someone else (code 999).
+    #[error("{0}")]
+    Server(String),
 }
 
 impl Error {
@@ -106,7 +110,8 @@ impl Error {
             | Error::Netlink { .. }
             | Error::NotFound(_)
             | Error::Mismatch(_)
-            | Error::Request(_) => ErrorCode::Internal,
+            | Error::Request(_)
+            | Error::Server(_) => ErrorCode::Internal,
         }
     }
 
@@ -121,6 +126,7 @@ impl Error {
             Error::NotFound(m) => Error::NotFound(pre(m)),
             Error::Mismatch(m) => Error::Mismatch(pre(m)),
             Error::Request(m) => Error::Request(pre(m)),
+            Error::Server(m) => Error::Server(pre(m)),
             Error::Io { what: w, source } => Error::Io {
                 what: pre(w),
                 source,
@@ -216,7 +222,7 @@ pub const CODES: &[(ErrorCode, &str)] = &[
     ),
     (
         ErrorCode::Internal,
-        "anything else: a kernel or `iptables` operation failed, or CHECK found a difference",
+        "anything else: a kernel or `iptables` operation failed, CHECK found a difference, or a server a plugin runs (dnsname's DNS server) could not start, say on a port someone else holds",
     ),
 ];
 
@@ -378,6 +384,10 @@ mod tests {
             ),
             ("CHECK", cni::Error::from(Error::Mismatch("x".into())).code),
             (
+                "server",
+                cni::Error::from(Error::Server("port 53 taken".into())).code,
+            ),
+            (
                 "sysctl",
                 cni::Error::from(Error::Sysctl {
                     what: "w".into(),
@@ -412,6 +422,7 @@ mod tests {
             "netlink not found",
             "iptables failed",
             "CHECK",
+            "server",
             "sysctl",
         ] {
             assert_eq!(expect(what), 999, "{what}");

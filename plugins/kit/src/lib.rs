@@ -5,7 +5,7 @@
 //!  ─────────────────────────────────────────────────────────────────────────────────────────
 //!  plugins/{bridge,loopback,none,host,       one binary each; depend on the floors below,
 //!   container,portmap,firewall,tuning,        never on each other
-//!   bandwidth}, ipam/host-local
+//!   bandwidth,dnsname}, ipam/host-local
 //!  ─────────────────────────────────────────────────────────────────────────────────────────
 //!  plugins/kit          plugins/netlink      plugins/netfilter     shared mechanisms
 //!  (this crate: uses     (rtnetlink facade)   (iptables batches)

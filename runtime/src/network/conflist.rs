@@ -71,6 +71,39 @@ pub fn builtin_bridge(paths: &Paths) -> ConfList {
     )
 }
 
+/// Appends the `dnsname` plugin (names and `--network-alias`es resolve through the DNS server
+/// it runs on the gateway), its state under `data_dir`. Refuses a domain that is not one.
+pub fn add_dnsname(list: &mut ConfList, domain: &str, data_dir: &Path) -> Result<()> {
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if !ok {
+        return Err(Error::usage(format!(
+            "invalid --dns-domain {domain:?}: dot-separated labels of letters, digits and '-'"
+        )));
+    }
+    list.plugins.push(json!({
+        "type": "dnsname",
+        "domainName": domain.to_ascii_lowercase(),
+        "dataDir": data_dir.display().to_string(),
+        "capabilities": { "aliases": true },
+    }));
+    Ok(())
+}
+
+/// Does the list resolve names (has a `dnsname` plugin)?
+pub fn has_dnsname(list: &ConfList) -> bool {
+    list.plugins
+        .iter()
+        .any(|p| p.get("type").and_then(Value::as_str) == Some("dnsname"))
+}
+
 /// Appends the `portmap` plugin (with the `portMappings` capability) unless the list has a plugin
 /// with that capability already.
 pub fn add_portmap(list: &mut ConfList) {

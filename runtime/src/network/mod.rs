@@ -20,8 +20,8 @@ mod store;
 mod version;
 
 pub use conflist::{
-    add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free,
-    is_bridge_network, overlaps, subnets,
+    add_dnsname, add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free,
+    has_dnsname, is_bridge_network, overlaps, subnets,
 };
 pub use etc::{container_addresses, hosts_file, resolv_file};
 pub use mode::NetMode;
@@ -39,6 +39,8 @@ pub const DEFAULT_SUBNET: &str = "10.88.0.0/16";
 /// The spec version of the networks tether makes: 1.1.0 brings GC (what `network prune` relies on to
 /// collect leases, veths and rules nobody has a cache entry for any more) and STATUS.
 pub const CNI_VERSION: &str = "1.1.0";
+/// The search domain of the networks `tether network create` makes (`--dns-domain`).
+pub const DEFAULT_DNS_DOMAIN: &str = "dns.tether";
 
 #[cfg(test)]
 pub(crate) fn test_paths() -> (tempfile::TempDir, crate::paths::Paths) {

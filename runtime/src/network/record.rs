@@ -38,6 +38,12 @@ pub struct NetworkRecord {
     /// own. Recorded before the pin is made, so whoever finds the record can remove the pin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns_path: Option<PathBuf>,
+    /// The container's name and `--network-alias`es, for a list with `dnsname` (passed as
+    /// `K8S_POD_NAME` in `CNI_ARGS`, as Podman does, and the `aliases` capability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// The final CNI result of ADD.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "result_json")]
     pub result: Option<CniResult>,
@@ -58,6 +64,8 @@ impl NetworkRecord {
             ports,
             joined,
             netns_path,
+            dns_name: None,
+            aliases: Vec::new(),
             result: None,
         }
     }
@@ -73,11 +81,21 @@ impl NetworkRecord {
         if !self.ports.is_empty() {
             caps.insert("portMappings".into(), json!(self.ports));
         }
+        let mut args = Vec::new();
+        if super::conflist::has_dnsname(&self.conflist) {
+            if let Some(n) = &self.dns_name {
+                args.push(("IgnoreUnknown".to_string(), "1".to_string()));
+                args.push(("K8S_POD_NAME".to_string(), n.clone()));
+            }
+            if !self.aliases.is_empty() {
+                caps.insert("aliases".into(), json!({ self.name(): self.aliases }));
+            }
+        }
         RuntimeConf {
             container_id: container_id.to_string(),
             netns,
             ifname: self.ifname.clone(),
-            args: Vec::new(),
+            args,
             capability_args: caps,
         }
     }

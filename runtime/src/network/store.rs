@@ -105,6 +105,13 @@ pub struct CreateArgs {
     /// `network prune` needs to send GC]
     #[arg(long, value_name = "VERSION")]
     pub cni_version: Option<String>,
+    /// The domain containers' names resolve in (`<name>.<domain>`), served by the dnsname
+    /// plugin's DNS server on the gateway
+    #[arg(long, value_name = "DOMAIN", default_value = super::DEFAULT_DNS_DOMAIN)]
+    pub dns_domain: String,
+    /// No name resolution on this network (no dnsname plugin, as Docker's default bridge)
+    #[arg(long)]
+    pub disable_dns: bool,
 }
 
 impl CreateArgs {
@@ -134,6 +141,7 @@ impl CreateArgs {
                 bridge: self.bridge.as_deref(),
                 masquerade: !self.no_masquerade,
                 cni_version: self.cni_version.as_deref(),
+                dns_domain: (!self.disable_dns).then_some(self.dns_domain.as_str()),
             },
         )
     }
@@ -148,6 +156,8 @@ pub struct CreateOpts<'a> {
     /// The conflist's `cniVersion`; by default the newest the plugins on the search path support,
     /// up to [`super::CNI_VERSION`].
     pub cni_version: Option<&'a str>,
+    /// The dnsname plugin's `domainName`; `None`: no dnsname in the list.
+    pub dns_domain: Option<&'a str>,
 }
 
 /// Writes `<config_dir>/<name>.conflist`.
@@ -235,6 +245,9 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
         o.masquerade,
         &paths.ipam_dir(),
     );
+    if let Some(domain) = o.dns_domain {
+        super::add_dnsname(&mut list, domain, &paths.dns_dir())?;
+    }
     match o.cni_version {
         Some(v) if cni::version::ALL.contains(&v) => list.cni_version = v.to_string(),
         Some(v) => {
@@ -294,11 +307,15 @@ mod tests {
             bridge: None,
             masquerade: true,
             cni_version: None,
+            dns_domain: Some("dns.tether"),
         };
         let f = create_network(&p, &o).unwrap();
         assert!(f.ends_with("blue.conflist"));
         let l = load_network(&p, "blue").unwrap();
         assert!(l.plugins[0]["bridge"].as_str().unwrap().starts_with("tbr-"));
+        assert_eq!(l.plugins[1]["type"], "dnsname");
+        assert_eq!(l.plugins[1]["domainName"], "dns.tether");
+        assert_eq!(l.plugins[1]["capabilities"]["aliases"], true);
         assert!(
             create_network(&p, &o)
                 .unwrap_err()

@@ -46,6 +46,14 @@ pub struct RunArgs {
     /// (passed to the portmap plugin as the portMappings capability)
     #[arg(short, long = "publish", value_name = "MAPPING")]
     pub publish: Vec<String>,
+    /// Another name the container resolves by on its network (a network made with
+    /// `tether network create`; Docker's flag), besides its --name
+    #[arg(
+        long = "network-alias",
+        visible_alias = "net-alias",
+        value_name = "NAME"
+    )]
+    pub network_alias: Vec<String>,
     /// Hostname inside the container [default: the short id; the host's name with --net=host]
     #[arg(long)]
     pub hostname: Option<String>,

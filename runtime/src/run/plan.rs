@@ -185,7 +185,7 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         fs,
         image: from_image.map(|i| i.mount),
     };
-    let network = NetworkRecord::new(
+    let mut network = NetworkRecord::new(
         mode.clone(),
         conflist,
         ports,
@@ -194,6 +194,16 @@ pub(super) fn plan(paths: &Paths, manager: Manager, a: &RunArgs) -> Result<Plan>
         // it (see orphans.rs for what a kill before the record leaves).
         mode.own_netns().then(|| paths.netns_dir().join(&id)),
     );
+    if !a.network_alias.is_empty() && !crate::network::has_dnsname(&network.conflist) {
+        return Err(Error::usage(format!(
+            "--network-alias needs a network with name resolution (made with `tether network create`); {} has none",
+            network.name()
+        )));
+    }
+    // Names for dnsname: the --name the user gave (a generated one is not worth a record) and
+    // the aliases; used only by lists that have dnsname.
+    network.dns_name = a.name.clone();
+    network.aliases = a.network_alias.clone();
     Ok(Plan {
         id,
         name,
