@@ -436,6 +436,42 @@ fn a_killed_import_lists_no_image_and_its_layers_are_pruned_or_reused() {
 }
 
 #[test]
+fn a_killed_imports_staging_is_swept_by_the_next_import_and_by_prune() {
+    let env = Env::new();
+    let layers = archive::two_layers();
+    let cfg = archive::config(&layers, archive::run_config());
+    let f = write(
+        &env,
+        "img.tar",
+        &archive::docker_archive(&layers, &cfg, Some("bb"), true),
+    );
+    let killed = || {
+        let mut c = env.cmd();
+        c.env("TETHER_TEST_KILL_AT", "image-staged")
+            .args(["image", "import", &f]);
+        let r = common::run_with_timeout(c, std::time::Duration::from_secs(60));
+        assert_eq!(r.code, None, "killed: {r:#?}");
+        assert_eq!(
+            tmp_entries(&env),
+            1,
+            "the dead import's staging dir is left"
+        );
+    };
+    killed();
+    env.tether(&["image", "prune"]).ok();
+    assert_eq!(
+        tmp_entries(&env),
+        0,
+        "prune swept it at once, not an hour later"
+    );
+    killed();
+    env.tether(&["image", "import", &f]).ok();
+    assert_eq!(tmp_entries(&env), 0, "the next import swept it");
+    assert_eq!(layer_dirs(&env).len(), 2);
+    env.assert_clean();
+}
+
+#[test]
 fn a_renamed_image_directory_is_committed_whole() {
     let env = Env::new();
     import_test_image(&env, "bb");

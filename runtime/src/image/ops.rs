@@ -130,7 +130,7 @@ pub fn rmi(paths: &Paths, r: &str, force: bool) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// `tether image prune`: layers no image uses. Layers of images removed with `rmi -f` while a
+/// `tether image prune`: layers no image uses, and staging debris of dead imports. Layers of images removed with `rmi -f` while a
 /// container ran stay while any container record still names them.
 pub fn prune(paths: &Paths) -> Result<Vec<(String, u64)>> {
     let s = store(paths)?;
@@ -148,6 +148,10 @@ pub fn prune(paths: &Paths) -> Result<Vec<(String, u64)>> {
                 .map(|n| format!("sha256:{}", n.to_string_lossy()))
         })
         .collect();
+    let swept = s.sweep_tmp();
+    if swept > 0 {
+        tracing::info!(swept, "removed staging directories of dead imports");
+    }
     s.prune_layers_except(&kept)
 }
 
