@@ -471,6 +471,60 @@ fn a_killed_imports_staging_is_swept_by_the_next_import_and_by_prune() {
     env.assert_clean();
 }
 
+/// `tether run bb true`, paused at `step` until the returned file is removed.
+fn paused_run(env: &Env, step: &str) -> (std::path::PathBuf, std::thread::JoinHandle<common::Run>) {
+    let pause = env.host.dir().join(format!("pause-{step}"));
+    let mut c = env.cmd();
+    c.env("TETHER_TEST_PAUSE_AT", step)
+        .env("TETHER_TEST_PAUSE_FILE", &pause)
+        .args(["run", "--name", "c", "--net=none", "bb", "true"]);
+    let t =
+        std::thread::spawn(move || common::run_with_timeout(c, std::time::Duration::from_secs(90)));
+    assert!(
+        common::wait_for(std::time::Duration::from_secs(30), || pause.exists()),
+        "run reached {step}"
+    );
+    (pause, t)
+}
+
+#[test]
+fn a_prune_between_a_runs_plan_and_its_record_never_leaves_it_mounting_missing_layers() {
+    let env = Env::new();
+    // rmi and prune after the run resolved the image: the run is refused before anything is made.
+    import_test_image(&env, "bb");
+    let (pause, run) = paused_run(&env, "image-planned");
+    env.tether(&["rmi", "bb"]).ok();
+    assert_eq!(env.tether(&["image", "prune"]).ok().lines().count(), 2);
+    std::fs::remove_file(&pause).unwrap();
+    run.join().unwrap().fails_with("was removed");
+    assert_eq!(env.state_entries(), Vec::<String>::new());
+
+    // Once the run holds the store lock, rmi -f and prune wait for its record, then keep the layers.
+    import_test_image(&env, "bb");
+    let (pause, run) = paused_run(&env, "image-saved");
+    let mut c = env.cmd();
+    c.args(["image", "prune"]);
+    let prune =
+        std::thread::spawn(move || common::run_with_timeout(c, std::time::Duration::from_secs(90)));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !prune.is_finished(),
+        "prune waits on the store lock the run holds"
+    );
+    std::fs::remove_file(&pause).unwrap();
+    run.join().unwrap().ok();
+    assert_eq!(
+        prune.join().unwrap().ok(),
+        "",
+        "the record names the layers: kept"
+    );
+    env.tether(&["rmi", "-f", "bb"]).ok();
+    assert_eq!(env.tether(&["image", "prune"]).ok(), "");
+    env.tether(&["rm", "c"]).ok();
+    assert_eq!(env.tether(&["image", "prune"]).ok().lines().count(), 2);
+    env.assert_clean();
+}
+
 #[test]
 fn a_renamed_image_directory_is_committed_whole() {
     let env = Env::new();
