@@ -526,6 +526,50 @@ fn a_prune_between_a_runs_plan_and_its_record_never_leaves_it_mounting_missing_l
 }
 
 #[test]
+fn an_export_is_byte_stable_and_its_reimport_has_the_id_the_export_printed() {
+    let env = Env::new();
+    import_test_image(&env, "bb");
+    let e1 = env.host.dir().join("e1.tar");
+    let e2 = env.host.dir().join("e2.tar");
+    let e3 = env.host.dir().join("e3.tar");
+    let id = env
+        .tether(&["image", "export", "bb", e1.to_str().unwrap()])
+        .ok()
+        .trim()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let id2 = env
+        .tether(&["image", "export", "bb", e2.to_str().unwrap()])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(id, id2);
+    assert!(
+        std::fs::read(&e1).unwrap() == std::fs::read(&e2).unwrap(),
+        "same image, same bytes"
+    );
+    env.tether(&["rmi", "bb"]).ok();
+    env.tether(&["image", "prune"]).ok();
+    let back = env
+        .tether(&["image", "import", e1.to_str().unwrap()])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(back, id, "re-import: the id the export printed");
+    let id3 = env
+        .tether(&["image", "export", "bb", e3.to_str().unwrap()])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(id3, id);
+    assert!(
+        std::fs::read(&e1).unwrap() == std::fs::read(&e3).unwrap(),
+        "re-export: same bytes"
+    );
+    env.assert_clean();
+}
+
+#[test]
 fn a_renamed_image_directory_is_committed_whole() {
     let env = Env::new();
     import_test_image(&env, "bb");
