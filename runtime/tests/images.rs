@@ -569,6 +569,104 @@ fn an_export_is_byte_stable_and_its_reimport_has_the_id_the_export_printed() {
     env.assert_clean();
 }
 
+/// `cap_net_raw+ep`, as `setcap` writes it (VFS_CAP_REVISION_2).
+const CAP_NET_RAW: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// (entry path, PAX key, value) of every xattr record in the layers of a docker-archive.
+fn exported_xattrs(archive_bytes: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for m in tar::Archive::new(archive_bytes).entries().unwrap() {
+        let mut m = m.unwrap();
+        if !m.path().unwrap().to_string_lossy().ends_with(".tar") {
+            continue;
+        }
+        let mut layer = Vec::new();
+        std::io::Read::read_to_end(&mut m, &mut layer).unwrap();
+        for e in tar::Archive::new(layer.as_slice()).entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().display().to_string();
+            for x in e.pax_extensions().unwrap().into_iter().flatten() {
+                let x = x.unwrap();
+                out.push((
+                    p.clone(),
+                    x.key().unwrap().to_string(),
+                    x.value_bytes().to_vec(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn layer_xattrs_and_directory_mtimes_cross_import_run_and_export_and_overlay_xattrs_are_refused() {
+    let env = Env::new();
+    let layer = Layer::new()
+        .busybox()
+        .dir("data")
+        .xattr_file(
+            "bin/ping",
+            b"#!/bin/sh\n",
+            0o755,
+            &[
+                ("security.capability", &CAP_NET_RAW),
+                ("security.selinux", b"x_t"),
+            ],
+        )
+        .xattr_file("data/n", b"n\n", 0o644, &[("user.note", b"hi")])
+        .tar();
+    let cfg = archive::config(std::slice::from_ref(&layer), archive::run_config());
+    let f = write(
+        &env,
+        "x.tar",
+        &archive::docker_archive(&[layer], &cfg, Some("x"), false),
+    );
+    env.tether(&["image", "import", &f]).ok();
+    // Directories keep the archive's mtime (1700000000), though entries were written into them.
+    let out = env.tether(&[
+        "run",
+        "--rm",
+        "--net=none",
+        "x",
+        "stat",
+        "-c",
+        "%Y",
+        "/data",
+        "/bin",
+    ]);
+    assert_eq!(out.ok(), "1700000000\n1700000000\n");
+    let e = env.host.dir().join("e.tar");
+    env.tether(&["image", "export", "x", e.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        exported_xattrs(&std::fs::read(&e).unwrap()),
+        [
+            (
+                "bin/ping".to_string(),
+                "SCHILY.xattr.security.capability".to_string(),
+                CAP_NET_RAW.to_vec()
+            ),
+            (
+                "data/n".to_string(),
+                "SCHILY.xattr.user.note".to_string(),
+                b"hi".to_vec()
+            ),
+        ],
+        "kept through the store; the SELinux label skipped"
+    );
+    env.tether(&["rmi", "x"]).ok();
+    env.tether(&["image", "prune"]).ok();
+    // An archive that forges an opaque directory with an xattr instead of .wh..wh..opq.
+    let forged = Layer::new()
+        .busybox()
+        .xattr_file("f", b"", 0o644, &[("trusted.overlay.opaque", b"y")])
+        .tar();
+    refused(&env, &[forged], "xattr trusted.overlay.opaque is refused");
+    env.assert_clean();
+}
+
 #[test]
 fn a_renamed_image_directory_is_committed_whole() {
     let env = Env::new();
