@@ -213,7 +213,7 @@ mod tests {
         } else {
             tar::EntryType::Regular
         });
-        h.set_mode(if dir { 0o755 } else { 0o755 });
+        h.set_mode(0o755);
         h.set_mtime(mtime);
         h.set_size(0);
         b.append_data(&mut h, name, std::io::empty()).unwrap();
