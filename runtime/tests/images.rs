@@ -5,44 +5,8 @@ mod common;
 
 use common::Env;
 use common::archive::{self, Layer};
+use common::images::{import_test_image, layer_dirs, refused, tmp_entries, write};
 use std::path::Path;
-
-fn write(env: &Env, name: &str, data: &[u8]) -> String {
-    let p = env.host.dir().join(name);
-    std::fs::write(&p, data).unwrap();
-    p.display().to_string()
-}
-
-/// Imports the two-layer test image as `name` (docker-archive with gzip layers).
-fn import_test_image(env: &Env, name: &str) -> String {
-    let layers = archive::two_layers();
-    let cfg = archive::config(&layers, archive::run_config());
-    let f = write(
-        env,
-        "img.tar",
-        &archive::docker_archive(&layers, &cfg, None, true),
-    );
-    env.tether(&["image", "import", "--name", name, &f])
-        .ok()
-        .trim()
-        .to_string()
-}
-
-fn layer_dirs(env: &Env) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(env.image_root().join("layers"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn tmp_entries(env: &Env) -> usize {
-    std::fs::read_dir(env.image_root().join("tmp")).map_or(0, |rd| rd.count())
-}
 
 #[test]
 fn both_archive_formats_import_to_shared_layers_and_run_with_the_image_config() {
@@ -247,26 +211,6 @@ fn rmi_is_refused_while_a_container_uses_the_image_and_prune_frees_its_layers() 
     env.tether(&["rm", "c"]).ok();
     assert_eq!(env.tether(&["image", "prune"]).ok().lines().count(), 2);
     env.assert_clean();
-}
-
-/// Imports a one-image archive of `layers` (and a valid config for them); it must fail with
-/// `needle` and leave no image, no layer, no staging dir, and nothing at `canary`.
-#[track_caller]
-fn refused(env: &Env, layers: &[Vec<u8>], needle: &str) {
-    let cfg = archive::config(layers, archive::run_config());
-    let f = write(
-        env,
-        "bad.tar",
-        &archive::docker_archive(layers, &cfg, Some("bad"), false),
-    );
-    env.tether(&["image", "import", &f]).fails_with(needle);
-    assert_eq!(
-        env.tether(&["images"]).ok().lines().count(),
-        1,
-        "no image listed"
-    );
-    assert_eq!(layer_dirs(env), Vec::<String>::new(), "no layer kept");
-    assert_eq!(tmp_entries(env), 0, "staging removed");
 }
 
 #[test]

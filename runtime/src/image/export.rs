@@ -6,9 +6,20 @@
 //!   <image id hex>.json   the config, with rootfs.diff_ids of those tars
 //!   manifest.json         [{"Config", "RepoTags": [REF], "Layers"}]
 //! ```
-//! The store keeps layers unpacked only (one copy on disk), so the tars are made anew; their
-//! bytes may differ from the imported ones, and then the config (and the image id) changes
-//! with their diff_ids. The content is the same.
+//! The store keeps layers unpacked only (one copy on disk), so the tars are made anew by
+//! pack.rs. What is preserved, exactly:
+//!
+//! ```text
+//! always      each file's content, type, owner, mode (setuid too), mtime (seconds), kept xattrs
+//!             (xattr.rs), hard links, symlink targets; whiteouts and opaque dirs; the config
+//!             except rootfs.diff_ids; the tag
+//! byte-stable the export file: the same image exports to the same bytes (sorted entries, members
+//!             with mtime 0 and owner 0); its re-import gets the id the export printed, and
+//!             exports again to the same bytes (unpack ∘ pack is a fixed point)
+//! not kept    the imported layer tars' bytes (compression, entry order and header format, a
+//!             `./` entry, sub-second times, skipped xattrs): an image tether did not write
+//!             exports under new diff_ids and so a new image id (`tether image export` prints it)
+//! ```
 
 use super::digest;
 use super::store::{ImageRecord, Store};
@@ -43,18 +54,25 @@ pub fn export(store: &Store, img: &ImageRecord, tag: Option<&str>, file: &Path) 
     let r = (|| -> std::io::Result<()> {
         let out = std::fs::File::create(&tmp)?;
         let mut b = tar::Builder::new(std::io::BufWriter::new(out));
+        // Members get fixed metadata (not the staging files'), so the archive is byte-stable.
+        let member = |len: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(len);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h
+        };
         for (p, d) in &layers {
             let name = format!("{}.tar", &d["sha256:".len()..]);
             if !names.contains(&name) {
-                b.append_path_with_name(p, &name)?;
+                let f = std::fs::File::open(p)?;
+                let mut h = member(f.metadata()?.len());
+                b.append_data(&mut h, &name, f)?;
                 names.push(name);
             }
         }
         let mut add = |name: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
+            let mut h = member(data.len() as u64);
             b.append_data(&mut h, name, data)
         };
         add(&format!("{id_hex}.json"), &cfg_bytes)?;

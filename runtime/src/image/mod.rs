@@ -10,6 +10,7 @@
 //! import/        outer.rs (archive index) · docker_archive.rs · oci_layout.rs · mod.rs (verify, stage, commit)
 //! unpack.rs      layer tar → directory, hostile entries refused
 //! whiteout.rs    OCI ⇄ overlayfs whiteouts
+//! xattr.rs       PAX SCHILY.xattr.* ⇄ xattrs, which names cross
 //! pack.rs        directory → layer tar (export, commit)
 //! export.rs      docker-archive writer
 //! diff.rs        upper dir → A/C/D
@@ -32,5 +33,6 @@ pub mod reference;
 pub mod store;
 pub mod unpack;
 pub mod whiteout;
+pub mod xattr;
 
 pub use store::Store;

@@ -130,7 +130,7 @@ pub fn rmi(paths: &Paths, r: &str, force: bool) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// `tether image prune`: layers no image uses. Layers of images removed with `rmi -f` while a
+/// `tether image prune`: layers no image uses, and staging debris of dead imports. Layers of images removed with `rmi -f` while a
 /// container ran stay while any container record still names them.
 pub fn prune(paths: &Paths) -> Result<Vec<(String, u64)>> {
     let s = store(paths)?;
@@ -148,7 +148,32 @@ pub fn prune(paths: &Paths) -> Result<Vec<(String, u64)>> {
                 .map(|n| format!("sha256:{}", n.to_string_lossy()))
         })
         .collect();
+    let swept = s.sweep_tmp();
+    if swept > 0 {
+        tracing::info!(swept, "removed staging directories of dead imports");
+    }
     s.prune_layers_except(&kept)
+}
+
+/// Taken by `tether run` while it saves the first record of a container from an image: the
+/// store lock, and a check that the image's layers are all still there. `prune` lists records
+/// under the same lock, so it either sees this container's record (and keeps its layers), or
+/// ran before the check (after `run` resolved the image: `rmi` then `prune` in between), and
+/// then the start is refused before anything is made, instead of mounting missing layers.
+pub fn hold_layers(paths: &Paths, m: &ImageMount) -> Result<crate::state::Lock> {
+    let s = store(paths)?;
+    let lock = s.lock()?;
+    for l in &m.lowers {
+        if !l.parent().is_some_and(|d| d.join("layer.json").is_file()) {
+            return Err(Error::usage(format!(
+                "image {}: its layer {} was removed (`rmi` and `image prune`) while this container \
+                 was starting; import the image again",
+                m.reference,
+                l.display()
+            )));
+        }
+    }
+    Ok(lock)
 }
 
 /// What `tether run IMAGE` mounts and applies.

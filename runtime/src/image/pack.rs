@@ -5,7 +5,8 @@
 //! ```text
 //! NAME (char 0:0)          → .wh.NAME  (empty file)
 //! DIR (opaque xattr)       → DIR/ and DIR/.wh..wh..opq
-//! file, dir, symlink, fifo → as they are (owner, mode incl. setuid, mtime)
+//! file, dir, symlink, fifo → as they are (owner, mode incl. setuid, mtime), and the xattrs
+//!                            xattr.rs keeps as PAX SCHILY.xattr.* records, sorted by name
 //! ```
 
 use super::digest::HashingWriter;
@@ -39,6 +40,25 @@ fn header_for(m: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
         h.set_size(0);
     }
     h
+}
+
+/// The PAX record of `p`'s kept xattrs, ahead of its entry (none: no record).
+fn xattrs<W: Write>(b: &mut tar::Builder<W>, p: &Path) -> Result<()> {
+    let x =
+        super::xattr::kept(p).map_err(|e| Error::io(format!("xattrs of {}", p.display()), e))?;
+    if x.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = x
+        .iter()
+        .map(|(n, _)| format!("{}{n}", super::xattr::PAX_PREFIX))
+        .collect();
+    b.append_pax_extensions(
+        keys.iter()
+            .map(String::as_str)
+            .zip(x.iter().map(|(_, v)| &v[..])),
+    )
+    .map_err(|e| Error::io(format!("tar xattrs of {}", p.display()), e))
 }
 
 fn walk<W: Write>(
@@ -77,6 +97,7 @@ fn walk<W: Write>(
             b.append_data(&mut h, &wh, std::io::empty())
                 .map_err(io("tar", &wh))?;
         } else if ft.is_dir() {
+            xattrs(b, &p)?;
             let mut h = header_for(&m, tar::EntryType::Directory);
             b.append_data(&mut h, &r, std::io::empty())
                 .map_err(io("tar", &r))?;
@@ -91,6 +112,7 @@ fn walk<W: Write>(
             walk(root, &r, b, links, upper)?;
         } else if ft.is_symlink() {
             let t = std::fs::read_link(&p).map_err(io("readlink", &p))?;
+            xattrs(b, &p)?;
             let mut h = header_for(&m, tar::EntryType::Symlink);
             b.append_link(&mut h, &r, &t).map_err(io("tar", &r))?;
         } else if ft.is_file() {
@@ -102,10 +124,12 @@ fn walk<W: Write>(
                 }
                 links.insert((m.dev(), m.ino()), r.clone());
             }
+            xattrs(b, &p)?;
             let mut h = header_for(&m, tar::EntryType::Regular);
             let f = std::fs::File::open(&p).map_err(io("open", &p))?;
             b.append_data(&mut h, &r, f).map_err(io("tar", &r))?;
         } else if ft.is_fifo() {
+            xattrs(b, &p)?;
             let mut h = header_for(&m, tar::EntryType::Fifo);
             b.append_data(&mut h, &r, std::io::empty())
                 .map_err(io("tar", &r))?;
@@ -171,5 +195,119 @@ mod tests {
             names(&a),
             ["d", "d/.wh.gone", "o", "o/.wh..wh..opq", "o/kept"]
         );
+    }
+
+    /// `cap_net_raw+ep`, as `setcap` writes it (VFS_CAP_REVISION_2).
+    const CAP_NET_RAW: [u8; 20] = [
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    fn entry(b: &mut tar::Builder<Vec<u8>>, name: &str, mtime: u64, pax: &[(&str, &[u8])]) {
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().copied()).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        let dir = name.ends_with('/');
+        h.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_mode(0o755);
+        h.set_mtime(mtime);
+        h.set_size(0);
+        b.append_data(&mut h, name, std::io::empty()).unwrap();
+    }
+
+    fn xattr_names(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in tar::Archive::new(tar_bytes).entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().display().to_string();
+            if let Some(x) = e.pax_extensions().unwrap() {
+                for x in x {
+                    let x = x.unwrap();
+                    out.push((
+                        format!("{p} {}", x.key().unwrap()),
+                        x.value_bytes().to_vec(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pax_xattrs_are_applied_packed_again_and_a_directory_keeps_its_mtime() {
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, "bin/", 1_500_000_000, &[]);
+        entry(
+            &mut b,
+            "bin/ping",
+            1_600_000_000,
+            &[("SCHILY.xattr.security.capability", &CAP_NET_RAW)],
+        );
+        entry(&mut b, "bin/.wh.gone", 1_600_000_000, &[]);
+        entry(
+            &mut b,
+            "u",
+            1_600_000_000,
+            &[
+                ("SCHILY.xattr.user.note", b"hi"),
+                ("SCHILY.xattr.security.selinux", b"system_u:object_r:bin_t"),
+            ],
+        );
+        let t = b.into_inner().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        crate::image::unpack::unpack_layer(t.as_slice(), d.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let bin = std::fs::metadata(d.path().join("bin")).unwrap();
+        assert_eq!(bin.mtime(), 1_500_000_000, "set after bin/'s entries");
+        let got = |p: &str| crate::image::xattr::kept(&d.path().join(p)).unwrap();
+        assert_eq!(
+            got("bin/ping"),
+            [("security.capability".to_string(), CAP_NET_RAW.to_vec())]
+        );
+        assert_eq!(got("u"), [("user.note".to_string(), b"hi".to_vec())]);
+
+        let mut a = Vec::new();
+        pack_dir(d.path(), &mut a, false).unwrap();
+        assert_eq!(
+            xattr_names(&a),
+            [
+                (
+                    "bin/ping SCHILY.xattr.security.capability".to_string(),
+                    CAP_NET_RAW.to_vec()
+                ),
+                ("u SCHILY.xattr.user.note".to_string(), b"hi".to_vec()),
+            ],
+            "kept names only"
+        );
+        // The packed tree unpacks to a tree that packs to the same bytes.
+        let d2 = tempfile::tempdir().unwrap();
+        crate::image::unpack::unpack_layer(a.as_slice(), d2.path()).unwrap();
+        let mut a2 = Vec::new();
+        pack_dir(d2.path(), &mut a2, false).unwrap();
+        assert!(a == a2, "unpack ∘ pack is a fixed point");
+    }
+
+    #[test]
+    fn an_overlay_xattr_in_a_layer_is_refused() {
+        for name in [
+            "trusted.overlay.opaque",
+            "trusted.overlay.redirect",
+            "user.overlay.opaque",
+        ] {
+            let mut b = tar::Builder::new(Vec::new());
+            let key = format!("SCHILY.xattr.{name}");
+            entry(&mut b, "d/", 1, &[(key.as_str(), b"y")]);
+            let t = b.into_inner().unwrap();
+            let d = tempfile::tempdir().unwrap();
+            let e = crate::image::unpack::unpack_layer(t.as_slice(), d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(name) && e.contains("refused"), "{e}");
+            assert!(!whiteout::is_opaque(&d.path().join("d")));
+        }
     }
 }

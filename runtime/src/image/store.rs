@@ -10,12 +10,17 @@
 //!     config.json                     the image config, byte for byte as imported
 //!     image.json                      {"id", "layers": [diff_id, bottom first], "size", "imported"}
 //!   refs.json                         {"name:tag": "sha256:<image id>"}, replaced atomically
-//!   tmp/<random>/                     staging: an import is unpacked here, then renamed in
+//!   tmp/<random>/                     staging: an import is unpacked here, then renamed in;
+//!                                     flocked by its importer while it lives
+//!   tmp/rm-<random>/                  a layer or image being removed (renamed out first)
 //! ```
 //!
 //! Layers are content addressed by diff_id (the uncompressed tar's digest): a layer two images
 //! share is unpacked once. Everything enters by rename from tmp/, under the lock, so a killed
-//! import leaves only tmp/ debris (swept by the next import) and never a half image in `images`.
+//! import leaves only tmp/ debris and never a half image in `images`. The debris goes at the next
+//! import or `image prune`: a staging directory whose flock is free has no live importer (the
+//! kernel drops a dead process's flocks), and a staging directory is made and flocked under the
+//! store lock, so the sweep, under it too, never sees one made but not yet locked.
 
 use crate::error::{Context, Error, Result, at};
 use crate::state::Lock;
@@ -44,8 +49,12 @@ pub struct ImageRecord {
     pub imported: String,
 }
 
-/// A staging directory under tmp/, removed when dropped unless renamed away.
-pub struct Staging(pub PathBuf);
+/// A staging directory under tmp/, flocked while it lives (so no sweep takes it), removed when
+/// dropped unless renamed away.
+pub struct Staging(
+    pub PathBuf,
+    #[allow(dead_code)] nix::fcntl::Flock<std::fs::File>,
+);
 
 impl Drop for Staging {
     fn drop(&mut self) {
@@ -63,6 +72,16 @@ fn mkdir(p: &Path, mode: u32) -> Result<()> {
         .mode(mode)
         .create(p)
         .ctx(at("create", p))
+}
+
+/// A non-blocking exclusive flock on directory `p`; `None` while someone else holds one.
+fn try_flock(p: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let f = std::fs::File::open(p).ctx(at("open", p))?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).ctx(at("lock", p)),
+    }
 }
 
 impl Store {
@@ -101,28 +120,42 @@ impl Store {
 
     pub fn staging(&self) -> Result<Staging> {
         let p = self.root.join("tmp").join(crate::state::new_id()?);
+        let _lock = self.lock()?;
+        self.sweep_tmp();
         mkdir(&p, 0o700)?;
-        Ok(Staging(p))
+        let lock =
+            try_flock(&p)?.ok_or_else(|| Error::Setup(format!("{} is locked", p.display())))?;
+        Ok(Staging(p, lock))
     }
 
-    /// Removes staging directories of imports that died (call under the lock, with no import
-    /// of this process running: a live import holds the lock only at its end, so only
-    /// directories older than an hour are taken).
-    pub fn sweep_tmp(&self) {
+    /// Removes what dead imports, commits, exports and removals left in tmp/: directories
+    /// whose flock is free (their maker is gone) and `rm-` leftovers. Under the lock. Returns
+    /// how many went.
+    pub fn sweep_tmp(&self) -> usize {
         let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) else {
-            return;
+            return 0;
         };
+        let mut n = 0;
         for e in rd.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|d| d.as_secs() > 3600);
-            if old {
-                let _ = std::fs::remove_dir_all(e.path());
+            let p = e.path();
+            // A removal renames under the lock and finishes before unlocking: an rm- dir seen
+            // under the lock is a dead one's.
+            let dead = e.file_name().to_string_lossy().starts_with("rm-")
+                || !e.file_type().is_ok_and(|t| t.is_dir())
+                || matches!(try_flock(&p), Ok(Some(_)));
+            if dead {
+                let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                match r {
+                    Ok(()) => n += 1,
+                    Err(err) => tracing::warn!(path = %p.display(), %err, "sweeping staging"),
+                }
             }
         }
+        n
     }
 
     /// Moves a staged layer (a dir with fs/) into the store; a layer already there wins (the
@@ -283,5 +316,28 @@ impl Store {
             removed.push((diff_id, size));
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_takes_staging_dirs_no_live_importer_holds_and_keeps_live_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let live = s.staging().unwrap();
+        let dead = s.root.join("tmp/deadbeef");
+        std::fs::create_dir_all(dead.join("L0-0/fs")).unwrap();
+        std::fs::create_dir_all(s.root.join("tmp/rm-1/fs")).unwrap();
+        let _l = s.lock().unwrap();
+        assert_eq!(s.sweep_tmp(), 2);
+        assert!(live.0.is_dir(), "flocked by a live importer: kept");
+        assert!(!dead.exists());
+        drop(_l);
+        let p = live.0.clone();
+        drop(live);
+        assert!(!p.exists());
     }
 }

@@ -10,6 +10,12 @@
 //! layer does not have, device nodes, and sparse files that claim more than [`MAX_SPARSE`].
 //! Symlinks are created as they are (their targets are resolved in the container's root, never
 //! here). Setuid bits are kept: the store is 0700, so they matter only inside a container.
+//!
+//! Metadata, as `tar -x --xattrs` as root restores it: owner, mode, mtime, and the xattrs of
+//! PAX `SCHILY.xattr.*` records that xattr.rs keeps (set after chown, which clears
+//! `security.capability`; an overlayfs xattr refuses the layer). Whiteouts get their entry's
+//! owner and mtime. Directory mtimes are set after the last entry, since writing entries into
+//! a directory changes its mtime.
 
 use super::digest::HashingReader;
 use super::whiteout::{self, Name};
@@ -80,6 +86,7 @@ pub fn unpack_layer(raw: impl Read, dest: &Path) -> Result<Unpacked> {
     let mut layer = Layer {
         root: dest,
         dirs: HashSet::new(),
+        dir_times: Vec::new(),
         size: 0,
         buf: vec![0; 1 << 18],
     };
@@ -90,6 +97,10 @@ pub fn unpack_layer(raw: impl Read, dest: &Path) -> Result<Unpacked> {
             let mut e = e.map_err(|e| Error::io("read layer tar (truncated or corrupt?)", e))?;
             layer.entry(&mut e)?;
         }
+    }
+    // In entry order: a directory listed twice keeps its last entry's mtime.
+    for (abs, mtime) in &layer.dir_times {
+        set_mtime(abs, *mtime);
     }
     // The tar may end before its padding: what is left belongs to the digest too.
     std::io::copy(&mut hashed, &mut std::io::sink())
@@ -120,6 +131,8 @@ struct Layer<'a> {
     root: &'a Path,
     /// Relative paths known to be real directories (not symlinks) in this layer.
     dirs: HashSet<PathBuf>,
+    /// Directories' mtimes, set once every entry is written.
+    dir_times: Vec<(PathBuf, u64)>,
     size: u64,
     buf: Vec<u8>,
 }
@@ -172,6 +185,7 @@ impl Layer<'_> {
             Ok(m) if m.is_dir() && keep_dir => return Ok(true),
             Ok(m) if m.is_dir() => {
                 self.dirs.retain(|d| !d.starts_with(rel));
+                self.dir_times.retain(|(d, _)| !d.starts_with(&abs));
                 std::fs::remove_dir_all(&abs)
             }
             Ok(_) => std::fs::remove_file(&abs),
@@ -203,10 +217,16 @@ impl Layer<'_> {
                 let target = rel.with_file_name(n);
                 self.clear(&target, false)?;
                 let abs = self.root.join(&target);
-                return whiteout::make_whiteout(&abs)
-                    .map_err(|x| Error::io(format!("whiteout {}", abs.display()), x));
+                whiteout::make_whiteout(&abs)
+                    .map_err(|x| Error::io(format!("whiteout {}", abs.display()), x))?;
+                // Owner and mtime as the entry says: pack.rs writes them back, byte-stable.
+                let h = e.header();
+                self.metadata(&abs, h, None, &[])?;
+                set_mtime(&abs, h.mtime().unwrap_or(0));
+                return Ok(());
             }
         }
+        let xattrs = super::xattr::from_pax(e, &rel)?;
         let abs = self.root.join(&rel);
         let h = e.header().clone();
         let kind = h.entry_type();
@@ -321,11 +341,26 @@ impl Layer<'_> {
                 return Ok(());
             }
         }
-        self.metadata(&abs, &h, mode, kind == tar::EntryType::Symlink)
+        let symlink = kind == T::Symlink;
+        self.metadata(&abs, &h, (!symlink).then_some(mode), &xattrs)?;
+        let mtime = h.mtime().unwrap_or(0);
+        if kind == T::Directory {
+            self.dir_times.push((abs, mtime));
+        } else {
+            set_mtime(&abs, mtime);
+        }
+        Ok(())
     }
 
-    /// Owner, mode (setuid included: after chown, which clears it) and mtime.
-    fn metadata(&self, abs: &Path, h: &tar::Header, mode: u32, symlink: bool) -> Result<()> {
+    /// Owner, then mode (setuid included) and xattrs (file capabilities included): chown
+    /// clears both. `mode`: `None` for a symlink (its mode is not its own) and a whiteout.
+    fn metadata(
+        &self,
+        abs: &Path,
+        h: &tar::Header,
+        mode: Option<u32>,
+        xattrs: &[(String, Vec<u8>)],
+    ) -> Result<()> {
         let uid = h
             .uid()
             .ok()
@@ -341,20 +376,37 @@ impl Layer<'_> {
             move |x: std::io::Error| Error::io(format!("{what} {p}"), x)
         };
         std::os::unix::fs::lchown(abs, Some(uid), Some(gid)).map_err(io("chown"))?;
-        if !symlink {
+        if let Some(mode) = mode {
             std::fs::set_permissions(abs, std::fs::Permissions::from_mode(mode))
                 .map_err(io("chmod"))?;
         }
-        if let Ok(mtime) = h.mtime() {
-            let t = nix::sys::time::TimeSpec::new(mtime.min(i64::MAX as u64) as i64, 0);
-            let _ = nix::sys::stat::utimensat(
-                nix::fcntl::AT_FDCWD,
-                abs,
-                &t,
-                &t,
-                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-            );
+        for (name, value) in xattrs {
+            match super::xattr::set(abs, name, value) {
+                Ok(()) => {}
+                // Linux allows user.* only on files and directories; a symlink's is dropped.
+                Err(e) if mode.is_none() && e.raw_os_error() == Some(libc::EPERM) => {
+                    tracing::debug!(path = %abs.display(), xattr = %name, "symlink xattr dropped");
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("set xattr {name} on {}", abs.display()),
+                        e,
+                    ));
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Sets `abs`'s mtime (and atime) to `mtime` seconds, not following a symlink.
+fn set_mtime(abs: &Path, mtime: u64) {
+    let t = nix::sys::time::TimeSpec::new(mtime.min(i64::MAX as u64) as i64, 0);
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        abs,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
 }

@@ -1,7 +1,8 @@
 //! Creating a container, in an order that a kill at any point leaves undoable (see orphans.rs):
 //!
 //! ```text
-//! reserve   (root lock) name and port checks, mkdir, the record: "creating", with the pin's path
+//! reserve   (root lock) name and port checks, (image store lock) its layers still there,
+//!           mkdir, the record: "creating", with the pin's path
 //! start     cgroup, clone (init waits), id maps, pin the netns, save pid   kill: rm/prune undo
 //!           ADD, /etc files, release (init execs), save "running"
 //! failure   abort the init, cleanup (DEL, cgroup, pin), remove the record (kept if cleanup failed)
@@ -52,6 +53,8 @@ pub(super) fn create(
         network: plan.network.clone(),
         log_path: None,
     };
+    // Between the plan (which resolved the image) and the record: where a prune could race.
+    crate::hook::pause_point("image-planned");
     {
         // Name and port checks and the state's creation are one step under the root lock, so two
         // `tether run --name x` cannot both win.
@@ -86,9 +89,18 @@ pub(super) fn create(
         for p in &plan.network.ports {
             network::check_port_free(p)?;
         }
+        // Until the record is saved, only the plan knows the image's layers: `image prune`
+        // waits on this lock, then sees the record (image/ops.rs hold_layers).
+        let _layers = plan
+            .config
+            .image
+            .as_ref()
+            .map(|m| crate::image::ops::hold_layers(paths, m))
+            .transpose()?;
         std::fs::create_dir_all(&dir).ctx(at("create", &dir))?;
         kill_point("reserved");
         store.save(&st)?;
+        crate::hook::pause_point("image-saved");
     }
     let mut netns_fd = None;
     let mut child = None;

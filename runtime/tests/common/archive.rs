@@ -50,6 +50,27 @@ impl Layer {
         self.b.append_data(&mut h, p, data).unwrap();
         self
     }
+    /// A file with PAX `SCHILY.xattr.NAME` records, as `tar --xattrs` and Docker write them.
+    pub fn xattr_file(
+        mut self,
+        p: &str,
+        data: &[u8],
+        mode: u32,
+        xattrs: &[(&str, &[u8])],
+    ) -> Layer {
+        let keys: Vec<String> = xattrs
+            .iter()
+            .map(|(k, _)| format!("SCHILY.xattr.{k}"))
+            .collect();
+        self.b
+            .append_pax_extensions(
+                keys.iter()
+                    .map(String::as_str)
+                    .zip(xattrs.iter().map(|(_, v)| *v)),
+            )
+            .unwrap();
+        self.file(p, data, mode)
+    }
     pub fn symlink(mut self, p: &str, target: &str) -> Layer {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
         self.b.append_link(&mut h, p, target).unwrap();

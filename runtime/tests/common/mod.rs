@@ -4,6 +4,7 @@
 
 use netns_fixtures::TestHost;
 pub mod archive;
+pub mod images;
 
 use serde_json::Value;
 use std::io::Read;

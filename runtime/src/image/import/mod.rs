@@ -10,7 +10,9 @@
 //!        raw digest = descriptor's?  diff_id = config's rootfs.diff_ids[n]?  else refuse
 //!   lock ─▶ rename layers into layers/, image into images/, refs.json replaced ─▶ unlock
 //! ```
-//! A failure at any step drops the staging directory: the store is as it was.
+//! A failure at any step drops the staging directory: the store is as it was. A kill leaves it
+//! to the next import's (or `image prune`'s) sweep, which takes staging dirs no live importer
+//! flocks (store.rs).
 
 mod docker_archive;
 mod oci_layout;
@@ -143,7 +145,6 @@ pub fn import(store: &Store, file: &Path, name: Option<&str>) -> Result<Imported
     }
     crate::hook::kill_point("image-staged");
     let _lock = store.lock()?;
-    store.sweep_tmp();
     for (dir, rec) in staged.values() {
         store.commit_layer(dir, rec)?;
     }
