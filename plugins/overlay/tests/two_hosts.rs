@@ -28,12 +28,19 @@ fn containers_on_two_hosts_talk_unmasqueraded_and_only_traffic_leaving_the_overl
     assert!(ping(&ca, ib), "a -> b");
     assert!(ping(&cb, ia), "b -> a");
     assert!(ping_df(&ca, ib, 1400), "1400 bytes with DF must pass");
-    assert!(!ping_df(&ca, ib, 1423), "1451-byte packets exceed the overlay MTU");
+    assert!(
+        !ping_df(&ca, ib, 1423),
+        "1451-byte packets exceed the overlay MTU"
+    );
 
     // TCP and UDP, seen from the far container with the sender's own address.
     let tcp = EchoServer::tcp(&cb, SocketAddr::new(ib, 0));
     assert_eq!(tcp_echo(&ca, tcp.addr(), b"over tcp").unwrap(), b"over tcp");
-    assert_eq!(tcp.peers()[0].ip(), ia, "overlay traffic must not be masqueraded");
+    assert_eq!(
+        tcp.peers()[0].ip(),
+        ia,
+        "overlay traffic must not be masqueraded"
+    );
     let udp = EchoServer::udp(&cb, SocketAddr::new(ib, 0));
     assert_eq!(udp_echo(&ca, udp.addr(), b"over udp").unwrap(), b"over udp");
     assert_eq!(udp.peers()[0].ip(), ia);
