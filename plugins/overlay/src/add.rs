@@ -6,7 +6,8 @@
 //!  ─► delegate config (plan.rs)
 //!  ─► overlay-<net>.lock shared
 //!       record attachments/<cid>@<ifname>.json          undo: remove it
-//!       ┌ thread: masquerade_ensure(net, overlay CIDR)   (nothing to undo: shared, see state.rs)
+//!       ┌ thread: masquerade_ensure(net, overlay CIDR)   (nothing to undo: shared, see state.rs;
+//!       │         skipped when an earlier ADD stamped it)  stamp after it succeeded
 //!       └ bridge ADD (exec, which execs host-local)      undo: bridge DEL
 //!       every address of the result inside the subnet? (11 otherwise: never a wrong subnet)
 //!  ─► unlock; a failed ADD then removes the masquerading if no record is left
@@ -76,7 +77,7 @@ fn attach(
     tracing::debug!("phase: attachment recorded");
 
     let result = std::thread::scope(|s| {
-        let masq = conf.ip_masq.then(|| {
+        let masq = (conf.ip_masq && !state::masquerade_stamped(dir)).then(|| {
             s.spawn(|| {
                 tether_netfilter::select().masquerade_ensure(network, &[masq_key(lease)], false)
             })
@@ -96,6 +97,7 @@ fn attach(
         tracing::debug!("phase: bridge ADD done");
         if let Some(m) = masq {
             m.map_err(nf("set up masquerading of traffic leaving the overlay"))?;
+            state::stamp_masquerade(dir)?;
             tracing::debug!("phase: masquerading ready");
         }
         Ok::<_, Error>(result)

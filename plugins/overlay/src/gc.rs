@@ -7,7 +7,8 @@
 //!      -> bridge DEL with the saved config, record removed
 //! 2. bridge GC (its veths, host-local's leases) with every attachment that still has a record
 //!      as the valid list, with the config of the current lease (or of any record)
-//! 3. no record left -> masquerading removed (as the last DEL)
+//! 3. no record left -> masquerading removed (as the last DEL); records left, one of them with
+//!    ipMasq -> masquerading ensured (repairs a flushed nat table, see state.rs)
 //! ```
 //!
 //! Every step runs; the first failure is reported.
@@ -89,10 +90,39 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         );
     }
     keep(state::release_masquerade_if_last(&dir, network));
+    keep(repair_masquerade(&dir, network));
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// While records remain and one of them masquerades: the chain, ensured (under the shared lock,
+/// as an ADD), and the stamp.
+fn repair_masquerade(dir: &NetworkDir, network: &str) -> Result<(), Error> {
+    let _lock = state::lock(network, state::Mode::Shared)?;
+    let mut overlay = None;
+    for (cid, ifname) in dir.attachments().map_err(state_err)? {
+        let Some(rec) = dir.read_attachment(&cid, &ifname).map_err(state_err)? else {
+            continue;
+        };
+        if rec.get("ipMasq").and_then(|v| v.as_bool()) == Some(true) {
+            overlay = rec
+                .get("overlay")
+                .and_then(|o| o.as_str())
+                .and_then(|o| o.parse::<ipnetwork::IpNetwork>().ok());
+            break;
+        }
+    }
+    let Some(overlay) = overlay else {
+        return Ok(());
+    };
+    tether_netfilter::select()
+        .masquerade_ensure(network, &[overlay], false)
+        .map_err(tether_kit::errors::nf(format!(
+            "repair the masquerading of {network}"
+        )))?;
+    state::stamp_masquerade(dir)
 }
 
 /// A stale attachment's DEL, as the runtime would have sent it: `CNI_CONTAINERID` and

@@ -10,6 +10,9 @@
 //!          "subnet": <host subnet of the lease ADD used>, "overlay": <overlay CIDR>,
 //!          "ipMasq": bool, "delegate": <the bridge config ADD delegated with> }
 //!
+//!  attachments/.masquerade   stamp: the network's masquerading was ensured since the last
+//!                            removal; later ADDs trust it instead of re-checking it (below)
+//!
 //!  $TETHER_LOCK_DIR/overlay-<network>.lock
 //!      ADD: shared, from writing its record until its masquerading is ensured
 //!      the last DEL / GC / failed ADD: exclusive, around "no record left" + masquerade removal
@@ -19,6 +22,13 @@
 //! (the ADD then ensures the chain again) or wholly after it (the removal then sees the ADD's
 //! record and keeps the chain). It is not the bridge's `network-<net>.lock`: the bridge takes
 //! that one itself inside our delegate calls.
+//!
+//! The stamp: the first ADD of a network on this host ensures the masquerade chain and leaves the
+//! stamp; later ADDs skip the `iptables-restore` check (an exec costing about as much as the
+//! whole overlay's overhead on an ADD), since only the removal under the exclusive lock deletes
+//! the chain, and it deletes the stamp first. An ADD whose ensure failed leaves no stamp, so the
+//! next ADD tries again. Rules flushed behind our back (a firewall reload) are reported by CHECK
+//! and repaired by GC (`tether network prune`), which ensures the chain while records remain.
 
 use cni::{Error, ErrorCode};
 use serde_json::{Value, json};
@@ -127,6 +137,23 @@ pub fn lock(network: &str, mode: Mode) -> Result<FileLock, Error> {
     .map_err(|e| Error::new(ErrorCode::IoFailure, e.to_string()))
 }
 
+fn stamp(dir: &NetworkDir) -> std::path::PathBuf {
+    dir.attachments_dir().join(".masquerade")
+}
+
+/// Whether an earlier ADD ensured the masquerading since the last removal.
+pub fn masquerade_stamped(dir: &NetworkDir) -> bool {
+    stamp(dir).exists()
+}
+
+/// Records that the masquerading is in place (after a successful ensure).
+pub fn stamp_masquerade(dir: &NetworkDir) -> Result<(), Error> {
+    std::fs::write(stamp(dir), b"").map_err(tether_kit::errors::io(format!(
+        "write {}",
+        stamp(dir).display()
+    )))
+}
+
 /// After an attachment's record is gone: when no record of the network is left, its
 /// masquerading goes (decided again under the exclusive lock, see above).
 pub fn release_masquerade_if_last(dir: &NetworkDir, network: &str) -> Result<(), Error> {
@@ -137,6 +164,16 @@ pub fn release_masquerade_if_last(dir: &NetworkDir, network: &str) -> Result<(),
     if !dir.attachments().map_err(state_err)?.is_empty() {
         tracing::debug!(network, "an ADD came in meanwhile: masquerading kept");
         return Ok(());
+    }
+    // The stamp first: a removal that fails half-way leaves the next ADD to check again.
+    match std::fs::remove_file(stamp(dir)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(tether_kit::errors::io(format!(
+                "remove {}",
+                stamp(dir).display()
+            ))(e));
+        }
+        _ => {}
     }
     match tether_netfilter::select().masquerade_remove(network) {
         Ok(n) => {

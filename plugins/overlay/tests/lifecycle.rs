@@ -202,3 +202,33 @@ fn gc_removes_only_this_runtimes_stale_attachments() {
     assert!(h.records().is_empty());
     assert_nothing_left(&before, &h.snapshot());
 }
+
+#[test]
+fn masquerading_flushed_behind_our_back_is_reported_by_check_and_repaired_by_gc() {
+    let h = Host::new();
+    h.write_lease(&h.lease("10.200.3.0/24"));
+    let conf = h.conf(json!({}));
+    let before = h.snapshot();
+    let (c1, c2) = (h.th.container(), h.th.container());
+    let r1 = h.add(&c1, "c1", &conf).ok();
+    // A firewall reload drops our POSTROUTING jump.
+    h.ns().sh("iptables", &["-t", "nat", "-F", "POSTROUTING"]);
+    // Later ADDs trust the chain the first one made (no iptables exec on their path)...
+    let r2 = h.add(&c2, "c2", &conf).ok();
+    assert!(
+        !h.masq_lines()
+            .iter()
+            .any(|l| l.starts_with("-A POSTROUTING")),
+        "{:#?}",
+        h.masq_lines()
+    );
+    // ...CHECK reports the difference, GC (as `tether network prune` sends) repairs it.
+    let out = h.check(&c1, "c1", &conf, &r1);
+    assert_eq!(out.err_code(), Some(999), "{out}");
+    h.gc(&conf, &["c1", "c2"]).ok_empty();
+    h.check(&c1, "c1", &conf, &r1).ok_empty();
+    h.check(&c2, "c2", &conf, &r2).ok_empty();
+    h.del("c1", &conf, Some(&r1)).ok_empty();
+    h.del("c2", &conf, Some(&r2)).ok_empty();
+    assert_nothing_left(&before, &h.snapshot());
+}
