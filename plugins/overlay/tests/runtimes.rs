@@ -147,3 +147,27 @@ fn tether_run_and_a_direct_plugin_call_share_one_address_store_and_ls_inspect_sh
     // Links, addresses, routes, rules, and the overlay directory (lease, peers, no record).
     assert_nothing_left(&before, &h.snapshot());
 }
+
+#[test]
+fn tether_run_before_the_agent_has_a_lease_fails_with_the_plugins_message_and_leaves_nothing() {
+    let h = Host::new();
+    let t = Tether {
+        h: &h,
+        cgroup_parent: format!("tether-ovtest-nl-{}", std::process::id()),
+    };
+    let before = h.snapshot();
+    t.ok(&["network", "create", NET, "--driver", "overlay"]);
+    let ls = t.ok(&["network", "ls"]);
+    assert!(ls.contains("(no lease)"), "{ls}");
+    let out = t
+        .cmd(&["run", "--rm", "--net", NET, "--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no lease of a host subnet yet"), "{err}");
+    let ps = t.ok(&["ps", "-a", "-q"]);
+    assert!(ps.trim().is_empty(), "containers left: {ps}");
+    t.ok(&["network", "rm", NET]);
+    assert_nothing_left(&before, &h.snapshot());
+}
