@@ -62,3 +62,26 @@ fn a_second_add_of_the_same_attachment_is_refused_and_keeps_the_first() {
     h.del("c1", &conf, Some(&r)).ok_empty();
     assert_nothing_left(&before, &h.snapshot());
 }
+
+#[test]
+fn a_failing_delegate_rolls_back_the_record_and_the_masquerading() {
+    let h = Host::new();
+    h.write_lease(&h.lease("10.200.3.0/24"));
+    // Something not a bridge already has the bridge's name: bridge refuses (code 7).
+    h.ns().sh(
+        "ip",
+        &[
+            "link", "add", BRIDGE, "type", "veth", "peer", "name", "tob-42p",
+        ],
+    );
+    let conf = h.conf(json!({}));
+    let before = h.snapshot();
+    let ctr = h.th.container();
+    let out = h.add(&ctr, "c1", &conf);
+    assert_eq!(out.err_code(), Some(7), "{out}");
+    assert!(out.stdout.contains("not a bridge"), "{out}");
+    assert!(h.records().is_empty());
+    assert!(h.masq_lines().is_empty(), "{:#?}", h.masq_lines());
+    assert!(ctr.netlink().link_by_name("eth0").unwrap().is_none());
+    assert_nothing_left(&before, &h.snapshot());
+}
