@@ -4,7 +4,8 @@
 //! ```text
 //!  <network>/attachments/
 //!  ├── <container id>@<ifname>.json     one per attachment (plugin: written by ADD, removed by DEL)
-//!  └── .<...>.tmp                       a write in progress (temp file + rename), never listed
+//!  ├── .<...>.tmp                       a write in progress (temp file + rename), never listed
+//!  └── .masquerade                      the plugin's stamp: masquerading ensured (never listed)
 //! ```
 //!
 //! A container id never contains `@` (CNI allows `[A-Za-z0-9_.-]`), so the first `@` splits a
