@@ -31,6 +31,21 @@ fn run(plugin_type: &str, req: &Request, command: Command) -> Result<Option<CniR
     out.map(|v| CniResult::from_json(&v)).transpose()
 }
 
+/// Runs `command` of the delegate `plugin_type` for this request's attachment with `conf` on
+/// stdin instead of the request's own config: for a plugin that hands the whole attachment to
+/// another plugin with a config of its making (as the reference flannel plugin delegates to
+/// bridge). Its result, if it printed one, whatever version.
+pub fn exec_with(
+    plugin_type: &str,
+    req: &Request,
+    command: Command,
+    conf: &[u8],
+) -> Result<Option<CniResult>, Error> {
+    let bin = find_plugin(plugin_type, &req.path)?;
+    let out = exec_plugin(&bin, &env_for(req, command), conf)?;
+    out.map(|v| CniResult::from_json(&v)).transpose()
+}
+
 /// ADD on the delegate; its result, whatever version it printed.
 pub fn add(plugin_type: &str, req: &Request) -> Result<CniResult, Error> {
     run(plugin_type, req, Command::Add)?.ok_or_else(|| {

@@ -52,7 +52,15 @@ pub fn exec_plugin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for k in ["PATH", "TETHER_LOG", "TETHER_LOG_FILE", "RUST_LOG"] {
+    // TETHER_OVERLAY_DIR moves the overlay agent's state (tests, odd hosts): the overlay plugin
+    // must see the directory the agent writes to, whoever runs it.
+    for k in [
+        "PATH",
+        "TETHER_LOG",
+        "TETHER_LOG_FILE",
+        "RUST_LOG",
+        "TETHER_OVERLAY_DIR",
+    ] {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }

@@ -11,7 +11,7 @@
 //!
 //! The rule behind the codes: what the runtime or the user must fix gets the spec's code for it
 //! (config 7, unsupported key 2, environment 4, container gone 3, exhausted pool 50, local files
-//! 5); a kernel or `iptables` operation that failed, or a CHECK that found a difference, is 999.
+//! 5, a lease another process has not provided yet 11); a kernel or `iptables` operation that failed, or a CHECK that found a difference, is 999.
 //! [`CODES`] says the same for README, which a test keeps equal to it.
 
 use std::fmt::Display;
@@ -47,6 +47,11 @@ pub enum Error {
     /// A pool has no free resource left (code 50: the plugin cannot serve ADDs for it).
     #[error("{0}")]
     Exhausted(String),
+    /// What the plugin needs is not there yet, and another process will provide it: the
+    /// overlay agent's lease of a host subnet (code 11, "try again later": the runtime retries,
+    /// nothing was created).
+    #[error("{0}")]
+    TryAgain(String),
     /// Reading or writing a local file failed (code 5).
     #[error("{what}: {source}{}", disk_full_hint(source))]
     Io {
@@ -102,6 +107,7 @@ impl Error {
             Error::Unsupported(_) => ErrorCode::UnsupportedField,
             Error::Args(_) => ErrorCode::InvalidEnvironment,
             Error::Exhausted(_) => ErrorCode::NotAvailable,
+            Error::TryAgain(_) => ErrorCode::TryAgainLater,
             Error::Io { .. } => ErrorCode::IoFailure,
             Error::Netns(e) => netlink_code(e),
             Error::Namespace(e) => e.code(),
@@ -123,6 +129,7 @@ impl Error {
             Error::Unsupported(m) => Error::Unsupported(pre(m)),
             Error::Args(m) => Error::Args(pre(m)),
             Error::Exhausted(m) => Error::Exhausted(pre(m)),
+            Error::TryAgain(m) => Error::TryAgain(pre(m)),
             Error::NotFound(m) => Error::NotFound(pre(m)),
             Error::Mismatch(m) => Error::Mismatch(pre(m)),
             Error::Request(m) => Error::Request(pre(m)),
@@ -217,8 +224,12 @@ pub const CODES: &[(ErrorCode, &str)] = &[
         "an invalid config (also a value the firewall layer refuses)",
     ),
     (
+        ErrorCode::TryAgainLater,
+        "try again later: the overlay has no agent or no lease of a host subnet yet (nothing was created)",
+    ),
+    (
         ErrorCode::NotAvailable,
-        "an exhausted pool, on ADD and STATUS",
+        "an exhausted pool, on ADD and STATUS (also STATUS of an overlay without a usable lease)",
     ),
     (
         ErrorCode::Internal,
@@ -367,6 +378,10 @@ mod tests {
                 cni::Error::from(Error::Netfilter(nf_invalid())).code,
             ),
             (
+                "no lease yet",
+                cni::Error::from(Error::TryAgain("no lease".into())).code,
+            ),
+            (
                 "exhausted",
                 cni::Error::from(Error::Exhausted("full".into())).code,
             ),
@@ -416,6 +431,7 @@ mod tests {
         assert_eq!(expect("config"), 7);
         assert_eq!(expect("netfilter refuses a value"), 7);
         assert_eq!(expect("netfilter refuses a value, in a library"), 7);
+        assert_eq!(expect("no lease yet"), 11);
         assert_eq!(expect("exhausted"), 50);
         for what in [
             "netlink",

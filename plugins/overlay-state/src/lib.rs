@@ -19,6 +19,10 @@
 //! The directory can be moved for tests and odd hosts with `TETHER_OVERLAY_DIR`; agent and plugin
 //! read the same variable, so no conflist key is needed for them to find each other.
 
+mod attachments;
+
+pub use attachments::{attachment_file_name, parse_attachment_file_name};
+
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -38,6 +42,10 @@ pub enum Error {
         "invalid overlay network name {0:?}: use 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'"
     )]
     BadName(String),
+    #[error(
+        "invalid overlay attachment {0}: the container id must match [A-Za-z0-9][A-Za-z0-9_.-]* and the ifname be 1-15 bytes without '/'"
+    )]
+    BadAttachment(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -190,10 +190,14 @@ pub(super) fn network_ls(p: &Paths) -> Result<i32> {
             .and_then(|x| x.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        let subnets: Vec<String> = network::subnets(&l)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let subnets: Vec<String> = match network::overlay_view(&l) {
+            // The host's part of the overlay, as its agent leased it.
+            Some(ov) => vec![ov.subnet_column()],
+            None => network::subnets(&l)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        };
         println!(
             "{:<20}  {:<12}  {:<20}  {}",
             l.name,
@@ -224,7 +228,12 @@ pub(super) fn network_inspect(l: &ConfList, users: &[ContainerState]) -> Result<
             json!({"id": s.id, "name": s.name, "addresses": addrs})
         })
         .collect();
-    print_json(&json!({"name": l.name, "conflist": l.to_json(), "containers": containers}));
+    let driver = l.plugins.first().and_then(|x| x.get("type")).cloned();
+    let mut v = json!({"name": l.name, "driver": driver, "conflist": l.to_json(), "containers": containers});
+    if let Some(ov) = network::overlay_view(l) {
+        v["overlay"] = ov.to_json();
+    }
+    print_json(&v);
     Ok(0)
 }
 

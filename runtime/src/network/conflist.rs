@@ -60,6 +60,30 @@ pub fn bridge_conflist(
     }
 }
 
+/// An overlay conflist: the `overlay` plugin, which finds the agent's lease of network `name`
+/// by the default path (or `TETHER_OVERLAY_DIR`) and delegates to bridge + host-local.
+pub fn overlay_conflist(name: &str, masquerade: bool) -> ConfList {
+    let mut plugin = json!({ "type": "overlay", "network": name });
+    if !masquerade {
+        plugin["ipMasq"] = json!(false);
+    }
+    ConfList {
+        cni_version: CNI_VERSION.into(),
+        name: name.into(),
+        disable_check: false,
+        disable_gc: false,
+        plugins: vec![plugin],
+    }
+}
+
+/// The overlay network a list attaches to (its first plugin's `network`), if it is one.
+pub fn overlay_network(list: &ConfList) -> Option<&str> {
+    let first = list.plugins.first()?;
+    (first.get("type").and_then(Value::as_str) == Some("overlay"))
+        .then(|| first.get("network").and_then(Value::as_str))
+        .flatten()
+}
+
 pub fn builtin_bridge(paths: &Paths) -> ConfList {
     bridge_conflist(
         DEFAULT_NETWORK,
@@ -121,13 +145,16 @@ pub fn add_portmap(list: &mut ConfList) {
     }
 }
 
-/// Whether a list is a bridge network (one `tether run -p` would add `portmap` to).
+/// Whether a list is a bridge network (one `tether run -p` would add `portmap` to): `bridge`,
+/// or `overlay`, which delegates to it.
 pub fn is_bridge_network(list: &ConfList) -> bool {
-    list.plugins
-        .first()
-        .and_then(|p| p.get("type"))
-        .and_then(Value::as_str)
-        == Some("bridge")
+    matches!(
+        list.plugins
+            .first()
+            .and_then(|p| p.get("type"))
+            .and_then(Value::as_str),
+        Some("bridge" | "overlay")
+    )
 }
 
 /// Fails with a message naming the binary and the search path if any plugin of `list` is missing.

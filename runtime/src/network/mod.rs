@@ -9,22 +9,25 @@
 //!              the list a --net mode runs with, and the list GC runs with
 //! record.rs    a container's network record (mode, conflist, result, pin) and the ADD and
 //!              DEL that run from it
+//! overlay.rs   what the overlay agent reports for an overlay network (lease, peers)
 //! etc.rs       /etc/hosts and /etc/resolv.conf derived from a CNI result
 //! ```
 
 mod conflist;
 mod etc;
 mod mode;
+mod overlay;
 mod record;
 mod store;
 mod version;
 
 pub use conflist::{
     add_dnsname, add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free,
-    has_dnsname, is_bridge_network, overlaps, subnets,
+    has_dnsname, is_bridge_network, overlaps, overlay_conflist, overlay_network, subnets,
 };
 pub use etc::{container_addresses, hosts_file, resolv_file};
 pub use mode::NetMode;
+pub use overlay::{OverlayView, overlay_view};
 pub use record::NetworkRecord;
 pub use store::{
     CreateArgs, CreateOpts, conflist_for, create_network, gc_list, list_networks, load_network,

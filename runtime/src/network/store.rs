@@ -3,8 +3,8 @@
 //! with for each network.
 
 use super::{
-    DEFAULT_NETWORK, NetMode, add_portmap, bridge_conflist, builtin_bridge, overlaps, subnets,
-    version,
+    DEFAULT_NETWORK, NetMode, add_portmap, bridge_conflist, builtin_bridge, overlaps,
+    overlay_conflist, subnets, version,
 };
 use crate::error::{Context, Error, Result, at};
 use crate::paths::Paths;
@@ -89,9 +89,13 @@ pub fn list_networks(paths: &Paths) -> Vec<(ConfList, Option<PathBuf>)> {
 pub struct CreateArgs {
     /// Network name (letters, digits, '_', '.', '-')
     pub name: String,
-    /// Subnet in CIDR notation, e.g. 10.89.0.0/24
+    /// bridge: a network on this host; overlay: this host's part of a multi-host overlay of
+    /// the same name (`tether overlay init/agent NAME`), whose agent leases the subnet
+    #[arg(long, value_enum, default_value_t = Driver::Bridge)]
+    pub driver: Driver,
+    /// Subnet in CIDR notation, e.g. 10.89.0.0/24 (bridge only, required there)
     #[arg(long)]
-    pub subnet: String,
+    pub subnet: Option<String>,
     /// Gateway address (default: the first address of the subnet)
     #[arg(long)]
     pub gateway: Option<String>,
@@ -114,13 +118,27 @@ pub struct CreateArgs {
     pub disable_dns: bool,
 }
 
+/// `tether network create --driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Driver {
+    Bridge,
+    Overlay,
+}
+
 impl CreateArgs {
     /// Parses the flags and writes the conflist; returns its path.
     pub fn create(&self, paths: &Paths) -> Result<PathBuf> {
-        let subnet = self.subnet.parse().map_err(|e| {
+        if self.driver == Driver::Overlay {
+            return self.create_overlay(paths);
+        }
+        let Some(subnet) = &self.subnet else {
+            return Err(Error::usage(
+                "--subnet is required for a bridge network, e.g. --subnet 10.89.0.0/24",
+            ));
+        };
+        let subnet = subnet.parse().map_err(|e| {
             Error::usage(format!(
-                "invalid --subnet {:?}: {e}; use CIDR notation such as 10.89.0.0/24",
-                self.subnet
+                "invalid --subnet {subnet:?}: {e}; use CIDR notation such as 10.89.0.0/24"
             ))
         })?;
         let gateway = self
@@ -147,6 +165,70 @@ impl CreateArgs {
     }
 }
 
+impl CreateArgs {
+    /// `--driver overlay`: the subnet, gateway and bridge come from the agent's lease, so
+    /// those flags are refused rather than ignored.
+    fn create_overlay(&self, paths: &Paths) -> Result<PathBuf> {
+        for (flag, set) in [
+            ("--subnet", self.subnet.is_some()),
+            ("--gateway", self.gateway.is_some()),
+            ("--bridge", self.bridge.is_some()),
+        ] {
+            if set {
+                return Err(Error::usage(format!(
+                    "{flag} does not apply to --driver overlay: the overlay agent leases this host's subnet (see `tether overlay init`)"
+                )));
+            }
+        }
+        tether_overlay_state::validate_name(&self.name).map_err(|e| Error::usage(e.to_string()))?;
+        check_new_name(paths, &self.name)?;
+        let mut list = overlay_conflist(&self.name, !self.no_masquerade);
+        set_version(&mut list, paths, self.cni_version.as_deref())?;
+        write_list(paths, &list)
+    }
+}
+
+/// Refuses a reserved name or one a network already has.
+fn check_new_name(paths: &Paths, name: &str) -> Result<()> {
+    if !cni::types::valid_id(name) {
+        return Err(Error::usage(format!(
+            "invalid network name {name:?}: use letters, digits, '_', '.' and '-'"
+        )));
+    }
+    if ["bridge", "host", "none", "default"].contains(&name) || name.starts_with("container") {
+        return Err(Error::usage(format!(
+            "{name:?} is a reserved network name: pick another"
+        )));
+    }
+    if list_networks(paths).iter().any(|(l, _)| l.name == name) {
+        return Err(Error::usage(format!(
+            "network {name} already exists: remove it with `tether network rm {name}` or pick another name"
+        )));
+    }
+    Ok(())
+}
+
+fn set_version(list: &mut ConfList, paths: &Paths, cni_version: Option<&str>) -> Result<()> {
+    match cni_version {
+        Some(v) if cni::version::ALL.contains(&v) => list.cni_version = v.to_string(),
+        Some(v) => {
+            return Err(Error::usage(format!(
+                "unknown --cni-version {v:?}: use one of {}",
+                cni::version::ALL.join(", ")
+            )));
+        }
+        None => version::negotiate_version(list, paths),
+    }
+    Ok(())
+}
+
+fn write_list(paths: &Paths, list: &ConfList) -> Result<PathBuf> {
+    std::fs::create_dir_all(&paths.config_dir).ctx(at("create", &paths.config_dir))?;
+    let path = paths.config_dir.join(format!("{}.conflist", list.name));
+    crate::atomic::write_replacing(&path, &list.to_bytes()).ctx(at("write", &path))?;
+    Ok(path)
+}
+
 pub struct CreateOpts<'a> {
     pub name: &'a str,
     pub subnet: IpNetwork,
@@ -162,18 +244,7 @@ pub struct CreateOpts<'a> {
 
 /// Writes `<config_dir>/<name>.conflist`.
 pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
-    if !cni::types::valid_id(o.name) {
-        return Err(Error::usage(format!(
-            "invalid network name {:?}: use letters, digits, '_', '.' and '-'",
-            o.name
-        )));
-    }
-    if ["bridge", "host", "none", "default"].contains(&o.name) || o.name.starts_with("container") {
-        return Err(Error::usage(format!(
-            "{:?} is a reserved network name: pick another",
-            o.name
-        )));
-    }
+    check_new_name(paths, o.name)?;
     if o.subnet.ip() != o.subnet.network() {
         return Err(Error::usage(format!(
             "--subnet {} has host bits set: did you mean {}/{}?",
@@ -215,12 +286,6 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
         }
     };
     for (l, _) in list_networks(paths) {
-        if l.name == o.name {
-            return Err(Error::usage(format!(
-                "network {} already exists: remove it with `tether network rm {}` or pick another name",
-                o.name, o.name
-            )));
-        }
         if let Some(s) = subnets(&l).into_iter().find(|s| overlaps(*s, o.subnet)) {
             return Err(Error::usage(format!(
                 "--subnet {} overlaps {s} of network {}: pick a free range",
@@ -248,20 +313,8 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
     if let Some(domain) = o.dns_domain {
         super::add_dnsname(&mut list, domain, &paths.dns_dir())?;
     }
-    match o.cni_version {
-        Some(v) if cni::version::ALL.contains(&v) => list.cni_version = v.to_string(),
-        Some(v) => {
-            return Err(Error::usage(format!(
-                "unknown --cni-version {v:?}: use one of {}",
-                cni::version::ALL.join(", ")
-            )));
-        }
-        None => version::negotiate_version(&mut list, paths),
-    }
-    std::fs::create_dir_all(&paths.config_dir).ctx(at("create", &paths.config_dir))?;
-    let path = paths.config_dir.join(format!("{}.conflist", o.name));
-    crate::atomic::write_replacing(&path, &list.to_bytes()).ctx(at("write", &path))?;
-    Ok(path)
+    set_version(&mut list, paths, o.cni_version)?;
+    write_list(paths, &list)
 }
 
 /// The file of a network that `network rm` may remove (not the built-in one).
@@ -350,6 +403,41 @@ mod tests {
             "{e}"
         );
         assert_eq!(list_networks(&p).len(), 2);
+    }
+
+    #[test]
+    fn an_overlay_network_is_the_overlay_plugin_named_like_the_network() {
+        let (_d, p) = paths();
+        let args = |extra: &[&str]| {
+            use clap::Parser;
+            #[derive(clap::Parser)]
+            struct T {
+                #[command(flatten)]
+                a: CreateArgs,
+            }
+            let mut v = vec!["t", "ov1", "--driver", "overlay", "--cni-version", "1.1.0"];
+            v.extend_from_slice(extra);
+            T::parse_from(v).a
+        };
+        args(&[]).create(&p).unwrap();
+        let l = load_network(&p, "ov1").unwrap();
+        assert_eq!(
+            l.plugins,
+            vec![serde_json::json!({"type": "overlay", "network": "ov1"})]
+        );
+        assert_eq!(crate::network::overlay_network(&l), Some("ov1"));
+        assert!(crate::network::is_bridge_network(&l), "-p adds portmap");
+        let e = args(&[]).create(&p).unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        let e = args(&["--subnet", "10.1.0.0/24"])
+            .create(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--subnet does not apply"), "{e}");
+        let mut a = args(&["--no-masquerade"]);
+        a.name = "ov2".into();
+        a.create(&p).unwrap();
+        assert_eq!(load_network(&p, "ov2").unwrap().plugins[0]["ipMasq"], false);
     }
 
     #[test]

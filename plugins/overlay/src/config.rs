@@ -1,0 +1,178 @@
+//! The overlay plugin's configuration: `{"type": "overlay", "network": NAME}` plus a few
+//! optional keys, parsed once (a parse DEL tolerates) and validated only for ADD.
+//!
+//! ```text
+//!  key           default   what
+//!  network       required  the overlay network (as `tether overlay init NAME`): its state dir
+//!  ipMasq        true      masquerade what containers send out of the overlay (never to it)
+//!  mtu           lease's   container and bridge MTU; not above the lease's (the VXLAN's)
+//!  hairpinMode   true      containers reach themselves through the bridge
+//!  dns           -         passed to the delegate (the result's DNS)
+//! ```
+
+use cni::{Error, ErrorCode, Request};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tether_overlay_state::HostLease;
+
+/// Keys the overlay decides itself: refused (code 2) rather than silently overridden.
+const DECIDED_BY_THE_OVERLAY: &[&str] = &["bridge", "ipam", "isGateway", "isDefaultGateway"];
+
+fn field<T: DeserializeOwned>(raw: &Value, key: &str) -> Result<Option<T>, Error> {
+    match raw.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| Error::invalid_config(format!("invalid \"{key}\": {v}: {e}"))),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `network` as written (validated by [`Config::validate`]; DEL and GC tolerate a bad one).
+    pub network: Option<String>,
+    pub ip_masq: bool,
+    /// `None` (or 0): the lease's MTU.
+    pub mtu: Option<u32>,
+    pub hairpin_mode: bool,
+    decided: Vec<&'static str>,
+}
+
+impl Config {
+    /// Only a value of the wrong type fails here (code 7).
+    pub fn parse(req: &Request) -> Result<Config, Error> {
+        let raw = &req.raw;
+        Ok(Config {
+            network: field(raw, "network")?,
+            ip_masq: field(raw, "ipMasq")?.unwrap_or(true),
+            mtu: field::<u32>(raw, "mtu")?.filter(|m| *m != 0),
+            hairpin_mode: field(raw, "hairpinMode")?.unwrap_or(true),
+            decided: DECIDED_BY_THE_OVERLAY
+                .iter()
+                .copied()
+                .filter(|k| raw.get(*k).is_some_and(|v| !v.is_null()))
+                .collect(),
+        })
+    }
+
+    /// The network's name, when it can name a state directory: DEL, CHECK and GC act only then
+    /// (an ADD with any other name was refused, so it created nothing).
+    pub fn usable_network(&self) -> Option<&str> {
+        self.network
+            .as_deref()
+            .filter(|n| tether_overlay_state::validate_name(n).is_ok())
+    }
+
+    /// What ADD needs beyond parsing; the lease-dependent checks are [`Config::check_lease`].
+    pub fn validate(&self) -> Result<&str, Error> {
+        let network = self.network.as_deref().ok_or_else(|| {
+            Error::invalid_config(
+                "missing \"network\": the overlay plugin needs the overlay network's name, as given to `tether overlay init`",
+            )
+        })?;
+        tether_overlay_state::validate_name(network)
+            .map_err(|e| Error::invalid_config(format!("invalid \"network\": {e}")))?;
+        if let Some(key) = self.decided.first() {
+            return Err(Error::new(
+                ErrorCode::UnsupportedField,
+                format!(
+                    "unsupported field \"{key}\": the overlay plugin derives it from the agent's lease"
+                ),
+            ));
+        }
+        if let Some(mtu) = self.mtu
+            && mtu < 68
+        {
+            return Err(Error::invalid_config(format!(
+                "invalid \"mtu\": {mtu} (must be at least 68)"
+            )));
+        }
+        Ok(network)
+    }
+
+    /// The MTU the containers get: ours when set, which may not exceed the lease's (a larger
+    /// one would be dropped by the VXLAN device, silently for TCP without PMTU discovery).
+    pub fn mtu_for(&self, lease: &HostLease) -> Result<u32, Error> {
+        match self.mtu {
+            Some(m) if m > lease.mtu => Err(Error::invalid_config(format!(
+                "invalid \"mtu\": {m} is above the overlay's {} (the underlay's MTU minus the VXLAN header): use at most {}",
+                lease.mtu, lease.mtu
+            ))),
+            Some(m) => Ok(m),
+            None => Ok(lease.mtu),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::request::Command;
+
+    fn req(extra: &str) -> Request {
+        let env = |k: &str| {
+            Some(
+                match k {
+                    "CNI_CONTAINERID" => "c1",
+                    "CNI_IFNAME" => "eth0",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"overlay"{extra}}}"#);
+        Request::from_env(Command::Del, &env, conf.into_bytes()).unwrap()
+    }
+
+    fn lease(mtu: u32) -> HostLease {
+        HostLease {
+            network: "ov1".into(),
+            overlay: "10.200.0.0/16".parse().unwrap(),
+            subnet: "10.200.3.0/24".parse().unwrap(),
+            mtu,
+            vni: 42,
+            backend: "vxlan".into(),
+            public_ip: "192.168.50.2".parse().unwrap(),
+            agent_pid: 1,
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(&req(r#","network":"ov1""#)).unwrap();
+        assert!(c.ip_masq && c.hairpin_mode);
+        assert_eq!(c.validate().unwrap(), "ov1");
+        assert_eq!(c.mtu_for(&lease(1450)).unwrap(), 1450);
+    }
+
+    #[test]
+    fn missing_or_bad_network_is_code_7_for_add_and_tolerated_by_parse() {
+        for extra in ["", r#","network":"../etc""#, r#","network":"""#] {
+            let c = Config::parse(&req(extra)).unwrap();
+            assert_eq!(c.usable_network(), None, "{extra}");
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.code, 7, "{extra}");
+            assert!(e.msg.contains("network"), "{}", e.msg);
+        }
+        assert_eq!(Config::parse(&req(r#","network":7"#)).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn mtu_may_not_exceed_the_lease() {
+        let c = Config::parse(&req(r#","network":"ov1","mtu":1400"#)).unwrap();
+        assert_eq!(c.mtu_for(&lease(1450)).unwrap(), 1400);
+        let e = c.mtu_for(&lease(1350)).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("1350"), "{}", e.msg);
+        let c = Config::parse(&req(r#","network":"ov1","mtu":20"#)).unwrap();
+        assert_eq!(c.validate().unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn keys_the_overlay_decides_are_refused_with_code_2() {
+        for extra in [r#","bridge":"br0""#, r#","ipam":{"type":"dhcp"}"#] {
+            let c = Config::parse(&req(&format!(r#","network":"ov1"{extra}"#))).unwrap();
+            assert_eq!(c.validate().unwrap_err().code, 2, "{extra}");
+        }
+    }
+}

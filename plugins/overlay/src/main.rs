@@ -1,0 +1,3 @@
+fn main() {
+    cni::run(&tether_overlay::Overlay)
+}
