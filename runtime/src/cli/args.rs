@@ -135,6 +135,9 @@ pub enum Command {
     /// Drive a network config by hand, as cnitool does
     #[command(subcommand)]
     Cni(crate::cnitool::CniCmd),
+    /// Multi-host overlay networks: VXLAN between hosts, cluster state in etcd
+    #[command(subcommand)]
+    Overlay(tether_overlay::OverlayCmd),
 }
 
 #[derive(Debug, Args)]

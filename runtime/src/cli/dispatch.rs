@@ -85,6 +85,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<i32> {
             }
         },
         Command::Cni(c) => print::cni(cnitool::execute(&p, &c)?),
+        Command::Overlay(o) => Ok(tether_overlay::main(o)),
     }
 }
 

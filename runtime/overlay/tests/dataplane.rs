@@ -1,0 +1,169 @@
+//! The overlay's data plane between three hosts, through real agents and a real etcd.
+
+mod cluster;
+
+use cluster::{Cluster, ping_args, wait_for};
+use netns_fixtures::{EchoServer, tcp_echo, udp_echo};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[test]
+fn containers_on_three_hosts_exchange_icmp_tcp_and_udp_and_teardown_leaves_nothing() {
+    let mut c = Cluster::new(3, 42, 5);
+    c.init("10.200.0.0/16", &["--vni", "42"]);
+    for i in 0..3 {
+        c.start_agent(i);
+    }
+    let leases: Vec<_> = (0..3).map(|i| c.wait_lease(i)).collect();
+    let subnets: std::collections::HashSet<_> = leases.iter().map(|l| l.subnet).collect();
+    assert_eq!(subnets.len(), 3, "distinct subnets: {leases:?}");
+    for l in &leases {
+        assert_eq!(l.mtu, 1450, "underlay 1500 - 50");
+        assert_eq!(l.vni, 42);
+        assert_eq!(l.overlay.to_string(), "10.200.0.0/16");
+    }
+    for i in 0..3 {
+        c.attach_container(i);
+        c.wait_routes(i, 2);
+    }
+    // The device as flannel makes it: learning off, the port, MTU, address = subnet network /32.
+    let d = c.hosts[0]
+        .ns
+        .ip_json(&["-d", "addr", "show", "dev", "tvx-42"]);
+    let link = &d[0];
+    assert_eq!(link["mtu"], 1450);
+    let info = &link["linkinfo"]["info_data"];
+    assert_eq!(info["id"], 42);
+    assert_eq!(info["port"], 4789);
+    assert_eq!(info["learning"], false);
+    assert_eq!(info["local"], "192.168.77.10");
+    let ipnetwork::IpNetwork::V4(s0) = leases[0].subnet else {
+        panic!()
+    };
+    assert_eq!(link["addr_info"][0]["local"], s0.network().to_string());
+    assert_eq!(link["addr_info"][0]["prefixlen"], 32);
+    // Per peer: a permanent neighbour, a permanent FDB entry to its public IP, an onlink route.
+    let peers = c.hosts[0].state().read_peers().unwrap();
+    assert_eq!(peers.len(), 2);
+    let neigh = c.hosts[0].ns.sh("ip", &["neigh", "show", "dev", "tvx-42"]);
+    let fdb = c.hosts[0]
+        .ns
+        .sh("bridge", &["fdb", "show", "dev", "tvx-42"]);
+    let routes = c.overlay_routes(0);
+    for p in &peers {
+        let ipnetwork::IpNetwork::V4(s) = p.subnet else {
+            panic!()
+        };
+        let mac = p.vtep_mac.as_deref().unwrap();
+        assert!(
+            neigh.contains(&format!("{} lladdr {mac} PERMANENT", s.network())),
+            "{neigh}"
+        );
+        assert!(
+            fdb.contains(&format!("{mac} dst {} self permanent", p.public_ip)),
+            "{fdb}"
+        );
+        assert!(
+            routes.iter().any(
+                |r| r.starts_with(&format!("{s} via {} ", s.network())) && r.contains("onlink")
+            ),
+            "{routes:?}"
+        );
+    }
+    c.wait_full_mesh(&[0, 1, 2]);
+    // TCP and UDP between containers of different hosts.
+    let target = IpAddr::V4(c.container_ip(2));
+    let tcp = EchoServer::tcp(c.container(2), SocketAddr::new(target, 7000));
+    let udp = EchoServer::udp(c.container(2), SocketAddr::new(target, 7001));
+    assert_eq!(
+        tcp_echo(c.container(0), tcp.addr(), b"over tcp").unwrap(),
+        b"over tcp"
+    );
+    assert_eq!(
+        udp_echo(c.container(1), udp.addr(), b"over udp").unwrap(),
+        b"over udp"
+    );
+    assert_eq!(
+        tcp.peers()[0].ip(),
+        IpAddr::V4(c.container_ip(0)),
+        "no NAT inside the overlay"
+    );
+    drop((tcp, udp));
+    // MTU 1450: 1400 bytes of ICMP payload with DF fit, and so does a full 1450-byte packet
+    // (1422 + 28: 1500 on the underlay with the 50 of VXLAN); 1450 bytes of payload do not,
+    // and ping says why.
+    let to = c.container_ip(1);
+    assert!(ping_args(c.container(0), to, &["-M", "do", "-s", "1400"]));
+    assert!(ping_args(c.container(0), to, &["-M", "do", "-s", "1422"]));
+    let big = c
+        .container(0)
+        .command("ping")
+        .args([
+            "-n",
+            "-c1",
+            "-W1",
+            "-M",
+            "do",
+            "-s",
+            "1450",
+            &to.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!big.status.success());
+    let text =
+        String::from_utf8_lossy(&big.stdout).to_string() + &String::from_utf8_lossy(&big.stderr);
+    assert!(text.contains("message too long, mtu=1450"), "{text}");
+    // In a steady state the reconcile loop finds nothing to fix.
+    for h in &c.hosts {
+        assert!(!h.log_text().contains("reconcile:"), "{}", h.log_text());
+    }
+    c.teardown_and_assert_clean();
+}
+
+#[test]
+fn a_device_route_or_fdb_entry_deleted_by_hand_is_restored_within_a_second() {
+    let mut c = Cluster::new(2, 7, 5);
+    c.init("10.201.0.0/16", &["--vni", "7"]);
+    c.start_agent(0);
+    c.start_agent(1);
+    c.attach_container(0);
+    c.attach_container(1);
+    c.wait_routes(0, 1);
+    c.wait_full_mesh(&[0, 1]);
+    let h = &c.hosts[0].ns;
+    let restored = |what: &str, check: &dyn Fn() -> bool| {
+        wait_for(Duration::from_secs(1), what, || check().then_some(()));
+    };
+    // The route.
+    let route = c.overlay_routes(0)[0].clone();
+    let dst = route.split_whitespace().next().unwrap().to_string();
+    h.sh("ip", &["route", "del", &dst, "dev", "tvx-7"]);
+    restored("route restored", &|| c.overlay_routes(0).len() == 1);
+    // The FDB entry.
+    let peer = &c.hosts[0].state().read_peers().unwrap()[0];
+    let mac = peer.vtep_mac.clone().unwrap();
+    let dst_ip = peer.public_ip.to_string();
+    h.sh(
+        "bridge",
+        &["fdb", "del", &mac, "dev", "tvx-7", "dst", &dst_ip, "self"],
+    );
+    restored("FDB entry restored", &|| {
+        h.sh("bridge", &["fdb", "show", "dev", "tvx-7"])
+            .contains(&mac)
+    });
+    // The device itself (its entries go with it).
+    h.sh("ip", &["link", "del", "tvx-7"]);
+    restored("device and route restored", &|| {
+        c.overlay_routes(0).len() == 1
+    });
+    wait_for(Duration::from_secs(2), "ping after the restore", || {
+        c.ping(0, 1).then_some(())
+    });
+    assert!(
+        c.hosts[0].log_text().contains("recreated tvx-7"),
+        "{}",
+        c.hosts[0].log_text()
+    );
+    c.teardown_and_assert_clean();
+}
