@@ -41,6 +41,8 @@ pub struct AgentOptions {
     pub iface: String,
     pub lease_ttl: i64,
     pub state_dir: PathBuf,
+    /// Keep retrying while etcd is unreachable at start (boot ordering) instead of failing.
+    pub wait_for_etcd: bool,
 }
 
 /// A live etcd session: the watch and the lease keep-alive.
@@ -73,7 +75,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
     let dir = NetworkDir::new(&o.state_dir, &o.network)?;
     let h = dataplane::connect()?;
     let underlay = dataplane::underlay(&h, &o.iface).await?;
-    let store = Store::connect(&o.etcd, &o.network).await?;
+    let store = connect(&o).await?;
     let cfg = store.config().await?;
     cfg.validate()?;
     let under_net =
@@ -130,6 +132,26 @@ pub async fn run(o: AgentOptions) -> Result<()> {
     a.main_loop(&mut term, &mut int).await;
     a.teardown().await;
     Ok(())
+}
+
+/// The store, proven reachable; with `--wait-for-etcd`, retried with backoff (each failure
+/// logged, naming the URL) until it answers.
+async fn connect(o: &AgentOptions) -> Result<Store> {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match Store::connect(&o.etcd, &o.network).await {
+            Ok(s) => return Ok(s),
+            Err(e @ Error::Etcd { .. }) if o.wait_for_etcd => {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                error!(
+                    "{e}; --wait-for-etcd: retrying in {} ms",
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Claims a subnet by transaction: ours from before (same public IP), the previous one, a free one.

@@ -58,6 +58,9 @@ pub struct AgentArgs {
     /// Where lease.json, peers.json and agent.pid go [default: $TETHER_OVERLAY_DIR or /run/tether/overlay]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// At start, keep retrying while etcd is unreachable instead of failing (for boot ordering)
+    #[arg(long)]
+    pub wait_for_etcd: bool,
 }
 
 /// Runs an overlay command; returns the exit code (errors are printed on stderr).
@@ -91,6 +94,7 @@ async fn run(cmd: OverlayCmd) -> Result<()> {
                 iface: a.iface,
                 lease_ttl: a.lease_ttl,
                 state_dir: a.state_dir.unwrap_or_else(tether_overlay_state::root),
+                wait_for_etcd: a.wait_for_etcd,
             })
             .await
         }

@@ -72,9 +72,7 @@ impl Store {
             network: network.to_string(),
             client,
         };
-        s.get_config()
-            .await
-            .map_err(|e| Error::etcd(url, format!("cannot reach etcd: {e}")))?;
+        s.get_config().await?;
         Ok(s)
     }
 

@@ -244,6 +244,10 @@ impl Cluster {
     }
 
     pub fn start_agent(&mut self, i: usize) {
+        self.start_agent_with(i, &[]);
+    }
+
+    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
         let h = &self.hosts[i];
         assert!(h.agent.is_none(), "agent {i} already running");
         let log = std::fs::OpenOptions::new()
@@ -257,6 +261,7 @@ impl Cluster {
                     "overlay", "agent", NET, "--etcd", &self.url, "--iface", "eth0",
                 ])
                 .args(["--lease-ttl", &self.ttl.to_string()])
+                .args(extra)
                 .env("TETHER_OVERLAY_DIR", h.dir.path())
                 .env("TETHER_ROOT", h.dir.path().join("root"))
                 .stdout(Stdio::null())
