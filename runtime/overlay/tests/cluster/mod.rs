@@ -385,6 +385,15 @@ impl Cluster {
         addr
     }
 
+    /// Removes host `i`'s hand-made container and bridge (the namespace goes with its value).
+    pub fn detach_container(&mut self, i: usize) {
+        let br = tether_overlay_state::bridge_name(self.vni);
+        let nl = self.hosts[i].ns.netlink();
+        let _ = nl.del_link_by_name("vc0");
+        let _ = nl.del_link_by_name(&br);
+        self.hosts[i].container = None;
+    }
+
     pub fn container(&self, i: usize) -> &Netns {
         &self.hosts[i]
             .container
