@@ -447,6 +447,9 @@ impl Agent {
                 None
             }
         };
+        // Until one sync has listed the peers, the peer map is not the truth: reconciling against
+        // it would remove a restarted agent's still-valid entries.
+        let mut synced = session.is_some();
         let mut backoff = BACKOFF_MIN;
         let mut retry_at = Instant::now() + backoff;
         let mut reconcile = interval(RECONCILE_EVERY);
@@ -457,7 +460,7 @@ impl Agent {
             let lost: Option<String> = tokio::select! {
                 _ = term.recv() => { info!("SIGTERM: leaving the overlay"); break }
                 _ = int.recv() => { info!("SIGINT: leaving the overlay"); break }
-                _ = reconcile.tick() => {
+                _ = reconcile.tick(), if synced => {
                     match self.dp.reconcile(&self.peers).await {
                         Ok(fixed) => for f in fixed { warn!("reconcile: {f}") },
                         Err(e) => warn!(error = %e, "reconcile failed; retrying"),
@@ -485,6 +488,7 @@ impl Agent {
                         Ok(s) => {
                             info!(%url, peers = self.peers.len(), "etcd reachable again: resynced");
                             session = Some(s);
+                            synced = true;
                             backoff = BACKOFF_MIN;
                         }
                         Err(e) => {
