@@ -167,3 +167,33 @@ fn a_device_route_or_fdb_entry_deleted_by_hand_is_restored_within_a_second() {
     );
     c.teardown_and_assert_clean();
 }
+
+#[test]
+fn a_host_joining_or_leaving_is_applied_by_every_peer_within_a_second() {
+    let mut c = Cluster::new(3, 8, 30);
+    c.init("10.202.0.0/16", &["--vni", "8"]);
+    c.start_agent(0);
+    c.start_agent(1);
+    c.wait_routes(0, 1);
+    c.wait_routes(1, 1);
+    c.start_agent(2);
+    c.wait_lease(2);
+    let joined = std::time::Instant::now();
+    for i in 0..2 {
+        wait_for(Duration::from_secs(1), "join applied within 1 s", || {
+            (c.overlay_routes(i).len() == 2).then_some(())
+        });
+    }
+    eprintln!("join applied by both peers after {:?}", joined.elapsed());
+    // SIGTERM revokes the lease: no waiting for the 30 s TTL.
+    c.stop_agent(2, libc::SIGTERM);
+    let left = std::time::Instant::now();
+    for i in 0..2 {
+        wait_for(Duration::from_secs(1), "leave applied within 1 s", || {
+            (c.overlay_routes(i).len() == 1).then_some(())
+        });
+    }
+    eprintln!("leave applied by both peers after {:?}", left.elapsed());
+    c.assert_host_clean(2);
+    c.teardown_and_assert_clean();
+}
