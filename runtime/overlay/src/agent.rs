@@ -15,7 +15,7 @@
 //! Offline, the agent changes nothing in the kernel except what reconcile restores: traffic
 //! between hosts that were programmed keeps flowing while etcd is down.
 
-use crate::config::{NetworkConfig, SubnetRecord, parse_subnet_key, vtep_mac};
+use crate::config::{Backend, NetworkConfig, SubnetRecord, parse_subnet_key, vtep_mac};
 use crate::dataplane::{self, Dataplane, PeerEntry};
 use crate::error::{Error, Result};
 use crate::store::{CALL_TIMEOUT, Entry, Store};
@@ -94,7 +94,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
     let record = SubnetRecord {
         public_ip,
         backend: cfg.backend,
-        vtep_mac: Some(format_mac(vtep_mac(public_ip))),
+        vtep_mac: (cfg.backend == Backend::Vxlan).then(|| format_mac(vtep_mac(public_ip))),
     };
     // flannel's order: the subnet etcd says is ours, else the one in our local file, else a free one.
     let previous = match dir.read_lease() {
@@ -249,7 +249,7 @@ impl Agent {
             .map(|p| Peer {
                 public_ip: p.public_ip.into(),
                 subnet: IpNetwork::V4(p.subnet),
-                vtep_mac: Some(format_mac(p.mac)),
+                vtep_mac: (self.cfg.backend == Backend::Vxlan).then(|| format_mac(p.mac)),
             })
             .collect();
         if let Err(e) = self.dir.write_peers(&peers) {
@@ -261,9 +261,23 @@ impl Agent {
         if e.subnet == self.subnet || e.record.public_ip == self.record.public_ip {
             return None;
         }
-        let Some(mac) = e.record.vtep_mac.as_deref().and_then(parse_mac) else {
-            warn!(subnet = %e.subnet, "peer record without a valid vtepMac: ignored");
+        if e.record.backend != self.cfg.backend {
+            warn!(subnet = %e.subnet, backend = e.record.backend.as_str(), "peer with another backend: ignored");
             return None;
+        }
+        if !self.dp.reaches(e.record.public_ip) {
+            warn!(subnet = %e.subnet, public_ip = %e.record.public_ip, "host-gw peer not on this host's link: ignored");
+            return None;
+        }
+        let mac = match self.cfg.backend {
+            Backend::HostGw => [0; 6],
+            Backend::Vxlan => match e.record.vtep_mac.as_deref().and_then(parse_mac) {
+                Some(m) => m,
+                None => {
+                    warn!(subnet = %e.subnet, "peer record without a valid vtepMac: ignored");
+                    return None;
+                }
+            },
         };
         Some(PeerEntry {
             subnet: e.subnet,
@@ -516,7 +530,7 @@ impl Agent {
             Ok(Err(e)) => warn!(error = %e, "could not revoke the lease: it expires after its TTL"),
             Err(_) => warn!("revoking the lease timed out: it expires after its TTL"),
         }
-        if let Err(e) = self.dp.remove_device().await {
+        if let Err(e) = self.dp.remove_all(&self.peers).await {
             error!(error = %e, "could not remove {}", self.dp.device);
         }
         for r in [

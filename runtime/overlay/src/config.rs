@@ -31,12 +31,15 @@ pub const MAX_SUBNET_BITS: u8 = 16;
 pub enum Backend {
     /// VXLAN device tvx-<vni>: one neighbour, one FDB entry and one route per peer.
     Vxlan,
+    /// No encapsulation: one route per peer via its public IP (hosts must share a link).
+    HostGw,
 }
 
 impl Backend {
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Vxlan => "vxlan",
+            Backend::HostGw => "host-gw",
         }
     }
 }

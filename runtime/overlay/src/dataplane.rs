@@ -13,8 +13,11 @@
 //! complaints); a failed route rolls back the other two. Everything is replace-or-create, so
 //! re-programming a peer is harmless, and [`Dataplane::reconcile`] compares what the kernel
 //! holds with what it should and fixes the difference (entries or the device deleted by hand).
+//!
+//! The host-gw backend uses the same code with no device: one route per peer, `subnet via
+//! public_ip dev <underlay>`, and no neighbour or FDB entry.
 
-use crate::config::{NetworkConfig, vtep_mac};
+use crate::config::{Backend, NetworkConfig, vtep_mac};
 use crate::error::{Error, Result};
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
@@ -144,7 +147,10 @@ impl Dataplane {
             h,
             device: tether_overlay_state::vxlan_device(cfg.vni),
             cfg: cfg.clone(),
-            mtu: underlay.mtu.saturating_sub(crate::config::VXLAN_OVERHEAD),
+            mtu: match cfg.backend {
+                Backend::Vxlan => underlay.mtu.saturating_sub(crate::config::VXLAN_OVERHEAD),
+                Backend::HostGw => underlay.mtu,
+            },
             mac: vtep_mac(underlay.addr.ip()),
             underlay,
             subnet,
@@ -194,6 +200,10 @@ impl Dataplane {
 
     /// Creates the device unless it exists; returns its index and whether it was created.
     pub async fn ensure_device(&self) -> Result<(u32, bool)> {
+        if !self.vxlan() {
+            // host-gw: the routes go out of the underlay interface itself.
+            return Ok((self.underlay.index, false));
+        }
         if let Some(l) = link_by_name(&self.h, &self.device).await? {
             let idx = l.header.index;
             let up = l
@@ -244,8 +254,26 @@ impl Dataplane {
             .map_err(|e| nl(&format!("set {} up", self.device), e))
     }
 
-    /// Removes the device; the kernel drops its neighbours, FDB entries and routes with it.
-    pub async fn remove_device(&self) -> Result<()> {
+    fn vxlan(&self) -> bool {
+        self.cfg.backend == Backend::Vxlan
+    }
+
+    /// Whether host-gw can route to `ip` (on the underlay's link).
+    pub fn reaches(&self, ip: Ipv4Addr) -> bool {
+        self.vxlan()
+            || Ipv4Network::new(self.underlay.addr.network(), self.underlay.addr.prefix())
+                .is_ok_and(|n| n.contains(ip))
+    }
+
+    /// Everything this agent programmed: the VXLAN device (the kernel drops its neighbours, FDB
+    /// entries and routes with it), or host-gw's routes one by one.
+    pub async fn remove_all(&self, peers: &BTreeMap<Ipv4Network, PeerEntry>) -> Result<()> {
+        if !self.vxlan() {
+            for p in peers.values() {
+                self.remove_peer(self.underlay.index, p).await?;
+            }
+            return Ok(());
+        }
         if let Some(idx) = self.index().await? {
             gone_ok(self.h.link().del(idx).execute().await)
                 .map_err(|e| nl(&format!("delete {}", self.device), e))?;
@@ -253,18 +281,40 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The next hop of a peer's subnet: its VTEP address over tvx, or its public IP (host-gw).
+    fn gateway(&self, p: &PeerEntry) -> Ipv4Addr {
+        if self.vxlan() {
+            p.subnet.network()
+        } else {
+            p.public_ip
+        }
+    }
+
     fn route(&self, idx: u32, p: &PeerEntry) -> RouteMessage {
-        RouteMessageBuilder::<Ipv4Addr>::new()
+        let b = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(p.subnet.network(), p.subnet.prefix())
-            .gateway(p.subnet.network())
-            .output_interface(idx)
-            .onlink()
-            .build()
+            .gateway(self.gateway(p))
+            .output_interface(idx);
+        if self.vxlan() {
+            b.onlink().build()
+        } else {
+            b.build()
+        }
     }
 
     /// Neighbour, FDB entry, route, in that order; a failed route takes the other two back out.
     pub async fn add_peer(&self, idx: u32, p: &PeerEntry) -> Result<()> {
         let what = |s: &str| format!("{s} for peer {} ({})", p.subnet, p.public_ip);
+        if !self.vxlan() {
+            return self
+                .h
+                .route()
+                .add(self.route(idx, p))
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| nl(&what("add route"), e));
+        }
         self.h
             .neighbours()
             .add(idx, IpAddr::V4(p.subnet.network()))
@@ -307,6 +357,9 @@ impl Dataplane {
     pub async fn remove_peer(&self, idx: u32, p: &PeerEntry) -> Result<()> {
         gone_ok(self.h.route().del(self.route(idx, p)).execute().await)
             .map_err(|e| nl(&format!("delete route to {}", p.subnet), e))?;
+        if !self.vxlan() {
+            return Ok(());
+        }
         self.del_fdb(idx, p).await?;
         self.del_neighbour(idx, p).await
     }
@@ -341,7 +394,13 @@ impl Dataplane {
     /// What the kernel holds on the device: neighbours (ip → mac), FDB (mac, dst), routes (dst, gw).
     async fn observe(&self, idx: u32) -> Result<Observed> {
         let mut o = Observed::default();
-        for family in [AddressFamily::Inet, AddressFamily::Bridge] {
+        // host-gw has no neighbours or FDB entries of its own (and eth0's are not ours).
+        let families: &[AddressFamily] = if self.vxlan() {
+            &[AddressFamily::Inet, AddressFamily::Bridge]
+        } else {
+            &[]
+        };
+        for &family in families {
             let msgs: Vec<NeighbourMessage> = self
                 .h
                 .neighbours()
@@ -406,6 +465,7 @@ impl Dataplane {
             if oif == Some(idx)
                 && let (Some(dst), Some(gw)) = (dst, gw)
                 && let Ok(net) = Ipv4Network::new(dst, r.header.destination_prefix_length)
+                && self.cfg.is_host_subnet(net)
             {
                 o.routes.insert((net, gw));
             }
@@ -423,9 +483,11 @@ impl Dataplane {
         }
         let o = self.observe(idx).await?;
         for p in peers.values() {
-            let complete = o.neigh.contains(&(p.subnet.network(), p.mac))
-                && o.fdb.contains(&(p.mac, p.public_ip))
-                && o.routes.contains(&(p.subnet, p.subnet.network()));
+            let route = o.routes.contains(&(p.subnet, self.gateway(p)));
+            let complete = route
+                && (!self.vxlan()
+                    || o.neigh.contains(&(p.subnet.network(), p.mac))
+                        && o.fdb.contains(&(p.mac, p.public_ip)));
             if !complete {
                 tracing::debug!(?p, ?o, "peer entries incomplete");
                 self.add_peer(idx, p).await?;
@@ -440,7 +502,7 @@ impl Dataplane {
         // Entries of hosts that left while nobody was watching (e.g. before a restart).
         let want_routes: HashSet<_> = peers
             .values()
-            .map(|p| (p.subnet, p.subnet.network()))
+            .map(|p| (p.subnet, self.gateway(p)))
             .collect();
         for (net, gw) in o.routes.difference(&want_routes) {
             let m = RouteMessageBuilder::<Ipv4Addr>::new()

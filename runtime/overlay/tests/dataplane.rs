@@ -197,3 +197,83 @@ fn a_host_joining_or_leaving_is_applied_by_every_peer_within_a_second() {
     c.assert_host_clean(2);
     c.teardown_and_assert_clean();
 }
+
+/// host-gw's routes on host `i`: overlay subnets via another host's public IP, out of eth0.
+fn host_gw_routes(c: &Cluster, i: usize) -> Vec<String> {
+    c.hosts[i]
+        .ns
+        .sh("ip", &["-4", "route", "show", "dev", "eth0"])
+        .lines()
+        .filter(|l| l.starts_with("10.204.") && l.contains(" via 192.168.77."))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_host_gw_backend_routes_via_peer_public_ips_without_encapsulation() {
+    let mut c = Cluster::new(3, 9, 5);
+    c.init("10.204.0.0/16", &["--vni", "9", "--backend", "host-gw"]);
+    for i in 0..3 {
+        c.start_agent(i);
+    }
+    for i in 0..3 {
+        let l = c.wait_lease(i);
+        assert_eq!(
+            (l.backend.as_str(), l.mtu),
+            ("host-gw", 1500),
+            "no encapsulation"
+        );
+        c.attach_container(i);
+    }
+    for i in 0..3 {
+        wait_for(Duration::from_secs(5), "host-gw routes", || {
+            (host_gw_routes(&c, i).len() == 2).then_some(())
+        });
+        assert!(
+            c.hosts[i]
+                .ns
+                .netlink()
+                .link_by_name("tvx-9")
+                .unwrap()
+                .is_none()
+        );
+    }
+    for p in c.hosts[0].state().read_peers().unwrap() {
+        assert_eq!(p.vtep_mac, None);
+        let want = format!("{} via {} ", p.subnet, p.public_ip);
+        assert!(
+            host_gw_routes(&c, 0).iter().any(|r| r.starts_with(&want)),
+            "{want}"
+        );
+    }
+    c.wait_full_mesh(&[0, 1, 2]);
+    // A full-size 1500-byte packet with DF passes: nothing is added on the wire.
+    assert!(ping_args(
+        c.container(0),
+        c.container_ip(2),
+        &["-M", "do", "-s", "1472"]
+    ));
+    // A route deleted by hand comes back.
+    let r = host_gw_routes(&c, 1)[0].clone();
+    let dst = r.split_whitespace().next().unwrap().to_string();
+    c.hosts[1].ns.sh("ip", &["route", "del", &dst]);
+    wait_for(Duration::from_secs(1), "host-gw route restored", || {
+        (host_gw_routes(&c, 1).len() == 2).then_some(())
+    });
+    // That was the only thing reconcile ever had to fix.
+    let fixes = |i: usize| c.hosts[i].log_text().matches("reconcile:").count();
+    assert_eq!(
+        (fixes(0), fixes(1), fixes(2)),
+        (0, 1, 0),
+        "{}",
+        c.hosts[1].log_text()
+    );
+    c.teardown_and_assert_clean();
+    for i in 0..3 {
+        assert!(
+            host_gw_routes(&c, i).is_empty(),
+            "host {i}: {:?}",
+            host_gw_routes(&c, i)
+        );
+    }
+}
