@@ -8,7 +8,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(iptables nftables iproute2 iputils-ping busybox-static containernetworking-plugins podman procps util-linux
-          containerd golang-go golang-github-appc-cni-dev)
+          containerd golang-go golang-github-appc-cni-dev
+          etcd-server etcd-client protobuf-compiler iperf3)
 # dnsname's tests query with dig; tests/dns-bench measures tether-dns against the other two.
 packages+=(dnsutils dnsmasq-base aardvark-dns)
 missing=()

@@ -2,7 +2,15 @@ use clap::Parser;
 
 fn main() {
     let cli = tether::cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log)
+    // The overlay agent is a daemon: its joins, leaves and etcd outages are worth seeing.
+    let overlay =
+        matches!(cli.command, tether::cli::Command::Overlay(_)) && cli.global.log == "warn";
+    let log = if overlay {
+        "info"
+    } else {
+        cli.global.log.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

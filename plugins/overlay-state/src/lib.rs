@@ -189,6 +189,24 @@ impl NetworkDir {
     pub fn remove_peers(&self) -> Result<()> {
         remove(&self.peers_file())
     }
+
+    /// The agent's pid, or `None` when no agent wrote one.
+    pub fn read_pid(&self) -> Result<Option<u32>> {
+        let path = self.pid_file();
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(s.trim().parse().ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+    /// Written atomically, like the JSON files.
+    pub fn write_pid(&self, pid: u32) -> Result<()> {
+        write_bytes(&self.pid_file(), format!("{pid}\n").as_bytes())
+    }
+    /// Gone is success.
+    pub fn remove_pid(&self) -> Result<()> {
+        remove(&self.pid_file())
+    }
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
@@ -209,6 +227,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
 
 /// Temp file in the same directory, then rename: a reader sees the old file or the new one.
 fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).expect("state types serialize");
+    write_bytes(path, &bytes)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -220,9 +243,8 @@ fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
         path.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
-    let bytes = serde_json::to_vec_pretty(value).expect("state types serialize");
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
@@ -271,6 +293,18 @@ mod tests {
             0,
             "no temp files left"
         );
+    }
+
+    #[test]
+    fn pid_file_round_trips_and_removal_is_idempotent() {
+        let root = tempfile::tempdir().unwrap();
+        let d = NetworkDir::new(root.path(), "ov1").unwrap();
+        assert_eq!(d.read_pid().unwrap(), None);
+        d.write_pid(1234).unwrap();
+        assert_eq!(d.read_pid().unwrap(), Some(1234));
+        d.remove_pid().unwrap();
+        d.remove_pid().unwrap();
+        assert_eq!(d.read_pid().unwrap(), None);
     }
 
     #[test]

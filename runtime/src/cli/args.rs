@@ -158,6 +158,9 @@ pub enum Command {
         /// The new image's NAME[:TAG]
         reference: String,
     },
+    /// Multi-host overlay networks: VXLAN between hosts, cluster state in etcd
+    #[command(subcommand)]
+    Overlay(tether_overlay_agent::OverlayCmd),
 }
 
 #[derive(Debug, Args)]

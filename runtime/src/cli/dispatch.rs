@@ -94,6 +94,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<i32> {
             container,
             reference,
         } => image::cmd::commit(&p, &container, &reference),
+        Command::Overlay(o) => Ok(tether_overlay_agent::main(o)),
     }
 }
 
