@@ -11,6 +11,7 @@
 //! The container side is built by hand (a bridge named like the plugin's, carrying the gateway
 //! from lease.json, one veth into a container namespace): the overlay CNI plugin is a separate
 //! piece; these tests prove the agent's data plane.
+//! `end_to_end.rs` attaches containers through the real plugin and `tether run --net` instead.
 #![allow(dead_code)]
 
 use netns_fixtures::{Netns, bin_dir, require_privileges};
