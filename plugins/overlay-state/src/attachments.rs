@@ -97,6 +97,30 @@ impl NetworkDir {
         remove(&self.attachment_file(container_id, ifname)?)
     }
 
+    /// The host subnets this host's containers are attached on, from the records' `"subnet"`
+    /// (the plugin writes it; it is the one key of a record the agent reads): a restarted agent
+    /// whose lease.json is gone (it revoked the lease on SIGTERM) asks for this subnet again
+    /// rather than leasing a new one under containers that still use the old one. Records that
+    /// do not parse are skipped (DEL reports them; they decide nothing here).
+    pub fn attached_subnets(&self) -> Result<Vec<ipnetwork::IpNetwork>> {
+        let mut v: Vec<ipnetwork::IpNetwork> = Vec::new();
+        for (cid, ifname) in self.attachments()? {
+            let subnet = match self.read_attachment(&cid, &ifname) {
+                Ok(Some(rec)) => rec
+                    .get("subnet")
+                    .and_then(|s| s.as_str())
+                    .and_then(|s| s.parse().ok()),
+                _ => None,
+            };
+            if let Some(s) = subnet
+                && !v.contains(&s)
+            {
+                v.push(s);
+            }
+        }
+        Ok(v)
+    }
+
     /// Every attachment with a record, sorted; none when the directory does not exist.
     pub fn attachments(&self) -> Result<Vec<(String, String)>> {
         let dir = self.attachments_dir();
@@ -141,6 +165,20 @@ mod tests {
             d.read_attachment("c1", "eth0").unwrap(),
             Some(json!({"a": 1}))
         );
+        assert!(
+            d.attached_subnets().unwrap().is_empty(),
+            "no \"subnet\" key"
+        );
+        d.write_attachment("c3", "eth0", &json!({"subnet": "10.200.3.0/24"}))
+            .unwrap();
+        d.write_attachment("c4", "eth0", &json!({"subnet": "10.200.3.0/24"}))
+            .unwrap();
+        assert_eq!(
+            d.attached_subnets().unwrap(),
+            vec!["10.200.3.0/24".parse::<ipnetwork::IpNetwork>().unwrap()]
+        );
+        d.remove_attachment("c3", "eth0").unwrap();
+        d.remove_attachment("c4", "eth0").unwrap();
         d.remove_attachment("c1", "eth0").unwrap();
         d.remove_attachment("c1", "eth0").unwrap();
         assert_eq!(d.attachments().unwrap().len(), 1);

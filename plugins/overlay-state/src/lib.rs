@@ -10,6 +10,7 @@
 //!      ├── agent.pid         agent: its pid, while it runs
 //!      ├── ipam/             plugin: host-local's store (one per host, whichever runtime calls)
 //!      └── attachments/      plugin: the delegate config each ADD used, for DEL without the agent
+//!                            (agent: reads their "subnet" at start, to keep its containers' subnet)
 //!
 //!  kernel objects, derived from the VNI alone so that DEL and cleanup find them again:
 //!      tvx-<vni>   VXLAN device (agent), address = the host subnet's network address /32

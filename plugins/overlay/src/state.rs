@@ -7,7 +7,8 @@
 //!  ├── ipam/<network>/       host-local's store (the delegate's dataDir)
 //!  └── attachments/<cid>@<ifname>.json       written by ADD before anything else, removed by DEL:
 //!        { "owner": <CNI network name the runtime used>,
-//!          "subnet": <host subnet of the lease ADD used>, "overlay": <overlay CIDR>,
+//!          "subnet": <host subnet of the lease ADD used; a restarted agent asks for it again>,
+//!          "overlay": <overlay CIDR>,
 //!          "ipMasq": bool, "delegate": <the bridge config ADD delegated with> }
 //!
 //!  attachments/.masquerade   stamp: the network's masquerading was ensured since the last

@@ -96,14 +96,10 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         backend: cfg.backend,
         vtep_mac: (cfg.backend == Backend::Vxlan).then(|| format_mac(vtep_mac(public_ip))),
     };
-    // flannel's order: the subnet etcd says is ours, else the one in our local file, else a free one.
-    let previous = match dir.read_lease() {
-        Ok(Some(HostLease {
-            subnet: IpNetwork::V4(s),
-            ..
-        })) if cfg.is_host_subnet(s) => Some(s),
-        _ => None,
-    };
+    // flannel's order: the subnet etcd says is ours, else the one in our local file, else a free
+    // one. Our local file is gone after a clean stop (SIGTERM removes lease.json), but the
+    // plugin's records still name the subnet of the containers left on tob-<vni>: ask for it.
+    let previous = previous_subnet(&dir, &cfg);
     let lease = store.grant(o.lease_ttl).await?;
     let subnet = match acquire(&store, &cfg, &o.network, &record, lease, previous).await {
         Ok(s) => s,
@@ -113,6 +109,11 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         }
     };
     info!(network = %o.network, %subnet, %public_ip, lease = format!("{lease:x}"), "leased host subnet");
+    if let Some(p) = previous.filter(|p| *p != subnet)
+        && dir.attached_subnets().is_ok_and(|v| !v.is_empty())
+    {
+        error!(previous = %p, %subnet, "another host took the subnet this host's containers are on: they must be re-attached");
+    }
     let dp = Dataplane::new(h, &cfg, underlay, subnet);
     let mut a = Agent {
         o,
@@ -132,6 +133,22 @@ pub async fn run(o: AgentOptions) -> Result<()> {
     a.main_loop(&mut term, &mut int).await;
     a.teardown().await;
     Ok(())
+}
+
+/// The subnet this host had: lease.json's (a crash or SIGKILL left it), else the one the
+/// plugin's attachment records are on (a clean stop removed lease.json, not the containers).
+fn previous_subnet(dir: &NetworkDir, cfg: &NetworkConfig) -> Option<Ipv4Network> {
+    let host_subnet = |n: IpNetwork| match n {
+        IpNetwork::V4(s) if cfg.is_host_subnet(s) => Some(s),
+        _ => None,
+    };
+    if let Ok(Some(l)) = dir.read_lease()
+        && let Some(s) = host_subnet(l.subnet)
+    {
+        return Some(s);
+    }
+    let attached = dir.attached_subnets().unwrap_or_default();
+    attached.into_iter().find_map(host_subnet)
 }
 
 /// The store, proven reachable; with `--wait-for-etcd`, retried with backoff (each failure

@@ -413,3 +413,33 @@ fn with_host_gw_the_plugin_gives_containers_the_full_underlay_mtu_and_they_talk_
     c.teardown_and_assert_clean();
     assert_no_overlay_route(&c, "10.231.");
 }
+
+#[test]
+fn an_agent_stopped_and_restarted_under_attached_containers_takes_back_their_subnet() {
+    let mut c = Cluster::new(2, 63, 3);
+    c.init("10.232.0.0/16", &["--vni", "63"]);
+    for i in 0..2 {
+        c.start_agent(i);
+    }
+    let before = c.wait_lease(0);
+    let (c0, c1) = (Netns::new().unwrap(), Netns::new().unwrap());
+    let r0 = cni(&c, 0, "ADD", "r0", Some(&c0), None).ok();
+    let r1 = cni(&c, 1, "ADD", "r1", Some(&c1), None).ok();
+    c.wait_routes(1, 1);
+    ping(&c1, ip_of(&r0));
+    // SIGTERM revokes the lease and removes lease.json, but c0 stays on the subnet's bridge.
+    c.stop_agent(0, libc::SIGTERM);
+    c.wait_routes(1, 0);
+    c.start_agent(0);
+    let after = c.wait_lease(0);
+    assert_eq!(
+        after.subnet, before.subnet,
+        "the restarted agent must lease the subnet its host's containers are on"
+    );
+    c.wait_routes(1, 1);
+    ping(&c1, ip_of(&r0));
+    cni(&c, 0, "DEL", "r0", None, Some(&r0)).ok_empty();
+    cni(&c, 1, "DEL", "r1", None, Some(&r1)).ok_empty();
+    c.teardown_and_assert_clean();
+    assert_no_overlay_route(&c, "10.232.");
+}
