@@ -8,8 +8,11 @@
 //!                    bridge + veth + container layout): the kernel's own cost
 //!               in ABBA order, 9 rounds of 2 s; medians, bests and their ratios
 //!  convergence  N-1 agents converged; start the N-th agent: time until every other host's
-//!               container has pinged its container (lease → container attach → ping), N = 3, 20
+//!               container has pinged its container (lease → plugin ADD → ping), N = 3, 20
 //! ```
+//!
+//! Every overlay container is attached by the real `overlay` CNI plugin (ADD through the
+//! protocol, delegating to bridge + host-local), as `tether run --net` or any runtime would.
 #[path = "../tests/cluster/mod.rs"]
 mod cluster;
 
@@ -138,8 +141,8 @@ fn throughput(rounds: usize, secs: u32) -> [f64; 4] {
     c.init("10.240.0.0/16", &["--vni", "50"]);
     c.start_agent(0);
     c.start_agent(1);
-    c.attach_container(0);
-    c.attach_container(1);
+    c.attach_with_plugin(0);
+    c.attach_with_plugin(1);
     c.wait_full_mesh(&[0, 1]);
     let (ha, hb) = hand_pair(&c);
     let (mut ov, mut hand) = (Vec::new(), Vec::new());
@@ -170,6 +173,7 @@ fn throughput(rounds: usize, secs: u32) -> [f64; 4] {
     for i in 0..2 {
         c.hosts[i].ns.sh("ip", &["link", "del", "vxh"]);
         c.hosts[i].ns.sh("ip", &["link", "del", "hbr"]);
+        c.detach_with_plugin(i);
     }
     c.teardown_and_assert_clean();
     let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
@@ -182,7 +186,10 @@ fn convergence(n: usize, runs: usize) -> Vec<f64> {
     c.init("10.241.0.0/16", &["--vni", &(70 + n).to_string()]);
     for i in 0..n - 1 {
         c.start_agent(i);
-        c.attach_container(i);
+    }
+    for i in 0..n - 1 {
+        c.wait_lease(i);
+        c.attach_with_plugin(i);
     }
     for i in 0..n - 1 {
         c.wait_routes(i, n - 2);
@@ -195,7 +202,7 @@ fn convergence(n: usize, runs: usize) -> Vec<f64> {
         while c.hosts[last].state().read_lease().ok().flatten().is_none() {
             std::thread::sleep(Duration::from_millis(2));
         }
-        let target = c.attach_container(last);
+        let target = c.attach_with_plugin(last);
         let worst = std::thread::scope(|s| {
             let hs: Vec<_> = (0..last)
                 .map(|i| {
@@ -213,10 +220,13 @@ fn convergence(n: usize, runs: usize) -> Vec<f64> {
         times.push(worst.as_secs_f64());
         eprintln!("{n} hosts, run {r}: {:.0} ms", worst.as_secs_f64() * 1e3);
         c.stop_agent(last, libc::SIGTERM);
-        c.detach_container(last);
+        c.detach_with_plugin(last);
         for i in 0..last {
             c.wait_routes(i, n - 2);
         }
+    }
+    for i in 0..last {
+        c.detach_with_plugin(i);
     }
     c.teardown_and_assert_clean();
     times

@@ -386,6 +386,44 @@ impl Cluster {
         addr
     }
 
+    /// A container on host `i` attached by the real `overlay` CNI plugin, once the agent has a
+    /// lease (ADD with the conflist
+    /// `{"type": "overlay", "network": NET}`, CNI_PATH = the build directory); returns its address.
+    pub fn attach_with_plugin(&mut self, i: usize) -> Ipv4Addr {
+        self.wait_lease(i);
+        let c = Netns::new().unwrap();
+        let r = self.plugin(i, "ADD", Some(&c)).ok();
+        let a = r["ips"][0]["address"].as_str().unwrap();
+        let addr: Ipv4Addr = a.split('/').next().unwrap().parse().unwrap();
+        self.hosts[i].container = Some((c, addr));
+        addr
+    }
+
+    /// DEL of host `i`'s plugin-attached container (works with its agent stopped).
+    pub fn detach_with_plugin(&mut self, i: usize) {
+        self.plugin(i, "DEL", None).ok_empty();
+        self.hosts[i].container = None;
+    }
+
+    fn plugin(&self, i: usize, cmd: &str, ns: Option<&Netns>) -> netns_fixtures::CniOutput {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "ov-bench", "type": "overlay", "network": NET,
+        });
+        let mut r = self.hosts[i]
+            .ns
+            .cni(netns_fixtures::plugin("overlay"))
+            .command(cmd)
+            .container_id(&format!("ctr{i}"))
+            .ifname("eth0")
+            .cni_path([bin_dir()])
+            .env("TETHER_OVERLAY_DIR", self.hosts[i].dir.path())
+            .stdin(conf);
+        if let Some(ns) = ns {
+            r = r.netns(ns.path());
+        }
+        r.run()
+    }
+
     /// Removes host `i`'s hand-made container and bridge (the namespace goes with its value).
     pub fn detach_container(&mut self, i: usize) {
         let br = tether_overlay_state::bridge_name(self.vni);
