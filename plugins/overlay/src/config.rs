@@ -95,8 +95,15 @@ impl Config {
     pub fn mtu_for(&self, lease: &HostLease) -> Result<u32, Error> {
         match self.mtu {
             Some(m) if m > lease.mtu => Err(Error::invalid_config(format!(
-                "invalid \"mtu\": {m} is above the overlay's {} (the underlay's MTU minus the VXLAN header): use at most {}",
-                lease.mtu, lease.mtu
+                "invalid \"mtu\": {m} is above the overlay's {} ({}): use at most {}",
+                lease.mtu,
+                // host-gw adds no header: its lease carries the underlay's MTU unchanged.
+                if lease.backend == "host-gw" {
+                    "the underlay's MTU: host-gw adds no header"
+                } else {
+                    "the underlay's MTU minus the VXLAN header"
+                },
+                lease.mtu
             ))),
             Some(m) => Ok(m),
             None => Ok(lease.mtu),
@@ -164,6 +171,16 @@ mod tests {
         let e = c.mtu_for(&lease(1350)).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("1350"), "{}", e.msg);
+        assert!(e.msg.contains("VXLAN header"), "{}", e.msg);
+        let mut gw = lease(1500);
+        gw.backend = "host-gw".into();
+        let c = Config::parse(&req(r#","network":"ov1","mtu":9000"#)).unwrap();
+        let e = c.mtu_for(&gw).unwrap_err();
+        assert!(
+            e.msg.contains("1500") && e.msg.contains("host-gw adds no header"),
+            "{}",
+            e.msg
+        );
         let c = Config::parse(&req(r#","network":"ov1","mtu":20"#)).unwrap();
         assert_eq!(c.validate().unwrap_err().code, 7);
     }
