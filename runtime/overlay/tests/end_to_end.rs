@@ -61,23 +61,32 @@ fn ip_of(r: &Value) -> IpAddr {
     a.split('/').next().unwrap().parse().unwrap()
 }
 
-/// `tether` on host `i` with that host's own --root, --config-dir and overlay state directory.
-struct Tether<'a> {
-    c: &'a Cluster,
-    i: usize,
+/// `tether` on one host with that host's own --root, --config-dir and overlay state directory.
+/// It enters the host's namespace by path (nsenter), so it holds no borrow of the cluster and the
+/// test can stop that host's agent while tether's container still runs.
+struct Tether {
+    netns: PathBuf,
+    dir: PathBuf,
     cgroup_parent: String,
 }
 
-impl Tether<'_> {
-    fn root(&self) -> PathBuf {
-        self.c.hosts[self.i].dir.path().join("root")
+impl Tether {
+    fn new(c: &Cluster, i: usize) -> Tether {
+        Tether {
+            netns: c.hosts[i].ns.path(),
+            dir: c.hosts[i].dir.path().to_path_buf(),
+            cgroup_parent: format!("tether-ove2e-{}-{i}", std::process::id()),
+        }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let d = self.c.hosts[self.i].dir.path();
-        let mut cmd = self.c.hosts[self.i].ns.command(cluster::tether());
-        cmd.arg("--root")
-            .arg(self.root())
+        let d = &self.dir;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns.display()))
+            .arg("--")
+            .arg(cluster::tether())
+            .arg("--root")
+            .arg(d.join("root"))
             .arg("--config-dir")
             .arg(d.join("net.d"))
             .args(args)
@@ -108,7 +117,7 @@ impl Tether<'_> {
     }
 }
 
-impl Drop for Tether<'_> {
+impl Drop for Tether {
     fn drop(&mut self) {
         // A failed test must not leave containers or cgroups behind.
         if let Ok(out) = self.cmd(&["ps", "-a", "-q"]).output() {
@@ -206,11 +215,7 @@ fn containers_attached_by_the_real_plugin_and_tether_run_talk_across_three_hosts
     );
 
     // Host 2: `tether network create --driver overlay`, then `tether run --net`.
-    let t = Tether {
-        c: &c,
-        i: 2,
-        cgroup_parent: format!("tether-ove2e-{}", std::process::id()),
-    };
+    let t = Tether::new(&c, 2);
     let rootfs = busybox_rootfs(c.hosts[2].dir.path());
     t.ok(&["network", "create", NET, "--driver", "overlay"]);
     t.ok(&[
@@ -298,12 +303,16 @@ fn containers_attached_by_the_real_plugin_and_tether_run_talk_across_three_hosts
     want.sort();
     assert_eq!(peer_subnets, want, "{insp}");
 
+    // The agents leaving (SIGTERM) remove their VXLAN devices but not the plugin's bridge or
+    // its containers' attachments; DEL then works without the agent, direct or by `tether rm`.
+    c.stop_agent(2, libc::SIGTERM);
+    assert!(
+        !from_web(ip1),
+        "host 2 left the overlay: its container no longer reaches host 1"
+    );
     t.ok(&["rm", "-f", "web"]);
     t.ok(&["network", "rm", NET]);
     drop(t);
-
-    // The agent leaving (SIGTERM) removes its VXLAN device but not the plugin's bridge or its
-    // containers' attachments; DEL then works without the agent.
     c.stop_agent(0, libc::SIGTERM);
     assert!(
         c.hosts[0]
