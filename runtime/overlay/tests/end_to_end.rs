@@ -10,7 +10,9 @@
 //!
 //! Both halves were written apart (the agent's tests attach hand-made containers, the plugin's
 //! read a hand-written lease); this test is where their contract (lease.json, device and bridge
-//! names, MTU, who removes what) is checked against each other.
+//! names, MTU, who removes what) is checked against each other. Two smaller clusters check the
+//! same contract for host-gw (the lease's full MTU reaches the containers) and for an agent
+//! restarted under attached containers (it must take back their subnet).
 
 mod cluster;
 
