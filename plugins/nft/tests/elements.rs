@@ -75,7 +75,7 @@ fn concatenated_ranges_read_back_as_prefixes_and_ensure_and_destroy_are_idempote
     let mut nft = tether_nft::Nft::for_netns(std::os::fd::AsFd::as_fd(&ns)).unwrap();
     // Reads: one set, one element (present, absent), the table's sets.
     let got = nft.elements(&t, &ranges()).unwrap();
-    assert_eq!(got, [e.clone()]);
+    assert_eq!(got, std::slice::from_ref(&e));
     let key = Elem::key(&[Value::Proto(6), Value::Port(8080)]);
     let found = nft.element(&t, &ports(), &key).unwrap().unwrap();
     assert_eq!(found.data, Some(vec![v4("10.88.0.2"), Value::Port(80)]));
@@ -119,7 +119,8 @@ fn concatenated_ranges_read_back_as_prefixes_and_ensure_and_destroy_are_idempote
     for _ in 0..2 {
         let mut d = Batch::new();
         d.destroy_chain(&t, "x").destroy_set(&t, "pairs");
-        d.destroy_elements(&t, &ports(), &[key.clone()]).unwrap();
+        d.destroy_elements(&t, &ports(), std::slice::from_ref(&key))
+            .unwrap();
         apply(&ns, &d).unwrap();
     }
     assert!(nft.chains(&t).unwrap().is_empty());
