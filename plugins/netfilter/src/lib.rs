@@ -43,7 +43,7 @@ use std::path::PathBuf;
 
 pub use ipnetwork::IpNetwork;
 
-pub use backend::{Firewall, select};
+pub use backend::{BACKEND_ENV, Choice, Dual, Firewall, iptables_usable, select, select_for};
 pub use batch::{Batch, Rule};
 pub use exec::{Netfilter, Tools};
 pub use iptables::Iptables;
