@@ -266,7 +266,7 @@ impl Sandbox {
         .unwrap();
         clients::write_podman_storage_conf(&dir);
 
-        let mut hidden: Vec<String> = if plugin_dir == Path::new(REFERENCE_DIR) {
+        let hidden: Vec<String> = if plugin_dir == Path::new(REFERENCE_DIR) {
             vec![]
         } else {
             vec![REFERENCE_DIR.to_string()]
