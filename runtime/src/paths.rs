@@ -14,6 +14,9 @@ pub struct Paths {
     pub config_dir: PathBuf,
     /// Plugin search path, in order.
     pub cni_path: Vec<PathBuf>,
+    /// `--firewall-backend` / `firewallBackend`: "iptables" or "nftables", written into the
+    /// conflists as the plugins' own keys ([`crate::network::set_firewall_backend`]).
+    pub firewall_backend: Option<String>,
 }
 
 impl Paths {
@@ -48,6 +51,8 @@ struct ConfigFile {
     config_dir: Option<PathBuf>,
     /// A `:`-separated string or a list.
     cni_path: Option<Value>,
+    /// "iptables" or "nftables" (see `--firewall-backend`).
+    firewall_backend: Option<String>,
 }
 
 impl Paths {
@@ -56,6 +61,7 @@ impl Paths {
         root: Option<PathBuf>,
         config_dir: Option<PathBuf>,
         cni_path: Option<&str>,
+        firewall_backend: Option<&str>,
         config_file: &Path,
     ) -> Result<Paths> {
         let file: ConfigFile = match std::fs::read(config_file) {
@@ -75,7 +81,21 @@ impl Paths {
                 .collect(),
             _ => Vec::new(),
         };
+        let firewall_backend = firewall_backend
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or(file.firewall_backend);
+        if let Some(b) = firewall_backend.as_deref()
+            && !matches!(b, "iptables" | "nftables")
+        {
+            return Err(Error::usage(format!(
+                "unknown firewall backend {b:?} (--firewall-backend or firewallBackend in {}): \
+                 use iptables or nftables",
+                config_file.display()
+            )));
+        }
         Ok(Paths {
+            firewall_backend,
             root: root
                 .or(file.root)
                 .unwrap_or_else(|| PathBuf::from("/run/tether")),

@@ -35,7 +35,17 @@ pub struct Global {
     /// [default: the directory tether is installed in, then /opt/cni/bin]
     #[arg(long, global = true, env = "CNI_PATH", value_name = "DIRS")]
     pub cni_path: Option<String>,
-    /// A JSON config file with defaults for root, configDir and cniPath
+    /// Firewall backend the plugins use (iptables or nftables), written into the conflists as
+    /// ipMasqBackend (bridge) and backend (portmap, firewall); overrides firewallBackend of the
+    /// config file [default: the plugins' own policy, see README]
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_FIREWALL_BACKEND",
+        value_name = "BACKEND"
+    )]
+    pub firewall_backend: Option<String>,
+    /// A JSON config file with defaults for root, configDir, cniPath and firewallBackend
     #[arg(
         long,
         global = true,

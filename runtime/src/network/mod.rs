@@ -21,7 +21,7 @@ mod version;
 
 pub use conflist::{
     add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free,
-    is_bridge_network, overlaps, subnets,
+    is_bridge_network, overlaps, set_firewall_backend, subnets,
 };
 pub use etc::{container_addresses, hosts_file, resolv_file};
 pub use mode::NetMode;
@@ -47,6 +47,7 @@ pub(crate) fn test_paths() -> (tempfile::TempDir, crate::paths::Paths) {
         root: d.path().join("root"),
         config_dir: d.path().join("net.d"),
         cni_path: vec![],
+        firewall_backend: None,
     };
     (d, p)
 }

@@ -31,6 +31,7 @@ pub fn conflist_for(paths: &Paths, mode: &NetMode, ports: &[PortMapping]) -> Res
         }
         add_portmap(&mut list);
     }
+    super::conflist::set_firewall_backend(&mut list, paths.firewall_backend.as_deref());
     if *mode == NetMode::Network(DEFAULT_NETWORK.into()) {
         version::negotiate_version(&mut list, paths);
     }
@@ -245,6 +246,7 @@ pub fn create_network(paths: &Paths, o: &CreateOpts) -> Result<PathBuf> {
         }
         None => version::negotiate_version(&mut list, paths),
     }
+    super::conflist::set_firewall_backend(&mut list, paths.firewall_backend.as_deref());
     std::fs::create_dir_all(&paths.config_dir).ctx(at("create", &paths.config_dir))?;
     let path = paths.config_dir.join(format!("{}.conflist", o.name));
     crate::atomic::write_replacing(&path, &list.to_bytes()).ctx(at("write", &path))?;
