@@ -724,3 +724,84 @@ fn ingress_policies_isolate_bridges_as_asked_and_delete_forgets_the_attachment()
     fw.filter_gc("net-b", &[]).unwrap();
     assert!(!list(h).contains("10.99.0.2"), "{}", list(h));
 }
+
+/// Rules of our table, as `nft` prints them (lines inside chains that are not declarations).
+fn rule_lines(ns: &Netns) -> usize {
+    let mut in_chain = false;
+    list(ns)
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            if l.starts_with("chain ") {
+                in_chain = true;
+                return false;
+            }
+            if *l == "}" {
+                in_chain = false;
+            }
+            in_chain && !l.starts_with("type ") && !l.starts_with("comment ") && *l != "}"
+        })
+        .count()
+}
+
+#[test]
+fn rules_stay_flat_while_attachments_and_published_ports_grow() {
+    let ns = ns();
+    let fw = fw(&ns);
+    fw.masquerade_ensure("net-a", &[net("10.88.0.1/16")], true)
+        .unwrap();
+    let add = |i: u16| {
+        let cid = format!("c{i}");
+        let w = AttachmentId {
+            network: "net-a",
+            container_id: &cid,
+            ifname: "eth0",
+        };
+        let a = net(&format!("10.88.{}.{}/16", i / 200, i % 200 + 2));
+        let p = policy(vec![
+            map(Proto::Tcp, 20000 + i, 80, HostIp::Any),
+            map(Proto::Sctp, 20000 + i, 80, HostIp::Any),
+        ]);
+        fw.publish_add(w, &[a], &p).unwrap();
+    };
+    add(0);
+    let rules = rule_lines(&ns);
+    for i in 1..500 {
+        add(i);
+    }
+    assert_eq!(rule_lines(&ns), rules, "rules grew with attachments");
+    let text = list(&ns);
+    assert!(text.contains("sctp . 20499 comment"), "{text}");
+    assert!(text.matches("comment \"tether net=net-a id=c").count() > 2000);
+    let gone = fw.publish_gc("net-a", &[]).unwrap();
+    assert_eq!(gone.len(), 1000);
+    fw.masquerade_remove("net-a").unwrap();
+    assert_eq!(list(&ns), expected_bare());
+}
+
+#[test]
+fn a_shared_map_deleted_by_hand_fails_check_and_the_next_add_recreates_it() {
+    let ns = ns();
+    let fw = fw(&ns);
+    let p = two_mappings();
+    fw.publish_add(who("c1"), &addrs(), &p).unwrap();
+    let good = list(&ns);
+    // The map is in use by a rule: whoever deletes it has to flush the chain first.
+    nft(&ns, "flush chain inet tether publish");
+    nft(&ns, "delete map inet tether ports4");
+    match fw.publish_check(who("c1"), &addrs(), &p) {
+        Err(Error::Check(_)) => {}
+        other => panic!("CHECK after the map went: {other:?}"),
+    }
+    fw.publish_add(who("c1"), &addrs(), &p).unwrap();
+    // The same objects (the recreated map is listed last).
+    let sorted = |t: String| {
+        let mut l: Vec<String> = t.lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(list(&ns)), sorted(good));
+    fw.publish_check(who("c1"), &addrs(), &p).unwrap();
+    fw.publish_delete(who("c1")).unwrap();
+    assert_eq!(sorted(list(&ns)), sorted(expected_bare()));
+}

@@ -198,5 +198,9 @@ pub fn gc(nf: &Nftables, network: &str, valid: &[AttachmentId<'_>]) -> Result<()
             (who, Vec::new())
         })
         .collect();
-    remove(&mut nft, &owners)
+    // One batch per few attachments: a netlink message has to fit the socket's send buffer.
+    for chunk in owners.chunks(32) {
+        remove(&mut nft, chunk)?;
+    }
+    Ok(())
 }

@@ -522,5 +522,13 @@ pub fn gc(nf: &Nftables, network: &str, valid: &[AttachmentId<'_>]) -> Result<Ve
             stale.push(owner);
         }
     }
-    remove_owned(&mut nft, &stale)
+    // One batch per few attachments: a netlink message has to fit the socket's send buffer.
+    let mut gone = Vec::new();
+    for chunk in stale.chunks(GC_CHUNK) {
+        gone.extend(remove_owned(&mut nft, chunk)?);
+    }
+    Ok(gone)
 }
+
+/// Attachments removed per GC batch.
+const GC_CHUNK: usize = 32;
