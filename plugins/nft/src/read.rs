@@ -153,6 +153,18 @@ impl Nft {
         }
     }
 
+    /// Whether table `t` exists (one `GETTABLE` by name, nothing listed).
+    pub fn table_exists(&mut self, t: &Table) -> Result<bool> {
+        let mut a = Attrs::default();
+        a.str(attr::TABLE_NAME, &t.name);
+        let op = format!("get table {} {}", t.family.as_str(), t.name);
+        match self.request(Msg::GetTable, t, a, false, &op) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The sets (and maps) of table `t`. A missing table is [`Error::NotFound`].
     pub fn sets(&mut self, t: &Table) -> Result<Vec<Named>> {
         let mut a = Attrs::default();

@@ -29,6 +29,7 @@ const NLA_F_NESTED: u16 = 0x8000;
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Msg {
     NewTable = 0,
+    GetTable = 1,
     DelTable = 2,
     NewChain = 3,
     GetChain = 4,

@@ -85,6 +85,7 @@ fn concatenated_ranges_read_back_as_prefixes_and_ensure_and_destroy_are_idempote
         nft.element(&t, &subnets(), &Elem::key(&[v4("10.0.0.1")])),
         Err(Error::NotFound { .. })
     ));
+    assert!(nft.table_exists(&t).unwrap());
     let names: Vec<String> = nft.sets(&t).unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["pairs", "ports"]);
 
@@ -129,4 +130,5 @@ fn concatenated_ranges_read_back_as_prefixes_and_ensure_and_destroy_are_idempote
     gone.delete_table(&t);
     apply(&ns, &gone).unwrap();
     assert!(matches!(nft.sets(&t), Err(Error::NotFound { .. })));
+    assert!(!nft.table_exists(&t).unwrap());
 }

@@ -162,7 +162,7 @@ fn remove(nft: &mut Nft, owners: &[(AttachmentId<'_>, Vec<IpAddr>)]) -> Result<(
 
 pub fn delete(nf: &Nftables, who: &AttachmentId<'_>, known: &[IpAddr]) -> Result<()> {
     let mut nft = nf.socket()?;
-    if absent_ok(nft.sets(&layout::table()))?.is_none() {
+    if !nft.table_exists(&layout::table())? {
         return Ok(());
     }
     remove(&mut nft, &[(*who, known.to_vec())])

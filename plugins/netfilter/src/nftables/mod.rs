@@ -48,12 +48,7 @@ impl Nftables {
 
     /// Whether our table exists: part of the backend choice ([`crate::backend::select`]).
     pub fn table_exists(&self) -> Result<bool> {
-        let mut nft = self.socket()?;
-        match nft.sets(&layout::table()) {
-            Ok(_) => Ok(true),
-            Err(tether_nft::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.socket()?.table_exists(&layout::table())?)
     }
 }
 
