@@ -231,6 +231,29 @@ impl Nft {
             .collect())
     }
 
+    /// `(chain, comment)` of every rule of table `t`, in order: one dump filtered by table (for
+    /// a table whose rules are a constant handful, a constant read). A missing table is
+    /// [`Error::NotFound`].
+    pub fn rules(&mut self, t: &Table) -> Result<Vec<(String, Option<String>)>> {
+        let mut a = Attrs::default();
+        a.str(attr::RULE_TABLE, &t.name);
+        let op = format!("list rules of table {}", t.name);
+        let bodies = self.request(Msg::GetRule, t, a, true, &op)?;
+        Ok(bodies
+            .iter()
+            .filter_map(|b| {
+                let a = attrs(b);
+                if find(&a, attr::RULE_TABLE).map(|n| string(&n)) != Some(t.name.clone()) {
+                    return None;
+                }
+                let chain = string(&find(&a, attr::RULE_CHAIN)?);
+                let comment = find(&a, attr::RULE_USERDATA)
+                    .and_then(|u| udata_comment(&u, wire::UDATA_COMMENT));
+                Some((chain, comment))
+            })
+            .collect())
+    }
+
     /// One request, and the bodies (after `nfgenmsg`) of the messages that answer it.
     fn request(
         &mut self,

@@ -69,8 +69,9 @@ pub fn add(
     let mut nft = nf.socket()?;
     let t = layout::table();
     let comment = layout::owner_comment(who);
+    let current = absent_ok(nft.rules(&t))?.unwrap_or_default();
     let mut b = Batch::new();
-    layout::declare_filter(&mut b, &t);
+    layout::declare_filter(&mut b, &t, &current);
     for f in Family::ALL {
         if let Some(old) = read_record(&mut nft, who, f)? {
             removal(&mut b, who, f, &old)?;

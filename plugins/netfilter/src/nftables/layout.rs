@@ -45,9 +45,10 @@
 //! ```
 //!
 //! Every call is one batch that first re-declares the shared objects it relies on (tables,
-//! chains and sets are created when missing; the shared chains are flushed and their constant
-//! rules written again), so a rule deleted or added by hand in one of our chains is repaired by
-//! the next ADD, and nothing else in the batch can be half-applied. Elements carry the owner's
+//! chains and sets are created when missing; a chain whose rules, read first in one dump of the
+//! table's few rules, are not exactly ours is flushed and written again), so a rule deleted or
+//! added by hand in one of our chains is repaired by the next ADD, and nothing else in the batch
+//! can be half-applied. Elements carry the owner's
 //! comment; per-attachment record maps are found by name (a hash of container id and ifname), so
 //! DEL needs neither the netns, nor `prevResult`, nor a listing of the table.
 
@@ -140,6 +141,38 @@ fn rule(chain: &str, e: Vec<Expr>, c: &str) -> Rule {
         .expect("our rules are valid")
 }
 
+/// The rules of our table as read before a batch: `(chain, comment)` in order.
+pub type Current = [(String, Option<String>)];
+
+/// Flushes `chain` and writes `rules` into it, unless it already holds exactly rules with these
+/// comments: rewriting costs the kernel a grace period per commit, so it is done only to
+/// create or repair (a rule deleted, or one added by hand).
+fn write_rules(
+    b: &mut Batch,
+    t: &Table,
+    current: &Current,
+    chain: &str,
+    rules: Vec<CommentedRule>,
+) {
+    let have: Vec<&Option<String>> = current
+        .iter()
+        .filter(|(c, _)| c == chain)
+        .map(|(_, comment)| comment)
+        .collect();
+    let same = have.len() == rules.len()
+        && have
+            .iter()
+            .zip(&rules)
+            .all(|(h, (_, c))| h.as_deref() == Some(c.as_str()));
+    if same {
+        return;
+    }
+    b.flush_chain(t, chain);
+    for (e, comment) in rules {
+        b.add_rule(t, &rule(chain, e, &comment));
+    }
+}
+
 fn addr_port() -> impl Fn(Family) -> SetData {
     |f| SetData::Value(Concat(vec![addr_type(f), DataType::InetService]))
 }
@@ -167,7 +200,7 @@ pub fn masq_rule_comment(network: &str, f: Family) -> String {
 }
 
 /// The network's sets and chain with its two rules (flushed first: repeatable).
-pub fn declare_masq(b: &mut Batch, t: &Table, network: &str) {
+pub fn declare_masq(b: &mut Batch, t: &Table, current: &Current, network: &str) {
     let chain = masq_chain(network);
     b.add_table(t);
     for f in Family::ALL {
@@ -175,7 +208,7 @@ pub fn declare_masq(b: &mut Batch, t: &Table, network: &str) {
     }
     let c = format!("tether net={network}: masquerade its subnets");
     b.add_chain(t, &base(&chain, ChainType::Nat, Hook::Postrouting, 100, &c));
-    b.flush_chain(t, &chain);
+    let mut rules = Vec::new();
     for f in Family::ALL {
         let s = masq_set(network, f).name;
         let mut e = nfproto(f);
@@ -189,8 +222,9 @@ pub fn declare_masq(b: &mut Batch, t: &Table, network: &str) {
             expr::not_multicast_v4()
         });
         e.push(Expr::Masquerade);
-        b.add_rule(t, &rule(&chain, e, &masq_rule_comment(network, f)));
+        rules.push((e, masq_rule_comment(network, f)));
     }
+    write_rules(b, t, current, &chain, rules);
 }
 
 // ---- port publishing, shared ------------------------------------------------------------------
@@ -335,7 +369,7 @@ pub fn publish_rules() -> Vec<(&'static str, Vec<CommentedRule>)> {
 }
 
 /// The shared publishing objects, their chains flushed and rewritten.
-pub fn declare_publish(b: &mut Batch, t: &Table) {
+pub fn declare_publish(b: &mut Batch, t: &Table, current: &Current) {
     b.add_table(t);
     for f in Family::ALL {
         b.add_set(t, &ports_map(f))
@@ -361,10 +395,7 @@ pub fn declare_publish(b: &mut Batch, t: &Table) {
         &base(GUARD_CHAIN, ChainType::Filter, Hook::Prerouting, -300, c),
     );
     for (chain, rules) in publish_rules() {
-        b.flush_chain(t, chain);
-        for (e, comment) in rules {
-            b.add_rule(t, &rule(chain, e, &comment));
-        }
+        write_rules(b, t, current, chain, rules);
     }
 }
 
@@ -452,7 +483,7 @@ pub fn filter_rules() -> Vec<CommentedRule> {
     rules
 }
 
-pub fn declare_filter(b: &mut Batch, t: &Table) {
+pub fn declare_filter(b: &mut Batch, t: &Table, current: &Current) {
     b.add_table(t);
     for f in Family::ALL {
         b.add_set(t, &allow_set(f));
@@ -465,8 +496,5 @@ pub fn declare_filter(b: &mut Batch, t: &Table) {
         t,
         &base(FORWARD_CHAIN, ChainType::Filter, Hook::Forward, 0, c),
     );
-    b.flush_chain(t, FORWARD_CHAIN);
-    for (e, comment) in filter_rules() {
-        b.add_rule(t, &rule(FORWARD_CHAIN, e, &comment));
-    }
+    write_rules(b, t, current, FORWARD_CHAIN, filter_rules());
 }

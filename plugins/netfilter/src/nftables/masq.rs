@@ -19,8 +19,10 @@ fn subnet(a: &IpNetwork) -> Result<Elem> {
 pub fn ensure(nf: &Nftables, network: &str, addrs: &[IpNetwork]) -> Result<()> {
     crate::validate::name_field("network name", network)?;
     let t = layout::table();
+    let mut nft = nf.socket()?;
+    let current = absent_ok(nft.rules(&t))?.unwrap_or_default();
     let mut b = Batch::new();
-    layout::declare_masq(&mut b, &t, network);
+    layout::declare_masq(&mut b, &t, &current, network);
     for f in Family::ALL {
         let elems: Vec<Elem> = addrs
             .iter()
@@ -31,7 +33,7 @@ pub fn ensure(nf: &Nftables, network: &str, addrs: &[IpNetwork]) -> Result<()> {
             b.ensure_elements(&t, &masq_set(network, f), &elems)?;
         }
     }
-    nf.socket()?.apply(&b)?;
+    nft.apply(&b)?;
     Ok(())
 }
 

@@ -378,8 +378,9 @@ pub fn add(
     let mut nft = nf.socket()?;
     let t = layout::table();
     let comment = layout::owner_comment(who);
+    let current = absent_ok(nft.rules(&t))?.unwrap_or_default();
     let mut b = Batch::new();
-    layout::declare_publish(&mut b, &t);
+    layout::declare_publish(&mut b, &t, &current);
     for (f, pieces) in &plans {
         conflicts(&mut nft, who, *f, pieces)?;
         let rec = record_map(who, *f);
