@@ -105,6 +105,17 @@ fn main() {
         &policy(8080),
     )
     .unwrap();
+    let mut ensure = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        fw.masquerade_ensure("scale", &["10.88.0.2/16".parse().unwrap()], false)
+            .unwrap();
+        ensure.push(t.elapsed());
+    }
+    println!(
+        "masquerade_ensure of an existing network: median {:.0} µs",
+        median(ensure)
+    );
     let mut published = 1;
     println!("published  ADD µs  DEL µs  rules  connections/s  timed out (500 ms)");
     for target in [10usize, 1000] {

@@ -144,9 +144,21 @@ fn rule(chain: &str, e: Vec<Expr>, c: &str) -> Rule {
 /// The rules of our table as read before a batch: `(chain, comment)` in order.
 pub type Current = [(String, Option<String>)];
 
-/// Flushes `chain` and writes `rules` into it, unless it already holds exactly rules with these
-/// comments: rewriting costs the kernel a grace period per commit, so it is done only to
-/// create or repair (a rule deleted, or one added by hand).
+/// Whether `chain` holds exactly rules with these comments.
+fn holds(current: &Current, chain: &str, rules: &[CommentedRule]) -> bool {
+    let have: Vec<&Option<String>> = current
+        .iter()
+        .filter(|(c, _)| c == chain)
+        .map(|(_, comment)| comment)
+        .collect();
+    have.len() == rules.len()
+        && have
+            .iter()
+            .zip(rules)
+            .all(|(h, (_, c))| h.as_deref() == Some(c.as_str()))
+}
+
+/// Flushes `chain` and writes `rules` into it, unless it already holds exactly them.
 fn write_rules(
     b: &mut Batch,
     t: &Table,
@@ -154,23 +166,21 @@ fn write_rules(
     chain: &str,
     rules: Vec<CommentedRule>,
 ) {
-    let have: Vec<&Option<String>> = current
-        .iter()
-        .filter(|(c, _)| c == chain)
-        .map(|(_, comment)| comment)
-        .collect();
-    let same = have.len() == rules.len()
-        && have
-            .iter()
-            .zip(&rules)
-            .all(|(h, (_, c))| h.as_deref() == Some(c.as_str()));
-    if same {
+    if holds(current, chain, &rules) {
         return;
     }
     b.flush_chain(t, chain);
     for (e, comment) in rules {
         b.add_rule(t, &rule(chain, e, &comment));
     }
+}
+
+/// Whether every chain of a group already holds its rules: then the table, the chains and the
+/// sets those rules use exist (a rule cannot name a missing set), and declaring them again is
+/// left out. Re-declaring an existing chain is an update, which the kernel releases after an
+/// RCU grace period that the process then waits for when it closes its socket (about 16 ms).
+fn ready(current: &Current, chains: &[(&str, Vec<CommentedRule>)]) -> bool {
+    chains.iter().all(|(c, r)| holds(current, c, r))
 }
 
 fn addr_port() -> impl Fn(Family) -> SetData {
@@ -202,12 +212,20 @@ pub fn masq_rule_comment(network: &str, f: Family) -> String {
 /// The network's sets and chain with its two rules (flushed first: repeatable).
 pub fn declare_masq(b: &mut Batch, t: &Table, current: &Current, network: &str) {
     let chain = masq_chain(network);
+    let rules = masq_rules(network);
+    if holds(current, &chain, &rules) {
+        return;
+    }
     b.add_table(t);
     for f in Family::ALL {
         b.add_set(t, &masq_set(network, f));
     }
     let c = format!("tether net={network}: masquerade its subnets");
     b.add_chain(t, &base(&chain, ChainType::Nat, Hook::Postrouting, 100, &c));
+    write_rules(b, t, current, &chain, rules);
+}
+
+fn masq_rules(network: &str) -> Vec<CommentedRule> {
     let mut rules = Vec::new();
     for f in Family::ALL {
         let s = masq_set(network, f).name;
@@ -224,7 +242,7 @@ pub fn declare_masq(b: &mut Batch, t: &Table, current: &Current, network: &str) 
         e.push(Expr::Masquerade);
         rules.push((e, masq_rule_comment(network, f)));
     }
-    write_rules(b, t, current, &chain, rules);
+    rules
 }
 
 // ---- port publishing, shared ------------------------------------------------------------------
@@ -370,6 +388,10 @@ pub fn publish_rules() -> Vec<(&'static str, Vec<CommentedRule>)> {
 
 /// The shared publishing objects, their chains flushed and rewritten.
 pub fn declare_publish(b: &mut Batch, t: &Table, current: &Current) {
+    let chains = publish_rules();
+    if ready(current, &chains) {
+        return;
+    }
     b.add_table(t);
     for f in Family::ALL {
         b.add_set(t, &ports_map(f))
@@ -394,7 +416,7 @@ pub fn declare_publish(b: &mut Batch, t: &Table, current: &Current) {
         t,
         &base(GUARD_CHAIN, ChainType::Filter, Hook::Prerouting, -300, c),
     );
-    for (chain, rules) in publish_rules() {
+    for (chain, rules) in chains {
         write_rules(b, t, current, chain, rules);
     }
 }
@@ -484,6 +506,9 @@ pub fn filter_rules() -> Vec<CommentedRule> {
 }
 
 pub fn declare_filter(b: &mut Batch, t: &Table, current: &Current) {
+    if holds(current, FORWARD_CHAIN, &filter_rules()) {
+        return;
+    }
     b.add_table(t);
     for f in Family::ALL {
         b.add_set(t, &allow_set(f));
