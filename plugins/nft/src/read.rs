@@ -141,14 +141,25 @@ impl Nft {
         match self.request(Msg::GetSetElem, t, a, false, &op) {
             Ok(bodies) => Ok(bodies.iter().flat_map(|b| elems_of(set, b)).next()),
             Err(Error::NotFound { .. }) => {
-                self.sets(t)?
-                    .iter()
-                    .find(|s| s.name == set.name)
-                    .ok_or_else(|| Error::NotFound {
+                if !self.set_exists(t, &set.name)? {
+                    return Err(Error::NotFound {
                         op: format!("set {} in table {}", set.name, t.name),
-                    })?;
+                    });
+                }
                 Ok(None)
             }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether set `name` exists in table `t` (one `GETSET` by name; a missing table is `false`).
+    pub fn set_exists(&mut self, t: &Table, name: &str) -> Result<bool> {
+        let mut a = Attrs::default();
+        a.str(attr::SET_TABLE, &t.name).str(attr::SET_NAME, name);
+        let op = format!("get set {name} in table {}", t.name);
+        match self.request(Msg::GetSet, t, a, false, &op) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
