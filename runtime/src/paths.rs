@@ -16,6 +16,9 @@ pub struct Paths {
     pub cni_path: Vec<PathBuf>,
     /// The image store (`/var/lib/tether`): layers, image configs, refs (`image/`).
     pub image_root: PathBuf,
+    /// `--firewall-backend` / `firewallBackend`: "iptables" or "nftables", written into the
+    /// conflists as the plugins' own keys ([`crate::network::set_firewall_backend`]).
+    pub firewall_backend: Option<String>,
 }
 
 impl Paths {
@@ -55,6 +58,8 @@ struct ConfigFile {
     /// A `:`-separated string or a list.
     cni_path: Option<Value>,
     image_root: Option<PathBuf>,
+    /// "iptables" or "nftables" (see `--firewall-backend`).
+    firewall_backend: Option<String>,
 }
 
 impl Paths {
@@ -64,6 +69,7 @@ impl Paths {
         config_dir: Option<PathBuf>,
         cni_path: Option<&str>,
         image_root: Option<PathBuf>,
+        firewall_backend: Option<&str>,
         config_file: &Path,
     ) -> Result<Paths> {
         let file: ConfigFile = match std::fs::read(config_file) {
@@ -83,7 +89,21 @@ impl Paths {
                 .collect(),
             _ => Vec::new(),
         };
+        let firewall_backend = firewall_backend
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or(file.firewall_backend);
+        if let Some(b) = firewall_backend.as_deref()
+            && !matches!(b, "iptables" | "nftables")
+        {
+            return Err(Error::usage(format!(
+                "unknown firewall backend {b:?} (--firewall-backend or firewallBackend in {}): \
+                 use iptables or nftables",
+                config_file.display()
+            )));
+        }
         Ok(Paths {
+            firewall_backend,
             root: root
                 .or(file.root)
                 .unwrap_or_else(|| PathBuf::from("/run/tether")),

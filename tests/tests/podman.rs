@@ -59,10 +59,26 @@ fn podman_drives_tether_plugins() {
     drop_in(&bin_dir());
 }
 
+/// A host with no iptables at all: every iptables program in /usr/sbin is a failing one in the
+/// sandbox's mount namespace, Podman's conflist has no backend key (firewall's `"backend": ""`),
+/// so every plugin ends up on nftables, and the whole scenario must still pass.
+#[test]
+fn podman_drives_tether_plugins_on_a_host_without_iptables() {
+    drop_in_hiding(&bin_dir(), true);
+}
+
 fn drop_in(plugin_dir: &Path) {
+    drop_in_hiding(plugin_dir, false)
+}
+
+fn drop_in_hiding(plugin_dir: &Path, hide_iptables: bool) {
     require_podman();
     clients::require_plugins(plugin_dir, PLUGINS);
-    let sb = Sandbox::new(plugin_dir);
+    let sb = Sandbox::new(plugin_dir, hide_iptables);
+    if hide_iptables {
+        let o = sb.inside_command("iptables", &["-V"]);
+        assert!(!o.status.success(), "iptables still works in the sandbox");
+    }
     let before = sb.state();
 
     sb.podman(&["import", sb.image_tar().to_str().unwrap(), IMAGE]);
@@ -162,6 +178,18 @@ fn drop_in(plugin_dir: &Path) {
         HOST_PORT.to_string(),
     ];
     assert_rules_cleared(&before.rules, &after.rules, &forbidden);
+    // Our nftables table (there only when the plugins chose it): nothing of the network or its
+    // containers left, only the empty shared objects.
+    let nft = sb.host.sh("nft", &["list", "ruleset"]);
+    if hide_iptables {
+        assert!(
+            nft.contains("table inet tether"),
+            "nftables was not used:\n{nft}"
+        );
+    }
+    for f in &forbidden {
+        assert!(!nft.contains(f.as_str()), "{f} left in nftables:\n{nft}");
+    }
 }
 
 /// Podman's own dnsname conflist with our dnsname: containers resolve each other by name (short
@@ -173,7 +201,7 @@ fn podman_resolves_container_names_through_tether_dnsname() {
     let dir = bin_dir();
     clients::require_plugins(&dir, PLUGINS);
     clients::require_plugins(&dir, &["dnsname", "tether-dns"]);
-    let sb = Sandbox::new(&dir);
+    let sb = Sandbox::new(&dir, false);
     let before = sb.state();
     sb.podman(&["import", sb.image_tar().to_str().unwrap(), IMAGE]);
     sb.podman(&["network", "create", NETWORK]);
@@ -254,7 +282,16 @@ mount -t tmpfs -o mode=0755 tether-run /run
 mount -t tmpfs tether-shm /dev/shm
 mount -t tmpfs tether-varlib /var/lib
 mount -t tmpfs tether-vartmp /var/tmp
-for d in "$@"; do mount -t tmpfs -o ro tether-hidden "$d"; done
+# `fail=PROGRAM`: bind PROGRAM (which always fails) over every iptables program in /usr/sbin.
+for d in "$@"; do
+    case "$d" in
+    fail=*)
+        for t in /usr/sbin/iptables* /usr/sbin/ip6tables* /usr/sbin/xtables-*multi; do
+            mount --bind "${d#fail=}" "$t"
+        done ;;
+    *) mount -t tmpfs -o ro tether-hidden "$d" ;;
+    esac
+done
 # crun refuses hosts with both cgroup v1 controllers and a v2 hierarchy; this mount namespace
 # only needs v1 (cgroups are disabled anyway), so hide the v2 half here.
 if [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] && mountpoint -q /sys/fs/cgroup/unified; then
@@ -266,7 +303,7 @@ while read -r _; do :; done
 "#;
 
 impl Sandbox {
-    fn new(plugin_dir: &Path) -> Sandbox {
+    fn new(plugin_dir: &Path, hide_iptables: bool) -> Sandbox {
         let host = TestHost::new();
         let outside = host.add_outside();
         let dir = host.dir().to_path_buf();
@@ -287,13 +324,26 @@ impl Sandbox {
         .unwrap();
         clients::write_podman_storage_conf(&dir);
 
-        let hidden: Vec<&str> = if plugin_dir == Path::new(REFERENCE_DIR) {
+        let hidden: Vec<String> = if plugin_dir == Path::new(REFERENCE_DIR) {
             vec![]
         } else {
-            vec![REFERENCE_DIR]
+            vec![REFERENCE_DIR.to_string()]
         };
+        let fail = dir.join("no-iptables");
+        if hide_iptables {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(
+                &fail,
+                "#!/bin/sh\necho 'iptables hidden by the test' >&2\nexit 1\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&fail, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let init_err = dir.join("init.stderr");
-        let init_args = std::iter::once("tether-podman-init").chain(hidden.iter().copied());
+        let fail_arg = format!("fail={}", fail.display());
+        let init_args = std::iter::once("tether-podman-init")
+            .chain(hidden.iter().map(String::as_str))
+            .chain(hide_iptables.then_some(fail_arg.as_str()));
         let (init, lifeline, line) = clients::spawn_sandbox_init(&host, INIT, init_args, &init_err);
         let sb = Sandbox {
             host,
@@ -315,6 +365,16 @@ impl Sandbox {
 
     fn dir(&self) -> &Path {
         self.host.dir()
+    }
+
+    /// Runs `program args` inside the sandbox's namespaces.
+    fn inside_command(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let pid = self.init.id().to_string();
+        Command::new("nsenter")
+            .args(["-t", &pid, "-m", "-n", "--", program])
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// A path as seen inside the sandbox's mount namespace.

@@ -177,7 +177,11 @@ fn create(
     let cont_link = std::thread::scope(|s| {
         let masq = masq_addrs.as_ref().map(|addrs| {
             s.spawn(|| {
-                tether_netfilter::select().masquerade_ensure(&conf.network, addrs, bridge_created)
+                tether_netfilter::select_for(conf.firewall).masquerade_ensure(
+                    &conf.network,
+                    addrs,
+                    bridge_created,
+                )
             })
         });
         let configured = (|| -> Result<Link, Error> {

@@ -124,7 +124,7 @@ pub fn check(req: &Request) -> Result<(), Error> {
 
     if conf.ip_masq && !prev.ips.is_empty() {
         let addrs: Vec<_> = prev.ips.iter().map(|i| i.address).collect();
-        tether_netfilter::select()
+        tether_netfilter::select_for(conf.firewall)
             .masquerade_check(&conf.network, &addrs)
             .map_err(nf("check masquerading"))?;
     }

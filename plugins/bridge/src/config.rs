@@ -44,6 +44,10 @@ pub struct Config {
     pub dns: Option<Dns>,
     /// The container interface's MAC (`CNI_ARGS MAC`, `args.cni.mac`, `runtimeConfig.mac`).
     pub mac: Option<[u8; 6]>,
+    /// The firewall backend for ipMasq (`ipMasqBackend`; see `tether_netfilter::select_for`).
+    pub firewall: tether_netfilter::Choice,
+    /// Why `ipMasqBackend` was refused: ADD fails with it (code 7), DEL and GC use the policy.
+    firewall_error: Option<String>,
     /// Keys we accept but cannot honour, with the reason; ADD refuses them (see [`Config::validate`]).
     unsupported: Vec<String>,
 }
@@ -68,15 +72,11 @@ impl Config {
         if flag("macspoofchk")? {
             unsupported.push("\"macspoofchk\": true".to_string());
         }
-        match ip_masq_backend.as_deref() {
-            None | Some("") | Some("iptables") => {}
-            // The reference's nftables backend writes its own table; ours always goes through
-            // iptables-restore, which on this host's nf_tables backend ends up in nftables anyway.
-            Some("nftables") => {
-                tracing::warn!("ipMasqBackend \"nftables\": using iptables-restore (nf_tables)")
-            }
-            Some(other) => unsupported.push(format!("\"ipMasqBackend\": {other:?}")),
-        }
+        let (firewall, firewall_error) =
+            match tether_netfilter::Choice::parse("ipMasqBackend", ip_masq_backend.as_deref()) {
+                Ok(c) => (c, None),
+                Err(e) => (tether_netfilter::Choice::Auto, Some(e.to_string())),
+            };
         let ipam = req
             .conf
             .ipam
@@ -103,6 +103,8 @@ impl Config {
             ipam,
             dns: req.conf.dns.clone().filter(|d| !d.is_empty()),
             mac,
+            firewall,
+            firewall_error,
             unsupported,
         })
     }
@@ -113,6 +115,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         cni::types::validate_ifname(&self.bridge)
             .map_err(|e| Error::invalid_config(format!("invalid \"bridge\": {e}")))?;
+        if let Some(e) = &self.firewall_error {
+            return Err(Error::invalid_config(e.clone()));
+        }
         if let Some(key) = self.unsupported.first() {
             return Err(Error::new(
                 ErrorCode::UnsupportedField,
@@ -271,7 +276,6 @@ mod tests {
             r#","vlan":100"#,
             r#","vlanTrunk":[{"id":5}]"#,
             r#","macspoofchk":true"#,
-            r#","ipMasqBackend":"pf""#,
         ] {
             let c = Config::parse(&req(&conf(extra), "")).unwrap();
             let e = c.validate().unwrap_err();
@@ -281,11 +285,36 @@ mod tests {
             r#","vlan":0"#,
             r#","vlanTrunk":[]"#,
             r#","ipMasqBackend":"nftables""#,
+            r#","ipMasqBackend":"iptables""#,
         ] {
             Config::parse(&req(&conf(extra), ""))
                 .unwrap()
                 .validate()
                 .unwrap();
+        }
+    }
+
+    #[test]
+    fn ip_masq_backend_selects_the_firewall_and_unknown_names_are_code_7() {
+        use tether_netfilter::Choice;
+        for (extra, want) in [
+            ("", Choice::Auto),
+            (r#","ipMasqBackend":"nftables""#, Choice::Nftables),
+            (r#","ipMasqBackend":"iptables""#, Choice::Iptables),
+        ] {
+            assert_eq!(
+                Config::parse(&req(&conf(extra), "")).unwrap().firewall,
+                want
+            );
+        }
+        for extra in [
+            r#","ipMasqBackend":"pf""#,
+            r#","ipMasqBackend":"firewalld""#,
+        ] {
+            let c = Config::parse(&req(&conf(extra), "")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.code, 7, "{extra}: {}", e.msg);
+            assert!(e.msg.contains("ipMasqBackend"), "{}", e.msg);
         }
     }
 

@@ -60,7 +60,7 @@ pub fn remove_if_unused(conf: &Config, host: &NsHandle) -> Result<(), Error> {
     let (masq, bridge) = std::thread::scope(|s| {
         let masq = conf.ip_masq.then(|| {
             s.spawn(|| {
-                tether_netfilter::select()
+                tether_netfilter::select_for(conf.firewall)
                     .masquerade_remove(&conf.network)
                     .map(drop)
                     .map_err(nf(format!("remove the masquerading of {}", conf.network)))

@@ -205,7 +205,10 @@ fn a_masquerade_failure_unwinds_everything_add_created() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
-    let conf = env.gw_conf(&["10.57.0.0/24"]);
+    // Asked for explicitly: without the key, failing iptables would select nftables (see
+    // `a_host_whose_iptables_fails_masquerades_on_nftables`).
+    let mut conf = env.gw_conf(&["10.57.0.0/24"]);
+    conf["ipMasqBackend"] = "iptables".into();
     let before: (Snapshot, Snapshot) = (env.snapshot(), ctr.snapshot(&[]));
     let out = env
         .host()
@@ -231,4 +234,48 @@ fn a_masquerade_failure_unwinds_everything_add_created() {
     // The runtime's DEL after the failed ADD succeeds and changes nothing more.
     env.del(Some(&ctr), "masq", &conf, None).ok_empty();
     assert_nothing_left(&before.0, &env.snapshot());
+}
+
+#[test]
+fn a_host_whose_iptables_fails_masquerades_on_nftables() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let ctr = env.th.container();
+    let tools = tempfile::tempdir().unwrap();
+    for t in ["iptables", "ip6tables"] {
+        for suffix in ["", "-save", "-restore"] {
+            let path = tools.path().join(format!("{t}{suffix}"));
+            std::fs::write(&path, "#!/bin/sh\necho no iptables here >&2\nexit 4\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", tools.path().display());
+    let conf = env.gw_conf(&["10.58.0.0/24"]);
+    let before = env.snapshot();
+    let run = |cmd: &str, conf: &serde_json::Value| {
+        env.host()
+            .cni(&env.p.bridge)
+            .command(cmd)
+            .container_id("nftmasq")
+            .ifname("eth0")
+            .netns(ctr.path())
+            .cni_path(&env.p.cni_path)
+            .env("PATH", &path)
+            .stdin(conf)
+            .run()
+    };
+    let result = run("ADD", &conf).ok();
+    let table = env.host().sh("nft", &["list", "table", "inet", "tether"]);
+    assert!(
+        table.contains("elements = { 10.58.0.0/24 }") && table.contains("masquerade"),
+        "{table}"
+    );
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = result;
+    run("CHECK", &with_prev).ok_empty();
+    run("DEL", &conf).ok_empty();
+    run("DEL", &conf).ok_empty();
+    let table = env.host().sh("nft", &["list", "table", "inet", "tether"]);
+    assert!(!table.contains("10.58.0.0"), "{table}");
+    assert_nothing_left(&before, &env.snapshot());
 }

@@ -1,4 +1,4 @@
-//! The firewall configuration (the reference's keys; iptables backend only).
+//! The firewall configuration (the reference's keys; `backend` picks iptables or nftables).
 
 use cni::Error;
 use serde::Deserialize;
@@ -10,6 +10,8 @@ pub use tether_netfilter::IngressPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// `backend`: "iptables", "nftables", or "" / absent (the netfilter library's policy).
+    pub backend: tether_netfilter::Choice,
     pub admin_chain: String,
     pub ingress: IngressPolicy,
 }
@@ -27,20 +29,8 @@ struct RawConf {
 
 pub fn parse(req: &cni::Request) -> Result<Config, Error> {
     let raw: RawConf = req.conf_as()?;
-    match raw.backend.as_deref() {
-        None | Some("") | Some("iptables") => {}
-        Some("firewalld") => {
-            return Err(Error::invalid_config(
-                "backend \"firewalld\" is not supported by tether's firewall plugin: use \
-                 \"iptables\" (rules go into the CNI-FORWARD chain of the filter table)",
-            ));
-        }
-        Some(other) => {
-            return Err(Error::invalid_config(format!(
-                "unknown backend {other:?}: expected \"iptables\""
-            )));
-        }
-    }
+    let backend = tether_netfilter::Choice::parse("backend", raw.backend.as_deref())
+        .map_err(|e| Error::invalid_config(e.to_string()))?;
     let admin_chain = match raw.iptables_admin_chain_name.as_deref() {
         None | Some("") => DEFAULT_ADMIN_CHAIN.to_string(),
         Some(c) => {
@@ -60,6 +50,7 @@ pub fn parse(req: &cni::Request) -> Result<Config, Error> {
         }
     };
     Ok(Config {
+        backend,
         admin_chain,
         ingress,
     })
@@ -94,10 +85,17 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.admin_chain, "MY-ADMIN");
+        assert_eq!(c.backend, tether_netfilter::Choice::Iptables);
+        for (b, want) in [
+            ("nftables", tether_netfilter::Choice::Nftables),
+            ("", tether_netfilter::Choice::Auto),
+        ] {
+            assert_eq!(parse(&req(json!({"backend": b}))).unwrap().backend, want);
+        }
         assert_eq!(c.ingress, IngressPolicy::Isolated);
         for bad in [
             json!({"backend": "firewalld"}),
-            json!({"backend": "nftables"}),
+            json!({"backend": "pf"}),
             json!({"iptablesAdminChainName": "A B"}),
             json!({"iptablesAdminChainName": "-F"}),
             json!({"ingressPolicy": "closed"}),

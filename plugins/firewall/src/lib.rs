@@ -3,8 +3,9 @@
 //!
 //! The reference's iptables layout (`tether_netfilter::iptables::filter::rules`), applied by the
 //! firewall backend ([`tether_netfilter::Firewall`]'s `filter_*`) with one `iptables-save` and
-//! at most one `iptables-restore` per family. Only the iptables backend exists: `firewalld` is refused
-//! with an explanation, and there is no nftables backend (iptables-nft works on nftables hosts).
+//! at most one `iptables-restore` per family, or on nftables (`backend: "nftables"`, or the
+//! library's policy without a key: see `tether_netfilter::select_for`); `firewalld` is refused
+//! with an explanation.
 //! Beyond the reference: per-address rules carry the attachment's comment, so DEL removes them
 //! without `prevResult` (and GC removes those of attachments that are gone).
 
@@ -99,17 +100,17 @@ impl Plugin for Firewall {
                 require_bridge_netfilter(family)?;
             }
         }
-        tether_netfilter::select()
+        tether_netfilter::select_for(cfg.backend)
             .filter_add(owner(req), &ips(&prev), &policy(&cfg, bridge))
             .map_err(nf_err("applying the firewall rules"))?;
         Ok(prev)
     }
 
     fn del(&self, req: &Request) -> Result<(), Error> {
-        config::parse(req)?;
+        let cfg = config::parse(req)?;
         // Addresses from prevResult, when there is one, catch rules the reference plugin wrote.
         let known: Vec<IpAddr> = req.prev_result.iter().flat_map(ips).collect();
-        tether_netfilter::select()
+        tether_netfilter::select_for(cfg.backend)
             .filter_delete(owner(req), &known)
             .map_err(nf_err("removing the firewall rules"))
     }
@@ -121,7 +122,7 @@ impl Plugin for Firewall {
             .as_ref()
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
         let bridge = bridge_of(&cfg, prev)?;
-        tether_netfilter::select()
+        tether_netfilter::select_for(cfg.backend)
             .filter_check(owner(req), &ips(prev), &policy(&cfg, bridge))
             .map_err(|e| match e {
                 tether_netfilter::Error::Check(msg) => {
@@ -134,7 +135,8 @@ impl Plugin for Firewall {
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         let network = req.conf.name.as_str();
         let valid = tether_kit::gc::valid_owners(network, valid);
-        tether_netfilter::select()
+        let backend = config::parse(req).map(|c| c.backend).unwrap_or_default();
+        tether_netfilter::select_for(backend)
             .filter_gc(network, &valid)
             .map_err(nf_err("removing stale firewall rules"))
     }

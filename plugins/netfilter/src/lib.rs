@@ -32,6 +32,7 @@ pub mod lock;
 mod masq;
 mod masq_remove;
 mod names;
+pub mod nftables;
 pub mod policy;
 mod saved;
 mod sweep;
@@ -42,7 +43,7 @@ use std::path::PathBuf;
 
 pub use ipnetwork::IpNetwork;
 
-pub use backend::{Firewall, select};
+pub use backend::{BACKEND_ENV, Choice, Dual, Firewall, iptables_usable, select, select_for};
 pub use batch::{Batch, Rule};
 pub use exec::{Netfilter, Tools};
 pub use iptables::Iptables;
@@ -51,6 +52,7 @@ pub use masq::{
 };
 pub use masq_remove::{masquerade_networks, masquerade_remove};
 pub use names::{chain_name, comment, parse_comment};
+pub use nftables::Nftables;
 pub use policy::{
     AttachmentId, FilterPolicy, HostIp, IngressPolicy, Mapping, MarkChain, PortPolicy, Proto,
     Published,
@@ -155,6 +157,9 @@ pub enum Error {
     /// What an ADD asks for is held by another attachment (a published host port).
     #[error("{0}")]
     Conflict(String),
+    /// The nftables backend's netlink transaction or read failed (the kernel's answer, typed).
+    #[error("nftables: {0}")]
+    Nftables(#[from] tether_nft::Error),
     /// A [`lock::FileLock`] could not be taken; `action` says which step failed.
     #[error("{action} {}: {source}", path.display())]
     Lock {

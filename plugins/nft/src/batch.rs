@@ -125,6 +125,9 @@ impl Batch {
         if s.interval {
             flags |= wire::NFT_SET_INTERVAL;
         }
+        if s.concat_ranges() {
+            flags |= wire::NFT_SET_CONCAT;
+        }
         if s.data != SetData::None {
             flags |= wire::NFT_SET_MAP;
         }
@@ -144,6 +147,18 @@ impl Batch {
                 a.be32(attr::SET_DATA_TYPE, wire::NFT_DATA_VERDICT)
                     .be32(attr::SET_DATA_LEN, 0);
             }
+        }
+        if s.concat_ranges() {
+            // The length of each field, so the kernel can match each one as a range.
+            a.nest(attr::SET_DESC, |d| {
+                d.nest(attr::SET_DESC_CONCAT, |c| {
+                    for f in &s.key.0 {
+                        c.nest(attr::LIST_ELEM, |e| {
+                            e.be32(attr::SET_FIELD_LEN, f.size() as u32);
+                        });
+                    }
+                });
+            });
         }
         a.be32(attr::SET_ID, self.next_set_id);
         let mut ud = Vec::new();
@@ -190,12 +205,60 @@ impl Batch {
         Ok(self)
     }
 
+    /// Adds elements, where one already there with the same data is no error (like
+    /// `nft add element`); one there with other data still fails the batch.
+    pub fn ensure_elements(&mut self, t: &Table, set: &Set, elems: &[Elem]) -> Result<&mut Self> {
+        let a = Self::elements(t, set, elems, true)?;
+        let op = format!("add elements to {}", set.name);
+        self.push(Self::obj(t, &op), Msg::NewSetElem, wire::NLM_F_CREATE, t, a);
+        Ok(self)
+    }
+
     /// Deletes elements (by key; data is ignored); a missing one is [`Error::NotFound`].
     pub fn delete_elements(&mut self, t: &Table, set: &Set, elems: &[Elem]) -> Result<&mut Self> {
         let a = Self::elements(t, set, elems, false)?;
         let op = format!("delete elements from {}", set.name);
         self.push(Self::obj(t, &op), Msg::DelSetElem, 0, t, a);
         Ok(self)
+    }
+
+    /// Deletes elements that are there; missing ones (or a missing set) are no error.
+    pub fn destroy_elements(&mut self, t: &Table, set: &Set, elems: &[Elem]) -> Result<&mut Self> {
+        let a = Self::elements(t, set, elems, false)?;
+        let op = format!("destroy elements of {}", set.name);
+        self.push(Self::obj(t, &op), Msg::DestroySetElem, 0, t, a);
+        Ok(self)
+    }
+
+    /// Deletes every rule of the chain (`nft flush chain`).
+    pub fn flush_chain(&mut self, t: &Table, chain: &str) -> &mut Self {
+        let mut a = Attrs::default();
+        a.str(attr::RULE_TABLE, &t.name)
+            .str(attr::RULE_CHAIN, chain);
+        let op = format!("flush chain {chain}");
+        self.push(Self::obj(t, &op), Msg::DelRule, 0, t, a);
+        self
+    }
+
+    /// Deletes the chain with its rules if it is there (`nft destroy chain`); a chain something
+    /// still jumps to fails the batch.
+    pub fn destroy_chain(&mut self, t: &Table, chain: &str) -> &mut Self {
+        let mut a = Attrs::default();
+        a.str(attr::CHAIN_TABLE, &t.name)
+            .str(attr::CHAIN_NAME, chain);
+        let op = format!("destroy chain {chain}");
+        self.push(Self::obj(t, &op), Msg::DestroyChain, 0, t, a);
+        self
+    }
+
+    /// Deletes the set with its elements if it is there (`nft destroy set`); a set a rule still
+    /// uses fails the batch.
+    pub fn destroy_set(&mut self, t: &Table, set: &str) -> &mut Self {
+        let mut a = Attrs::default();
+        a.str(attr::SET_TABLE, &t.name).str(attr::SET_NAME, set);
+        let op = format!("destroy set {set}");
+        self.push(Self::obj(t, &op), Msg::DestroySet, 0, t, a);
+        self
     }
 
     fn elements(t: &Table, set: &Set, elems: &[Elem], with_data: bool) -> Result<Attrs> {
@@ -211,9 +274,12 @@ impl Batch {
         a.str(attr::ELEM_LIST_TABLE, &t.name)
             .str(attr::ELEM_LIST_SET, &set.name);
         a.nest(attr::ELEM_LIST_ELEMENTS, |l| {
-            for (key, flags, data, comment) in &encoded {
+            for (key, key_end, flags, data, comment) in &encoded {
                 l.nest(attr::LIST_ELEM, |el| {
                     el.data_value(attr::ELEM_KEY, key);
+                    if let Some(end) = key_end {
+                        el.data_value(attr::ELEM_KEY_END, end);
+                    }
                     if *flags != 0 {
                         el.be32(attr::ELEM_FLAGS, *flags);
                     }
@@ -241,7 +307,13 @@ enum ElemData {
     Verdict(crate::Verdict),
 }
 
-type Encoded = (Vec<u8>, u32, Option<ElemData>, Option<Vec<u8>>);
+type Encoded = (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    u32,
+    Option<ElemData>,
+    Option<Vec<u8>>,
+);
 
 /// One element as the kernel stores it; an interval is two: its start, and the first key after
 /// it flagged `INTERVAL_END` (left out when the range runs to the end of the address space).
@@ -277,19 +349,36 @@ fn encode_elem(set: &Set, e: &Elem, with_data: bool) -> Result<Vec<Encoded>> {
         .comment
         .as_ref()
         .map(|c| wire::udata_comment(wire::UDATA_COMMENT, c));
+    if set.concat_ranges() {
+        if e.prefix.is_some() {
+            return Err(Error::Invalid(format!(
+                "{what}: a concatenation takes a range, not a prefix"
+            )));
+        }
+        let end = match &e.key_end {
+            Some(end) => encode_values(&what, &set.key, end)?,
+            None => key.clone(),
+        };
+        return Ok(vec![(key, Some(end), 0, data, comment)]);
+    }
+    if e.key_end.is_some() {
+        return Err(Error::Invalid(format!(
+            "{what}: a key end needs a concatenated interval set"
+        )));
+    }
     if !set.interval {
         if e.prefix.is_some() {
             return Err(Error::Invalid(format!(
                 "{what}: a prefix needs an interval set"
             )));
         }
-        return Ok(vec![(key, 0, data, comment)]);
+        return Ok(vec![(key, None, 0, data, comment)]);
     }
     let bits = key.len() * 8;
     let prefix = e.prefix.map_or(bits, usize::from);
-    let mut out = vec![(key.clone(), 0, data, comment)];
+    let mut out = vec![(key.clone(), None, 0, data, comment)];
     if let Some(end) = after_prefix(&key, prefix) {
-        out.push((end, wire::NFT_SET_ELEM_INTERVAL_END, None, None));
+        out.push((end, None, wire::NFT_SET_ELEM_INTERVAL_END, None, None));
     }
     Ok(out)
 }

@@ -20,9 +20,27 @@ use crate::wire::{Attrs, attr};
 /// The verdict register, and the two registers Tether's rules use.
 pub const REG_VERDICT: u32 = 0;
 pub const REG_1: u32 = 1;
+/// The first 4-byte slot of register 1: the same place as [`REG_1`].
+pub const REG32_00: u32 = 8;
 pub const REG32_01: u32 = 9;
+pub const REG32_02: u32 = 10;
 /// The 4-byte slot right after a 16-byte IPv6 address in register 1 (`NFT_REG32_04`).
 pub const REG32_04: u32 = 12;
+pub const REG32_05: u32 = 13;
+
+/// `NFT_CT_*` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    State = 0,
+    Status = 2,
+}
+
+/// `IPS_DST_NAT`: the connection's destination was NATed (`ct status dnat`).
+pub const CT_STATUS_DNAT: u32 = 1 << 5;
+/// `ct state established,related`.
+pub const CT_STATE_ESTABLISHED_RELATED: u32 = (1 << 1) | (1 << 2);
+/// `RTN_LOCAL`: what `fib daddr type local` compares with.
+const RTN_LOCAL: u32 = 2;
 
 /// `NFT_META_*` keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +97,15 @@ pub enum Expr {
         invert: bool,
     },
     Immediate(Verdict),
+    /// A conntrack field into `dreg` (host byte order).
+    Ct {
+        key: CtKey,
+        dreg: u32,
+    },
+    /// The route type of the destination address (`fib daddr type`) into `dreg`.
+    FibDaddrType {
+        dreg: u32,
+    },
     Counter,
     Masquerade,
     /// Destination NAT to the address (and port) held in the registers.
@@ -98,6 +125,8 @@ impl Expr {
             Expr::Bitwise { .. } => "bitwise",
             Expr::Lookup { .. } => "lookup",
             Expr::Immediate(_) => "immediate",
+            Expr::Ct { .. } => "ct",
+            Expr::FibDaddrType { .. } => "fib",
             Expr::Counter => "counter",
             Expr::Masquerade => "masq",
             Expr::Dnat { .. } => "nat",
@@ -159,6 +188,13 @@ impl Expr {
             Expr::Immediate(v) => {
                 d.be32(1, REG_VERDICT);
                 d.nest(2, |data| encode_verdict(data, v));
+            }
+            Expr::Ct { key, dreg } => {
+                d.be32(1, *dreg).be32(2, *key as u32);
+            }
+            Expr::FibDaddrType { dreg } => {
+                // NFTA_FIB_DREG, NFTA_FIB_RESULT = ADDRTYPE, NFTA_FIB_FLAGS = DADDR.
+                d.be32(1, *dreg).be32(2, 3).be32(3, 1 << 1);
             }
             Expr::Counter | Expr::Masquerade => {}
             Expr::Dnat {
@@ -350,6 +386,90 @@ fn dnat_via_map(map: &str, family: Family, port_reg: u32) -> Vec<Expr> {
             dreg: REG_1,
         },
         th_dport(REG32_01),
+        Expr::Lookup {
+            set: map.into(),
+            sreg: REG_1,
+            dreg: Some(REG_1),
+            invert: false,
+        },
+        Expr::Dnat {
+            family,
+            addr_reg: REG_1,
+            port_reg: Some(port_reg),
+        },
+    ]
+}
+
+/// `fib daddr type local`: the destination is one of this host's addresses (what iptables'
+/// `-m addrtype --dst-type LOCAL` matches).
+pub fn fib_daddr_local() -> Vec<Expr> {
+    vec![
+        Expr::FibDaddrType { dreg: REG_1 },
+        Expr::Cmp {
+            sreg: REG_1,
+            op: CmpOp::Eq,
+            data: RTN_LOCAL.to_ne_bytes().to_vec(),
+        },
+    ]
+}
+
+/// `ct <key> <bits>`: any of the `bits` set (`ct status dnat`, `ct state established,related`).
+pub fn ct_any(key: CtKey, bits: u32) -> Vec<Expr> {
+    vec![
+        Expr::Ct { key, dreg: REG_1 },
+        Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::Cmp {
+            sreg: REG_1,
+            op: CmpOp::Neq,
+            data: vec![0; 4],
+        },
+    ]
+}
+
+/// `iifname|oifname [!=] "<name>"`.
+pub fn ifname_op(key: MetaKey, name: &str, op: CmpOp) -> Vec<Expr> {
+    let mut data = name.as_bytes().to_vec();
+    data.resize(16, 0);
+    vec![
+        Expr::Meta { key, dreg: REG_1 },
+        Expr::Cmp {
+            sreg: REG_1,
+            op,
+            data,
+        },
+    ]
+}
+
+/// `meta <key>` into `dreg` (a field of a concatenation).
+pub fn meta_to(key: MetaKey, dreg: u32) -> Expr {
+    Expr::Meta { key, dreg }
+}
+
+/// An IPv4 (`v6 == false`) or IPv6 source or destination address into `dreg`.
+pub fn addr_to(v6: bool, source: bool, dreg: u32) -> Expr {
+    let (offset, len) = match (v6, source) {
+        (false, true) => (12, 4),
+        (false, false) => (16, 4),
+        (true, true) => (8, 16),
+        (true, false) => (24, 16),
+    };
+    Expr::Payload {
+        base: PayloadBase::Network,
+        offset,
+        len,
+        dreg,
+    }
+}
+
+/// `map @<map>` on register 1 into register 1, then `dnat ip|ip6 to` the address and port it
+/// gave: the address in register 1, the port right after it (`port_reg`).
+pub fn dnat_map_lookup(map: &str, family: Family, port_reg: u32) -> Vec<Expr> {
+    vec![
         Expr::Lookup {
             set: map.into(),
             sreg: REG_1,

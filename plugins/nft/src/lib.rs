@@ -48,25 +48,27 @@
 //! matters, by the kernel accepting it and `nft list` / `nft -j list` printing exactly the text
 //! the tests expect (the round trip kubernetes#135705 warns about).
 //!
-//! **Next step (not done here).** Implement `tether_netfilter::backend::Firewall` on top of this
-//! crate with the per-network/per-port layout of issue 11 item 3 (one `inet tether` table of our
-//! own, comments naming each owner, elements added and deleted per attachment, no listing), then
-//! wire it into `select()` with the selection policy of item 1 (explicit `ipMasqBackend` /
-//! `backend` keys, else detection of what exists and whether iptables is usable). Until then no
-//! plugin uses this crate, so no behaviour changes.
+//! **Used by** `tether_netfilter::nftables`, the nftables firewall backend (issue 11): besides
+//! adding, it needs `ensure_elements` (add when missing), `destroy_*` (delete when present,
+//! Linux 6.3), `flush_chain`, concatenated ranges (pipapo sets, [`Elem::range`]), `fib daddr
+//! type local`, `ct status`/`ct state`, and narrow reads ([`Nft::elements`] of one set,
+//! [`Nft::element`] by key, [`Nft::sets`], [`Nft::chains`], [`Nft::rule_comments`]): never a
+//! listing of the whole ruleset.
 
 mod batch;
 mod error;
 pub mod expr;
 pub mod model;
+mod read;
 mod socket;
 mod wire;
 
 pub use batch::Batch;
 pub use error::{Error, Result};
-pub use expr::{CmpOp, Expr, MetaKey};
+pub use expr::{CmpOp, CtKey, Expr, MetaKey};
 pub use model::{
     BaseChain, Chain, ChainType, Concat, DataType, Elem, Family, Hook, Policy, Rule, Set, SetData,
     Table, Value, Verdict,
 };
+pub use read::Named;
 pub use socket::Nft;

@@ -262,11 +262,8 @@ impl Set {
         if key.is_empty() || key.len() > 5 {
             return Err(Error::Invalid(format!("set {name}: key needs 1-5 fields")));
         }
-        if interval && key.len() > 1 {
-            return Err(Error::Invalid(format!(
-                "set {name}: interval keys must have one field"
-            )));
-        }
+        // An interval set with a concatenated key is the kernel's pipapo set (Linux 5.6): each
+        // element is a range per field, given as its first and last key ([`Elem::range`]).
         if let SetData::Value(Concat(d)) = &data
             && (d.is_empty() || d.len() > 5)
         {
@@ -285,6 +282,11 @@ impl Set {
         self.comment = Some(comment.into());
         check_comment(&self.comment)?;
         Ok(self)
+    }
+
+    /// Whether the key is a concatenation of ranges (pipapo): elements carry a key end.
+    pub fn concat_ranges(&self) -> bool {
+        self.interval && self.key.0.len() > 1
     }
 }
 
@@ -378,6 +380,9 @@ pub struct Elem {
     pub key: Vec<Value>,
     /// For interval sets: the first address after the range, `None` when it runs to the end.
     pub prefix: Option<u8>,
+    /// For concatenated interval sets: the last key of the range (inclusive), field by field;
+    /// `None` is the single key.
+    pub key_end: Option<Vec<Value>>,
     pub data: Option<Vec<Value>>,
     pub verdict: Option<Verdict>,
     pub comment: Option<String>,
@@ -388,6 +393,7 @@ impl Elem {
         Elem {
             key: key.to_vec(),
             prefix: None,
+            key_end: None,
             data: None,
             verdict: None,
             comment: None,
@@ -403,6 +409,15 @@ impl Elem {
             prefix: Some(net.prefix()),
             ..Elem::key(&[Value::ip(net.ip())])
         })
+    }
+
+    /// A range per field for a concatenated interval set, from `first` to `last` inclusive:
+    /// e.g. `10.88.0.5 . 10.88.0.0/16` is `[10.88.0.5, 10.88.0.0]` to `[10.88.0.5, 10.88.255.255]`.
+    pub fn range(first: &[Value], last: &[Value]) -> Elem {
+        Elem {
+            key_end: Some(last.to_vec()),
+            ..Elem::key(first)
+        }
     }
 
     pub fn to(mut self, data: &[Value]) -> Elem {

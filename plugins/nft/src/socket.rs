@@ -58,6 +58,15 @@ impl Nft {
         })
     }
 
+    pub(crate) fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    pub(crate) fn socket(&mut self) -> &mut Socket {
+        &mut self.sock
+    }
+
     /// Sends `batch` as one transaction: every object in it is applied, or none is. The first
     /// failing object's error is returned (an empty batch sends nothing).
     pub fn apply(&mut self, batch: &Batch) -> Result<()> {

@@ -19,6 +19,7 @@ pub(crate) const NLMSG_DONE: u16 = 3;
 
 pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLM_F_EXCL: u16 = 0x200;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
 pub(crate) const NLM_F_APPEND: u16 = 0x800;
@@ -28,12 +29,22 @@ const NLA_F_NESTED: u16 = 0x8000;
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Msg {
     NewTable = 0,
+    GetTable = 1,
     DelTable = 2,
     NewChain = 3,
+    GetChain = 4,
     NewRule = 6,
+    GetRule = 7,
+    DelRule = 8,
     NewSet = 9,
+    GetSet = 10,
     NewSetElem = 12,
+    GetSetElem = 13,
     DelSetElem = 14,
+    // The DESTROY variants (Linux 6.3) are deletes for which "not there" is success.
+    DestroyChain = 27,
+    DestroySet = 29,
+    DestroySetElem = 30,
 }
 
 pub(crate) mod attr {
@@ -64,6 +75,9 @@ pub(crate) mod attr {
     pub const SET_KEY_LEN: u16 = 5;
     pub const SET_DATA_TYPE: u16 = 6;
     pub const SET_DATA_LEN: u16 = 7;
+    pub const SET_DESC: u16 = 9;
+    pub const SET_DESC_CONCAT: u16 = 2;
+    pub const SET_FIELD_LEN: u16 = 1;
     pub const SET_ID: u16 = 10;
     pub const SET_USERDATA: u16 = 13;
 
@@ -74,6 +88,7 @@ pub(crate) mod attr {
     pub const ELEM_DATA: u16 = 2;
     pub const ELEM_FLAGS: u16 = 3;
     pub const ELEM_USERDATA: u16 = 6;
+    pub const ELEM_KEY_END: u16 = 10;
 
     pub const DATA_VALUE: u16 = 1;
     pub const DATA_VERDICT: u16 = 2;
@@ -84,6 +99,7 @@ pub(crate) mod attr {
 /// Set flags (`NFT_SET_*`) and the element flag marking the end of an interval.
 pub(crate) const NFT_SET_INTERVAL: u32 = 0x4;
 pub(crate) const NFT_SET_MAP: u32 = 0x8;
+pub(crate) const NFT_SET_CONCAT: u32 = 0x80;
 pub(crate) const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 /// The kernel's data type of verdict maps' values.
 pub(crate) const NFT_DATA_VERDICT: u32 = 0xffff_ff00;

@@ -154,15 +154,6 @@ fn bad_objects_are_refused_before_anything_is_sent() {
     );
     invalid(Chain::regular("a\0b").map(drop));
     invalid(Rule::new("c", vec![]).map(drop));
-    invalid(
-        Set::new(
-            "s",
-            &[DataType::InetProto, DataType::InetService],
-            SetData::None,
-            true,
-        )
-        .map(drop),
-    );
     invalid(Elem::prefix("10.88.0.1/16".parse().unwrap()).map(drop));
 
     let t = table();
@@ -197,5 +188,23 @@ fn bad_objects_are_refused_before_anything_is_sent() {
         .map(drop),
     );
     invalid(b.add_elements(&t, &ports(), &[]).map(drop));
+    // A key end outside a concatenated interval set; a prefix inside one.
+    let end = Elem::range(&key, &key);
+    invalid(b.add_elements(&t, &ports(), &[end]).map(drop));
+    let ranges = Set::new(
+        "r",
+        &[DataType::Ipv4Addr, DataType::Ipv4Addr],
+        SetData::None,
+        true,
+    )
+    .unwrap();
+    invalid(
+        b.add_elements(
+            &t,
+            &ranges,
+            &[Elem::prefix("10.0.0.0/8".parse().unwrap()).unwrap()],
+        )
+        .map(drop),
+    );
     assert!(b.is_empty(), "refused elements are not queued");
 }

@@ -79,7 +79,11 @@ fn attach(
     let result = std::thread::scope(|s| {
         let masq = (conf.ip_masq && !state::masquerade_stamped(dir)).then(|| {
             s.spawn(|| {
-                tether_netfilter::select().masquerade_ensure(network, &[masq_key(lease)], false)
+                tether_netfilter::select_for(conf.firewall).masquerade_ensure(
+                    network,
+                    &[masq_key(lease)],
+                    false,
+                )
             })
         });
         let added = cni::delegate::exec_with("bridge", req, Command::Add, &stdin);

@@ -45,7 +45,7 @@ pub fn check(req: &Request) -> Result<(), Error> {
         .into());
     }
     if rec.get("ipMasq").and_then(|v| v.as_bool()).unwrap_or(false) {
-        tether_netfilter::select()
+        tether_netfilter::select_for(conf.firewall)
             .masquerade_check(network, &[masq_key(&lease)])
             .map_err(nf("check the masquerading of traffic leaving the overlay"))?;
     }

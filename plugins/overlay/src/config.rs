@@ -5,6 +5,7 @@
 //!  key           default   what
 //!  network       required  the overlay network (as `tether overlay init NAME`): its state dir
 //!  ipMasq        true      masquerade what containers send out of the overlay (never to it)
+//!  ipMasqBackend policy    "iptables" / "nftables" / "" for that masquerading (as bridge's key)
 //!  mtu           lease's   container and bridge MTU; not above the lease's (the VXLAN's)
 //!  hairpinMode   true      containers reach themselves through the bridge
 //!  dns           -         passed to the delegate (the result's DNS)
@@ -35,6 +36,10 @@ pub struct Config {
     /// `None` (or 0): the lease's MTU.
     pub mtu: Option<u32>,
     pub hairpin_mode: bool,
+    /// The firewall backend for the masquerading (`ipMasqBackend`, as on bridge).
+    pub firewall: tether_netfilter::Choice,
+    /// Why `ipMasqBackend` was refused: ADD fails with it (code 7), DEL and GC use the policy.
+    firewall_error: Option<String>,
     decided: Vec<&'static str>,
 }
 
@@ -42,7 +47,15 @@ impl Config {
     /// Only a value of the wrong type fails here (code 7).
     pub fn parse(req: &Request) -> Result<Config, Error> {
         let raw = &req.raw;
+        let backend: Option<String> = field(raw, "ipMasqBackend")?;
+        let (firewall, firewall_error) =
+            match tether_netfilter::Choice::parse("ipMasqBackend", backend.as_deref()) {
+                Ok(c) => (c, None),
+                Err(e) => (tether_netfilter::Choice::Auto, Some(e.to_string())),
+            };
         Ok(Config {
+            firewall,
+            firewall_error,
             network: field(raw, "network")?,
             ip_masq: field(raw, "ipMasq")?.unwrap_or(true),
             mtu: field::<u32>(raw, "mtu")?.filter(|m| *m != 0),
@@ -79,6 +92,9 @@ impl Config {
                     "unsupported field \"{key}\": the overlay plugin derives it from the agent's lease"
                 ),
             ));
+        }
+        if let Some(e) = &self.firewall_error {
+            return Err(Error::invalid_config(e.clone()));
         }
         if let Some(mtu) = self.mtu
             && mtu < 68
@@ -183,6 +199,30 @@ mod tests {
         );
         let c = Config::parse(&req(r#","network":"ov1","mtu":20"#)).unwrap();
         assert_eq!(c.validate().unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn ip_masq_backend_takes_the_bridges_names_and_refuses_others_for_add_only() {
+        use tether_netfilter::Choice;
+        for (v, want) in [
+            ("nftables", Choice::Nftables),
+            ("iptables", Choice::Iptables),
+            ("", Choice::Auto),
+        ] {
+            let c =
+                Config::parse(&req(&format!(r#","network":"ov1","ipMasqBackend":"{v}""#))).unwrap();
+            assert_eq!(c.firewall, want, "{v}");
+            c.validate().unwrap();
+        }
+        let c = Config::parse(&req(r#","network":"ov1","ipMasqBackend":"pf""#)).unwrap();
+        assert_eq!(
+            c.firewall,
+            Choice::Auto,
+            "DEL and GC fall back to the policy"
+        );
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("ipMasqBackend"), "{}", e.msg);
     }
 
     #[test]

@@ -155,24 +155,21 @@ fn parse_mapping(m: RawMapping) -> Result<Mapping, Error> {
     })
 }
 
+fn backend_of(raw: &RawConf) -> Result<tether_netfilter::Choice, Error> {
+    tether_netfilter::Choice::parse("backend", raw.backend.as_deref())
+        .map_err(|e| Error::invalid_config(e.to_string()))
+}
+
+/// The firewall backend the config asks for (`backend`: "iptables", "nftables", or absent).
+pub fn backend(req: &Request) -> Result<tether_netfilter::Choice, Error> {
+    backend_of(&req.conf_as()?)
+}
+
 /// Parses and validates the whole configuration. Mappings come only from
 /// `runtimeConfig.portMappings`.
 pub fn parse(req: &Request) -> Result<Config, Error> {
     let raw: RawConf = req.conf_as()?;
-    match raw.backend.as_deref() {
-        None | Some("") | Some("iptables") => {}
-        Some("nftables") => {
-            return Err(Error::invalid_config(
-                "backend \"nftables\" is not supported: tether's portmap uses iptables \
-                 (iptables-nft works on nftables hosts)",
-            ));
-        }
-        Some(other) => {
-            return Err(Error::invalid_config(format!(
-                "unknown backend {other:?}: expected \"iptables\""
-            )));
-        }
-    }
+    backend_of(&raw)?;
     let mark = match (raw.mark_masq_bit, raw.external_set_mark_chain) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid_config(
@@ -316,8 +313,8 @@ mod tests {
             json!({"conditionsV4": ["-s 10.0.0.0/8"]}),
             json!({"conditionsV4": ["-m", "comment", "--comment", "\"x\ny\""]}),
             json!({"conditionsV6": ["ip6", "daddr", "::1"]}),
-            json!({"backend": "nftables"}),
             json!({"backend": "ebpf"}),
+            json!({"backend": "firewalld"}),
         ] {
             let e = parse(&req(bad.clone())).unwrap_err();
             assert_eq!(e.code, 7, "{bad}: {e}");

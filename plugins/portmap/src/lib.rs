@@ -153,7 +153,7 @@ impl Plugin for Portmap {
             .into_iter()
             .filter(|f| addrs.iter().any(|a| Family::of(a) == *f))
             .collect();
-        let fw = tether_netfilter::select();
+        let fw = tether_netfilter::select_for(config::backend(req)?);
         let who = owner(req);
         fw.publish_add(who, &addrs, &cfg)
             .map_err(nf_err("publishing the ports"))?;
@@ -172,7 +172,7 @@ impl Plugin for Portmap {
     fn del(&self, req: &Request) -> Result<(), Error> {
         // The config is parsed only to reject malformed input; DEL needs none of it.
         config::parse(req)?;
-        let gone = tether_netfilter::select()
+        let gone = tether_netfilter::select_for(config::backend(req)?)
             .publish_delete(owner(req))
             .map_err(nf_err("removing port mappings"))?;
         flush_after_removal(&gone);
@@ -186,7 +186,7 @@ impl Plugin for Portmap {
             return Ok(());
         }
         let addrs = config::container_addrs(prev, &req.ifname);
-        tether_netfilter::select()
+        tether_netfilter::select_for(config::backend(req)?)
             .publish_check(owner(req), &addrs, &cfg)
             .map_err(|e| match e {
                 tether_netfilter::Error::Check(msg) => {
@@ -199,7 +199,8 @@ impl Plugin for Portmap {
     fn gc(&self, req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         let network = req.conf.name.as_str();
         let valid = tether_kit::gc::valid_owners(network, valid);
-        let gone = tether_netfilter::select()
+        let backend = config::backend(req).unwrap_or_default();
+        let gone = tether_netfilter::select_for(backend)
             .publish_gc(network, &valid)
             .map_err(nf_err("removing stale port mappings"))?;
         flush_after_removal(&gone);

@@ -759,3 +759,51 @@ fn parallel_adds_and_dels_on_one_host() {
     let unexpected: Vec<&String> = new.iter().filter(|l| !is_shared_base(l)).collect();
     assert!(unexpected.is_empty(), "{unexpected:#?}");
 }
+
+/// The reference's keys choose nftables (`ipMasqBackend` on bridge, `backend` on portmap) on a
+/// host whose iptables works: everything is published through our `inet tether` table, nothing
+/// through iptables, with the same reachability; DEL leaves no element behind.
+#[test]
+fn backend_nftables_publishes_through_our_table_and_nothing_through_iptables() {
+    let h = host();
+    let o = h.add_outside();
+    let mut l = list(&h, "pmnft", "1.0.0");
+    l.plugins[0]["ipMasqBackend"] = json!("nftables");
+    l.plugins[1]["backend"] = json!("nftables");
+    let a = h.container("ctr-a");
+    let b = h.container("ctr-b");
+    let caps = ports(json!([tcp(8080, 80)]));
+    let ra = h.add(&l, &a, caps.clone()).expect("ADD a");
+    h.add(&l, &b, json!({})).expect("ADD b");
+    let _echo = Echo::start(&a.ns, 80, "A");
+    let gw = gateway_of(&ra, false);
+    let table = h.host.sh("nft", &["list", "table", "inet", "tether"]);
+    assert!(
+        table.contains("tcp . 8080 comment \"tether net=pmnft id=ctr-a"),
+        "{table}"
+    );
+    let ipt = h.host.sh("iptables-save", &[]);
+    assert!(
+        !ipt.contains("8080") && !ipt.contains("TETHER-MASQ"),
+        "{ipt}"
+    );
+    assert_tcp(&o.ns, sa(o.host_v4, 8080), "A");
+    assert_tcp(&h.host, sa(ip("127.0.0.1"), 8080), "A");
+    assert_tcp(&h.host, sa(gw, 8080), "A");
+    assert_tcp(&a.ns, sa(o.host_v4, 8080), "A");
+    assert_tcp(&b.ns, sa(gw, 8080), "A");
+    settle_ipv6(&h.host);
+    settle_ipv6(&a.ns);
+    assert_tcp(&o.ns, sa(o.host_v6, 8080), "A");
+    h.check(&l, &a, caps.clone()).expect("CHECK");
+    // A second container asking for the same host port: a conflict, and nothing half-applied.
+    let c = h.container("ctr-c");
+    assert!(h.add(&l, &c, caps.clone()).is_err(), "same host port twice");
+    h.del(&l, &c, caps.clone()).expect("DEL c");
+    h.del(&l, &a, caps.clone()).expect("DEL a");
+    h.del(&l, &a, caps).expect("DEL a again");
+    h.del(&l, &b, json!({})).expect("DEL b");
+    assert_tcp_blocked(&o.ns, sa(o.host_v4, 8080));
+    let table = h.host.sh("nft", &["list", "table", "inet", "tether"]);
+    assert!(!table.contains("tether net=pmnft"), "{table}");
+}

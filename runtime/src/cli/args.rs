@@ -39,7 +39,18 @@ pub struct Global {
     /// [default: /var/lib/tether]
     #[arg(long, global = true, env = "TETHER_IMAGE_ROOT", value_name = "DIR")]
     pub image_root: Option<PathBuf>,
-    /// A JSON config file with defaults for root, configDir, cniPath and imageRoot
+    /// Firewall backend the plugins use (iptables or nftables), written into the conflists as
+    /// ipMasqBackend (bridge) and backend (portmap, firewall); overrides firewallBackend of the
+    /// config file [default: the plugins' own policy, see README]
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_FIREWALL_BACKEND",
+        value_name = "BACKEND"
+    )]
+    pub firewall_backend: Option<String>,
+    /// A JSON config file with defaults for root, configDir, cniPath, imageRoot and
+    /// firewallBackend
     #[arg(
         long,
         global = true,

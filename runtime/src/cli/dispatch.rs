@@ -17,6 +17,7 @@ pub(super) fn paths(g: &Global) -> Result<Paths> {
         g.config_dir.clone(),
         g.cni_path.as_deref(),
         g.image_root.clone(),
+        g.firewall_backend.as_deref(),
         &g.config,
     )
 }
@@ -104,6 +105,25 @@ mod tests {
     use crate::cgroups::Manager;
 
     #[test]
+    fn the_firewall_backend_comes_from_the_flag_then_the_config_file_and_is_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("tether.json");
+        std::fs::write(&file, r#"{"firewallBackend": "nftables"}"#).unwrap();
+        let resolve = |flag: Option<&str>, f: &std::path::Path| {
+            Paths::resolve(None, None, None, None, flag, f).map(|p| p.firewall_backend)
+        };
+        assert_eq!(resolve(None, &file).unwrap().as_deref(), Some("nftables"));
+        assert_eq!(
+            resolve(Some("iptables"), &file).unwrap().as_deref(),
+            Some("iptables")
+        );
+        assert_eq!(resolve(None, &d.path().join("none")).unwrap(), None);
+        assert!(resolve(Some("pf"), &file).is_err());
+        std::fs::write(&file, r#"{"firewallBackend": "firewalld"}"#).unwrap();
+        assert!(resolve(None, &file).is_err());
+    }
+
+    #[test]
     fn an_explicit_cni_path_replaces_the_default_search_path() {
         let d = tempfile::tempdir().unwrap();
         let global = |cni: Option<&str>, config: &str| Global {
@@ -111,6 +131,7 @@ mod tests {
             config_dir: None,
             cni_path: cni.map(str::to_string),
             image_root: None,
+            firewall_backend: None,
             config: d.path().join(config),
             cgroup_manager: Manager::Auto,
             log: "warn".into(),

@@ -145,6 +145,23 @@ pub fn add_portmap(list: &mut ConfList) {
     }
 }
 
+/// Writes the runtime's firewall backend (`--firewall-backend`, `firewallBackend`) as each
+/// plugin's own key, where the list does not set one: `ipMasqBackend` on bridge and overlay, `backend` on
+/// portmap and firewall.
+pub fn set_firewall_backend(list: &mut ConfList, backend: Option<&str>) {
+    let Some(backend) = backend else { return };
+    for p in &mut list.plugins {
+        let key = match p.get("type").and_then(Value::as_str) {
+            Some("bridge") | Some("overlay") => "ipMasqBackend",
+            Some("portmap") | Some("firewall") => "backend",
+            _ => continue,
+        };
+        if let Some(obj) = p.as_object_mut() {
+            obj.entry(key).or_insert_with(|| json!(backend));
+        }
+    }
+}
+
 /// Whether a list is a bridge network (one `tether run -p` would add `portmap` to): `bridge`,
 /// or `overlay`, which delegates to it.
 pub fn is_bridge_network(list: &ConfList) -> bool {
@@ -232,5 +249,33 @@ pub fn check_port_free(p: &PortMapping) -> Result<()> {
             p.host_port, p.protocol
         ))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod firewall_backend_tests {
+    use super::*;
+
+    #[test]
+    fn the_runtimes_backend_becomes_each_plugins_key_unless_the_list_sets_one() {
+        let mut l = bridge_conflist(
+            "n",
+            "br-n",
+            "10.89.0.0/24".parse().unwrap(),
+            None,
+            true,
+            Path::new("/tmp/ipam"),
+        );
+        add_portmap(&mut l);
+        l.plugins
+            .push(json!({"type": "firewall", "backend": "iptables"}));
+        l.plugins.push(json!({"type": "tuning"}));
+        set_firewall_backend(&mut l, None);
+        assert!(l.plugins[0].get("ipMasqBackend").is_none());
+        set_firewall_backend(&mut l, Some("nftables"));
+        assert_eq!(l.plugins[0]["ipMasqBackend"], "nftables");
+        assert_eq!(l.plugins[1]["backend"], "nftables");
+        assert_eq!(l.plugins[2]["backend"], "iptables", "an explicit key stays");
+        assert!(l.plugins[3].get("backend").is_none());
     }
 }

@@ -23,7 +23,8 @@ mod version;
 
 pub use conflist::{
     add_dnsname, add_portmap, bridge_conflist, builtin_bridge, check_plugins, check_port_free,
-    has_dnsname, is_bridge_network, overlaps, overlay_conflist, overlay_network, subnets,
+    has_dnsname, is_bridge_network, overlaps, overlay_conflist, overlay_network,
+    set_firewall_backend, subnets,
 };
 pub use etc::{container_addresses, hosts_file, resolv_file};
 pub use mode::NetMode;
@@ -53,6 +54,7 @@ pub(crate) fn test_paths() -> (tempfile::TempDir, crate::paths::Paths) {
         config_dir: d.path().join("net.d"),
         cni_path: vec![],
         image_root: d.path().join("images"),
+        firewall_backend: None,
     };
     (d, p)
 }

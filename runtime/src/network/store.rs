@@ -31,6 +31,7 @@ pub fn conflist_for(paths: &Paths, mode: &NetMode, ports: &[PortMapping]) -> Res
         }
         add_portmap(&mut list);
     }
+    super::conflist::set_firewall_backend(&mut list, paths.firewall_backend.as_deref());
     if *mode == NetMode::Network(DEFAULT_NETWORK.into()) {
         version::negotiate_version(&mut list, paths);
     }
@@ -223,6 +224,8 @@ fn set_version(list: &mut ConfList, paths: &Paths, cni_version: Option<&str>) ->
 }
 
 fn write_list(paths: &Paths, list: &ConfList) -> Result<PathBuf> {
+    let mut list = list.clone();
+    super::conflist::set_firewall_backend(&mut list, paths.firewall_backend.as_deref());
     std::fs::create_dir_all(&paths.config_dir).ctx(at("create", &paths.config_dir))?;
     let path = paths.config_dir.join(format!("{}.conflist", list.name));
     crate::atomic::write_replacing(&path, &list.to_bytes()).ctx(at("write", &path))?;

@@ -109,6 +109,28 @@ pub fn check(host: &Netns, data_dir: &Path, ips: &BTreeSet<String>, n: usize) ->
             Err(e) => left.unknown.push(format!("{tool}: {e}")),
         }
     }
+    // Our nftables table (the ours-nftables side): the shared maps and sets stay, empty, and
+    // the network's masquerade chain and subnet set (like its iptables chain); any other
+    // element, and any attachment's record map or set, is a leftover.
+    if let Ok(o) = host
+        .command("nft")
+        .args(["list", "table", "inet", "tether"])
+        .output()
+        && o.status.success()
+    {
+        let mut block = String::new();
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let t = line.trim();
+            if t.starts_with("set ") || t.starts_with("map ") || t.starts_with("chain ") {
+                block = t.trim_end_matches(" {").to_string();
+                if t.starts_with("map pub") || t.starts_with("set fw") {
+                    left.chains.push(format!("nftables {block}"));
+                }
+            } else if t.starts_with("elements =") && !block.starts_with("set masq") {
+                left.rules.push(format!("nftables {block}: {t}"));
+            }
+        }
+    }
     leases(data_dir, &mut left.leases);
     left
 }

@@ -27,6 +27,8 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 pub struct Side {
     pub label: &'static str,
     pub dir: PathBuf,
+    /// `TETHER_FIREWALL_BACKEND` for our plugins (the runtime's choice of backend).
+    pub firewall: Option<&'static str>,
 }
 
 impl Side {
@@ -175,6 +177,9 @@ impl Ctx<'_> {
             .env("CNI_NETNS", container.path())
             .env("CNI_IFNAME", IFNAME)
             .env("CNI_PATH", &self.side.dir);
+        if let Some(b) = self.side.firewall {
+            cmd.env("TETHER_FIREWALL_BACKEND", b);
+        }
         if let Some(l) = self.log {
             cmd.env("TETHER_LOG", l);
         }

@@ -29,6 +29,7 @@ const BRIDGE_MAC: &str = "02:00:0a:58:00:01";
 /// recognises it by its label.
 pub fn side() -> Side {
     Side {
+        firewall: None,
         label: LABEL,
         dir: PathBuf::new(),
     }

@@ -48,6 +48,9 @@ struct Args {
     #[arg(long, default_value = "/usr/lib/cni")]
     reference_dir: PathBuf,
     /// Measure ours only (and the kernel floor, unless --no-floor).
+    /// Leave out the scenarios of our plugins on nftables (`ours-nftables`).
+    #[arg(long)]
+    no_nftables: bool,
     #[arg(long)]
     no_reference: bool,
     /// Leave out the kernel floor: the same kernel objects as one bridge ADD made by `ip -batch`
@@ -130,6 +133,13 @@ fn run(args: Args) -> Result<(), String> {
     let ours = Side {
         label: "ours",
         dir: plugins_dir.clone(),
+        firewall: None,
+    };
+    // The same binaries told to use nftables, side by side with the default (iptables).
+    let ours_nft = Side {
+        label: "ours-nftables",
+        firewall: Some("nftables"),
+        ..ours.clone()
     };
     for p in PLUGINS {
         if !ours.binary(p).is_file() {
@@ -145,6 +155,7 @@ fn run(args: Args) -> Result<(), String> {
     } else if PLUGINS.iter().all(|p| args.reference_dir.join(p).is_file()) {
         Some(Side {
             label: "reference",
+            firewall: None,
             dir: args.reference_dir.clone(),
         })
     } else {
@@ -185,8 +196,9 @@ fn run(args: Args) -> Result<(), String> {
     let floor = (!args.no_floor).then(floor::side);
     for (si, spec) in specs.iter().enumerate() {
         // The floor makes no iptables rules, so it has nothing to say about portmap.
-        let sides: Vec<&Side> = sides
-            .iter()
+        let sides: Vec<&Side> = std::iter::once(&ours)
+            .chain((!args.no_nftables).then_some(&ours_nft))
+            .chain(reference.as_ref())
             .chain(floor.as_ref().filter(|_| !spec.portmap))
             .collect();
         let mut runs: Vec<SideRun> = vec![SideRun::default(); sides.len()];
