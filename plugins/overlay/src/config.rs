@@ -114,35 +114,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::request::Command;
-
-    fn req(extra: &str) -> Request {
-        let env = |k: &str| {
-            Some(
-                match k {
-                    "CNI_CONTAINERID" => "c1",
-                    "CNI_IFNAME" => "eth0",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
-        let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"overlay"{extra}}}"#);
-        Request::from_env(Command::Del, &env, conf.into_bytes()).unwrap()
-    }
-
-    fn lease(mtu: u32) -> HostLease {
-        HostLease {
-            network: "ov1".into(),
-            overlay: "10.200.0.0/16".parse().unwrap(),
-            subnet: "10.200.3.0/24".parse().unwrap(),
-            mtu,
-            vni: 42,
-            backend: "vxlan".into(),
-            public_ip: "192.168.50.2".parse().unwrap(),
-            agent_pid: 1,
-        }
-    }
+    use crate::fixtures::{lease, req};
 
     #[test]
     fn defaults() {
