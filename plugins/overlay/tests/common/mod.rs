@@ -30,6 +30,13 @@ impl Host {
         Host { th, state }
     }
 
+    /// A host whose agent has leased it `SUBNET_A`: where most single-host tests start.
+    pub fn leased() -> Host {
+        let h = Host::new();
+        h.write_lease(&h.lease(SUBNET_A));
+        h
+    }
+
     pub fn ns(&self) -> &Netns {
         &self.th.host
     }
