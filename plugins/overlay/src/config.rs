@@ -11,21 +11,11 @@
 //! ```
 
 use cni::{Error, ErrorCode, Request};
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use tether_kit::config::field;
 use tether_overlay_state::HostLease;
 
 /// Keys the overlay decides itself: refused (code 2) rather than silently overridden.
 const DECIDED_BY_THE_OVERLAY: &[&str] = &["bridge", "ipam", "isGateway", "isDefaultGateway"];
-
-fn field<T: DeserializeOwned>(raw: &Value, key: &str) -> Result<Option<T>, Error> {
-    match raw.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| Error::invalid_config(format!("invalid \"{key}\": {v}: {e}"))),
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
