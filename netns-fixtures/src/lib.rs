@@ -28,7 +28,7 @@ mod runtime;
 mod shared;
 mod snapshot;
 
-pub use cni::{Cni, CniOutput};
+pub use cni::{Cni, CniOutput, result_ips};
 pub use host::{TestHost, bin_dir, plugin, reference_plugin, require_privileges};
 pub use output::success_stdout;
 pub use outside::Outside;

@@ -172,14 +172,7 @@ pub fn assert_nothing_left(before: &Snapshot, after: &Snapshot) {
 
 /// The container's first address from a 1.x result.
 pub fn result_ip(r: &Value) -> IpAddr {
-    r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    netns_fixtures::result_ips(r)[0]
 }
 
 /// Two hosts joined by a veth underlay (`ul0`, 192.168.50.1 and .2/24), each with a hand-made
