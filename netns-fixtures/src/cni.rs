@@ -74,6 +74,20 @@ impl std::fmt::Display for CniOutput {
     }
 }
 
+/// The addresses of a CNI result (1.x `ips[].address`), without their prefix lengths.
+#[track_caller]
+pub fn result_ips(result: &Value) -> Vec<std::net::IpAddr> {
+    result["ips"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ips in {result}"))
+        .iter()
+        .map(|i| {
+            let a = i["address"].as_str().unwrap();
+            a.split('/').next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
 /// One plugin invocation, built up and then [`run`](Cni::run) inside a namespace.
 #[must_use]
 pub struct Cni<'a> {

@@ -21,14 +21,16 @@ use nix::sched::{CloneFlags, setns, unshare};
 
 mod cni;
 mod host;
+mod output;
 mod outside;
 mod packets;
 mod runtime;
 mod shared;
 mod snapshot;
 
-pub use cni::{Cni, CniOutput};
+pub use cni::{Cni, CniOutput, result_ips};
 pub use host::{TestHost, bin_dir, plugin, reference_plugin, require_privileges};
+pub use output::success_stdout;
 pub use outside::Outside;
 pub use packets::{EchoServer, ping, tcp_echo, udp_echo};
 pub use runtime::{CniHost, conflist};

@@ -25,13 +25,7 @@ fn containers_on_a_created_network_resolve_each_other_by_name_and_alias() {
         &["--net=blue", "--network-alias", "db"],
         &["sleep", "60"],
     );
-    let web = env.inspect("web")["network"]["result"]["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let web = netns_fixtures::result_ips(&env.inspect("web")["network"]["result"])[0].to_string();
     let run = |args: &[&str]| {
         let mut a = vec!["run", "--rm", "--rootfs", r, "--net=blue", "--"];
         a.extend_from_slice(args);

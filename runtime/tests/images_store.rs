@@ -6,7 +6,10 @@ mod common;
 
 use common::Env;
 use common::archive::{self, Layer};
-use common::images::{import_test_image, layer_dirs, refused, tmp_entries, write};
+use common::images::{
+    forced_rmi_keeps_layers_until_the_container_goes, import_test_image, layer_dirs, refused,
+    tmp_entries, write,
+};
 
 #[test]
 fn a_killed_imports_staging_is_swept_by_the_next_import_and_by_prune() {
@@ -91,11 +94,16 @@ fn a_prune_between_a_runs_plan_and_its_record_never_leaves_it_mounting_missing_l
         "",
         "the record names the layers: kept"
     );
-    env.tether(&["rmi", "-f", "bb"]).ok();
-    assert_eq!(env.tether(&["image", "prune"]).ok(), "");
-    env.tether(&["rm", "c"]).ok();
-    assert_eq!(env.tether(&["image", "prune"]).ok().lines().count(), 2);
+    forced_rmi_keeps_layers_until_the_container_goes(&env);
     env.assert_clean();
+}
+
+/// `tether image export bb <to>`: the image id it prints.
+fn export(env: &Env, to: &std::path::Path) -> String {
+    env.tether(&["image", "export", "bb", to.to_str().unwrap()])
+        .ok()
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -105,17 +113,9 @@ fn an_export_is_byte_stable_and_its_reimport_has_the_id_the_export_printed() {
     let e1 = env.host.dir().join("e1.tar");
     let e2 = env.host.dir().join("e2.tar");
     let e3 = env.host.dir().join("e3.tar");
-    let id = env
-        .tether(&["image", "export", "bb", e1.to_str().unwrap()])
-        .ok()
-        .trim()
-        .to_string();
+    let id = export(&env, &e1);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let id2 = env
-        .tether(&["image", "export", "bb", e2.to_str().unwrap()])
-        .ok()
-        .trim()
-        .to_string();
+    let id2 = export(&env, &e2);
     assert_eq!(id, id2);
     assert!(
         std::fs::read(&e1).unwrap() == std::fs::read(&e2).unwrap(),
@@ -129,11 +129,7 @@ fn an_export_is_byte_stable_and_its_reimport_has_the_id_the_export_printed() {
         .trim()
         .to_string();
     assert_eq!(back, id, "re-import: the id the export printed");
-    let id3 = env
-        .tether(&["image", "export", "bb", e3.to_str().unwrap()])
-        .ok()
-        .trim()
-        .to_string();
+    let id3 = export(&env, &e3);
     assert_eq!(id3, id);
     assert!(
         std::fs::read(&e1).unwrap() == std::fs::read(&e3).unwrap(),

@@ -47,11 +47,21 @@ fn parse(text: &str, ours: &[IpAddr], port: u16) -> Vec<SocketAddr> {
 
 /// Asks the upstreams in order over UDP; the first answer with the query's id wins.
 pub async fn forward_udp(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
+    first_answer(upstreams, "forward", |up| udp_once(up, query)).await
+}
+
+/// The first of `upstreams` that answers `ask` within TIMEOUT; the others' failures are
+/// logged (debug, prefixed `what`) and skipped.
+async fn first_answer<F, Fut>(upstreams: &[SocketAddr], what: &str, ask: F) -> Option<Vec<u8>>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<Vec<u8>>>,
+{
     for up in upstreams {
-        match tokio::time::timeout(TIMEOUT, udp_once(*up, query)).await {
+        match tokio::time::timeout(TIMEOUT, ask(*up)).await {
             Ok(Ok(resp)) => return Some(resp),
-            Ok(Err(e)) => tracing::debug!(%up, "forward: {e}"),
-            Err(_) => tracing::debug!(%up, "forward: timed out"),
+            Ok(Err(e)) => tracing::debug!(%up, "{what}: {e}"),
+            Err(_) => tracing::debug!(%up, "{what}: timed out"),
         }
     }
     None
@@ -79,14 +89,7 @@ async fn udp_once(up: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// Asks the upstreams in order over TCP (for clients that asked over TCP).
 pub async fn forward_tcp(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
-    for up in upstreams {
-        match tokio::time::timeout(TIMEOUT, tcp_once(*up, query)).await {
-            Ok(Ok(resp)) => return Some(resp),
-            Ok(Err(e)) => tracing::debug!(%up, "forward tcp: {e}"),
-            Err(_) => tracing::debug!(%up, "forward tcp: timed out"),
-        }
-    }
-    None
+    first_answer(upstreams, "forward tcp", |up| tcp_once(up, query)).await
 }
 
 async fn tcp_once(up: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {

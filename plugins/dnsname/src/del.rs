@@ -9,16 +9,9 @@ use crate::state;
 
 pub fn del(req: &Request) -> Result<(), Error> {
     let conf = Config::parse(req)?;
-    let dir = tether_dns_state::NetDir::new(&conf.data_dir, &conf.network);
-    // Only a directory an ADD made: valid paths, and its records file there.
-    if conf.paths_invalid().is_some() || !dir.records().exists() {
+    let Some((locked, mut records)) = state::lock_existing(&conf)? else {
         return Ok(());
-    }
-    let locked = state::lock(&conf)?;
-    if !locked.dir.records().exists() {
-        return Ok(());
-    }
-    let mut records = locked.records()?;
+    };
     records.remove(&req.container_id, &req.ifname);
     locked.store(&records)
 }

@@ -11,16 +11,10 @@ pub fn gc(req: &Request, valid: &[Attachment]) -> Result<(), Error> {
         return Ok(());
     }
     let conf = Config::parse(req)?;
-    let dir = tether_dns_state::NetDir::new(&conf.data_dir, &conf.network);
-    // Only a directory an ADD made (see del.rs).
-    if conf.paths_invalid().is_some() || !dir.records().exists() {
+    // Only a directory an ADD made (see state::lock_existing).
+    let Some((locked, mut records)) = state::lock_existing(&conf)? else {
         return Ok(());
-    }
-    let locked = state::lock(&conf)?;
-    if !locked.dir.records().exists() {
-        return Ok(());
-    }
-    let mut records = locked.records()?;
+    };
     let before = records.entries.len();
     records.entries.retain(|e| {
         valid

@@ -39,6 +39,22 @@ pub fn lock(conf: &Config) -> Result<Locked, Error> {
     Ok(Locked { dir, _lock: lock })
 }
 
+/// DEL and GC remove only from a directory an ADD made: valid paths and its records file there,
+/// checked before and again under the lock. `None`: nothing to remove (no lock is taken when
+/// the directory never existed).
+pub fn lock_existing(conf: &Config) -> Result<Option<(Locked, Records)>, Error> {
+    let dir = NetDir::new(&conf.data_dir, &conf.network);
+    if conf.paths_invalid().is_some() || !dir.records().exists() {
+        return Ok(None);
+    }
+    let locked = lock(conf)?;
+    if !locked.dir.records().exists() {
+        return Ok(None);
+    }
+    let records = locked.records()?;
+    Ok(Some((locked, records)))
+}
+
 impl Locked {
     pub fn records(&self) -> Result<Records, Error> {
         Ok(tether_dns_state::read_json(&self.dir.records())

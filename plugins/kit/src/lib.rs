@@ -24,6 +24,8 @@
 //!   when `CNI_NETNS` is not a network namespace), and a netlink handle inside it.
 //! - [`RequestExt`]: what ADD and CHECK require from a [`cni::Request`], as CNI errors instead of
 //!   panics.
+//! - [`config::field`]: one key of a plugin's config, absent or `null` as `None`, a wrong type
+//!   as code 7 naming the key.
 //! - [`lo`]: `lo` up/down/check, the reference's `lo` result, and the ADD/CHECK of the plugins
 //!   whose whole job is `lo` (loopback, none).
 //! - [`describe()`]: a namespace's interfaces, addresses and default routes as a result (host,
@@ -38,6 +40,7 @@
 //! Something two plugins need goes here (or, if it is a mechanism of its own, into netlink or
 //! netfilter), not into one plugin for the other to import.
 
+pub mod config;
 pub mod describe;
 pub mod errors;
 pub mod gc;

@@ -12,21 +12,11 @@
 //! ```
 
 use cni::{Error, ErrorCode, Request};
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use tether_kit::config::field;
 use tether_overlay_state::HostLease;
 
 /// Keys the overlay decides itself: refused (code 2) rather than silently overridden.
 const DECIDED_BY_THE_OVERLAY: &[&str] = &["bridge", "ipam", "isGateway", "isDefaultGateway"];
-
-fn field<T: DeserializeOwned>(raw: &Value, key: &str) -> Result<Option<T>, Error> {
-    match raw.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| Error::invalid_config(format!("invalid \"{key}\": {v}: {e}"))),
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -130,35 +120,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cni::request::Command;
-
-    fn req(extra: &str) -> Request {
-        let env = |k: &str| {
-            Some(
-                match k {
-                    "CNI_CONTAINERID" => "c1",
-                    "CNI_IFNAME" => "eth0",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
-        let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"overlay"{extra}}}"#);
-        Request::from_env(Command::Del, &env, conf.into_bytes()).unwrap()
-    }
-
-    fn lease(mtu: u32) -> HostLease {
-        HostLease {
-            network: "ov1".into(),
-            overlay: "10.200.0.0/16".parse().unwrap(),
-            subnet: "10.200.3.0/24".parse().unwrap(),
-            mtu,
-            vni: 42,
-            backend: "vxlan".into(),
-            public_ip: "192.168.50.2".parse().unwrap(),
-            agent_pid: 1,
-        }
-    }
+    use crate::fixtures::{lease, req};
 
     #[test]
     fn defaults() {

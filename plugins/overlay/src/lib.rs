@@ -20,6 +20,8 @@ mod add;
 mod check;
 pub mod config;
 mod del;
+#[cfg(test)]
+mod fixtures;
 mod gc;
 pub mod plan;
 pub mod state;

@@ -139,32 +139,14 @@ mod tests {
     use super::*;
 
     fn lease() -> HostLease {
-        HostLease {
-            network: "ov1".into(),
-            overlay: "10.200.0.0/16".parse().unwrap(),
-            subnet: "10.200.3.0/24".parse().unwrap(),
-            mtu: 1450,
-            vni: 42,
-            backend: "vxlan".into(),
-            public_ip: "192.168.50.2".parse().unwrap(),
-            agent_pid: 1,
-        }
+        crate::fixtures::lease(1450)
     }
 
     fn conf() -> Config {
-        let env = |k: &str| {
-            Some(
-                match k {
-                    "CNI_CONTAINERID" => "c1",
-                    "CNI_IFNAME" => "eth0",
-                    _ => return None,
-                }
-                .to_string(),
-            )
-        };
-        let raw = br#"{"cniVersion":"1.0.0","name":"n","type":"overlay","network":"ov1","hairpinMode":false}"#;
-        let req = cni::Request::from_env(cni::Command::Del, &env, raw.to_vec()).unwrap();
-        Config::parse(&req).unwrap()
+        Config::parse(&crate::fixtures::req(
+            r#","network":"ov1","hairpinMode":false"#,
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -7,8 +7,7 @@ use serde_json::json;
 
 #[test]
 fn bad_network_names_missing_keys_and_a_too_large_mtu_are_refused_cleanly() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let before = h.snapshot();
     let ctr = h.th.container();
     let mut missing = h.conf(json!({}));
@@ -50,8 +49,7 @@ fn bad_network_names_missing_keys_and_a_too_large_mtu_are_refused_cleanly() {
 
 #[test]
 fn a_second_add_of_the_same_attachment_is_refused_and_keeps_the_first() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let conf = h.conf(json!({}));
     let before = h.snapshot();
     let ctr = h.th.container();
@@ -65,8 +63,7 @@ fn a_second_add_of_the_same_attachment_is_refused_and_keeps_the_first() {
 
 #[test]
 fn a_failing_delegate_rolls_back_the_record_and_the_masquerading() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     // Something not a bridge already has the bridge's name: bridge refuses (code 7).
     h.ns().sh(
         "ip",

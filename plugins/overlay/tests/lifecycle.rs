@@ -9,8 +9,7 @@ use serde_json::json;
 
 #[test]
 fn add_puts_the_container_on_the_host_subnet_behind_tob_bridge_and_del_leaves_nothing() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let conf = h.conf(json!({}));
     let before = h.snapshot();
     let ctr = h.th.container();
@@ -73,8 +72,7 @@ fn add_puts_the_container_on_the_host_subnet_behind_tob_bridge_and_del_leaves_no
 
 #[test]
 fn a_conflist_mtu_below_the_lease_wins_and_the_result_converts_to_older_versions() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let mut conf = h.conf(json!({"mtu": 1400}));
     conf["cniVersion"] = json!("0.4.0");
     let before = h.snapshot();
@@ -130,8 +128,7 @@ fn without_a_lease_or_a_live_agent_add_is_try_again_later_and_creates_nothing() 
 
 #[test]
 fn del_works_after_the_lease_is_gone() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let conf = h.conf(json!({}));
     let before = h.snapshot();
     let (c1, c2) = (h.th.container(), h.th.container());
@@ -152,8 +149,7 @@ fn del_works_after_the_lease_is_gone() {
 
 #[test]
 fn check_fails_when_the_lease_no_longer_covers_the_container() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let conf = h.conf(json!({}));
     let before = h.snapshot();
     let ctr = h.th.container();
@@ -178,8 +174,7 @@ fn check_fails_when_the_lease_no_longer_covers_the_container() {
 
 #[test]
 fn gc_removes_only_this_runtimes_stale_attachments() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let mine = h.conf_named("rt-a", json!({}));
     let theirs = h.conf_named("rt-b", json!({}));
     let before = h.snapshot();
@@ -205,8 +200,7 @@ fn gc_removes_only_this_runtimes_stale_attachments() {
 
 #[test]
 fn masquerading_flushed_behind_our_back_is_reported_by_check_and_repaired_by_gc() {
-    let h = Host::new();
-    h.write_lease(&h.lease("10.200.3.0/24"));
+    let h = Host::leased();
     let conf = h.conf(json!({}));
     let before = h.snapshot();
     let (c1, c2) = (h.th.container(), h.th.container());

@@ -36,13 +36,7 @@ impl Tether<'_> {
     #[track_caller]
     fn ok(&self, args: &[&str]) -> String {
         let out = self.cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "tether {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns_fixtures::success_stdout(&out, &format!("tether {args:?}"))
     }
 
     fn cgroup_dirs(&self) -> Vec<std::path::PathBuf> {

@@ -125,12 +125,7 @@ fn containers_on_three_hosts_exchange_icmp_tcp_and_udp_and_teardown_leaves_nothi
 fn a_device_route_or_fdb_entry_deleted_by_hand_is_restored_within_a_second() {
     let mut c = Cluster::new(2, 7, 5);
     c.init("10.201.0.0/16", &["--vni", "7"]);
-    c.start_agent(0);
-    c.start_agent(1);
-    c.attach_container(0);
-    c.attach_container(1);
-    c.wait_routes(0, 1);
-    c.wait_full_mesh(&[0, 1]);
+    c.two_hosts_meshed();
     let h = &c.hosts[0].ns;
     let restored = |what: &str, check: &dyn Fn() -> bool| {
         wait_for(Duration::from_secs(1), what, || check().then_some(()));

@@ -108,14 +108,7 @@ impl Tether {
 
     #[track_caller]
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.out(args);
-        assert!(
-            out.status.success(),
-            "tether {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns_fixtures::success_stdout(&self.out(args), &format!("tether {args:?}"))
     }
 }
 

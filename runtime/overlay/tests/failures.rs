@@ -63,12 +63,7 @@ fn a_sigkilled_agent_expires_after_its_ttl_and_every_peer_drops_its_entries() {
 fn an_agent_restarted_before_its_ttl_keeps_its_subnet_and_no_peer_loses_its_entries() {
     let mut c = Cluster::new(2, 12, 6);
     c.init("10.211.0.0/16", &["--vni", "12"]);
-    c.start_agent(0);
-    c.start_agent(1);
-    c.attach_container(0);
-    c.attach_container(1);
-    c.wait_routes(0, 1);
-    c.wait_full_mesh(&[0, 1]);
+    c.two_hosts_meshed();
     let before = c.wait_lease(1).subnet;
     c.stop_agent(1, libc::SIGKILL);
     c.start_agent(1);
@@ -111,12 +106,7 @@ fn with_etcd_stopped_traffic_flows_agents_retry_and_resync_and_a_host_that_joine
  {
     let mut c = Cluster::new(3, 13, 5);
     c.init("10.212.0.0/16", &["--vni", "13"]);
-    c.start_agent(0);
-    c.start_agent(1);
-    c.attach_container(0);
-    c.attach_container(1);
-    c.wait_routes(0, 1);
-    c.wait_full_mesh(&[0, 1]);
+    c.two_hosts_meshed();
     c.stop_etcd();
     // Host 2 joins while etcd is down: its agent waits for etcd (--wait-for-etcd).
     c.start_agent_with(2, &["--wait-for-etcd"]);

@@ -144,18 +144,24 @@ fn walk<W: Write>(
 mod tests {
     use super::*;
 
+    /// A header for `name` of `size` bytes: a directory when the name ends with '/'.
+    fn header(name: &str, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(if name.ends_with('/') {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_mode(mode);
+        h.set_size(size);
+        h
+    }
+
     fn layer(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            let dir = name.ends_with('/');
-            h.set_entry_type(if dir {
-                tar::EntryType::Directory
-            } else {
-                tar::EntryType::Regular
-            });
-            h.set_mode(if dir { 0o755 } else { 0o644 });
-            h.set_size(data.len() as u64);
+            let mode = if name.ends_with('/') { 0o755 } else { 0o644 };
+            let mut h = header(name, mode, data.len() as u64);
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.into_inner().unwrap()
@@ -206,16 +212,8 @@ mod tests {
         if !pax.is_empty() {
             b.append_pax_extensions(pax.iter().copied()).unwrap();
         }
-        let mut h = tar::Header::new_gnu();
-        let dir = name.ends_with('/');
-        h.set_entry_type(if dir {
-            tar::EntryType::Directory
-        } else {
-            tar::EntryType::Regular
-        });
-        h.set_mode(0o755);
+        let mut h = header(name, 0o755, 0);
         h.set_mtime(mtime);
-        h.set_size(0);
         b.append_data(&mut h, name, std::io::empty()).unwrap();
     }
 

@@ -1,5 +1,5 @@
 //! Helpers of the image tests (images.rs, images_store.rs): archives written into the test's
-//! host, the store's layer and staging directories, and the refusal check.
+//! host, the store's layer and staging directories, the refusal check and the `rmi -f` one.
 
 use super::Env;
 use super::archive;
@@ -23,6 +23,16 @@ pub fn import_test_image(env: &Env, name: &str) -> String {
         .ok()
         .trim()
         .to_string()
+}
+
+/// `rmi -f` of the image container `c` still uses: the image goes, its two layers stay for
+/// the container (prune keeps them) until `c` is removed, and then prune removes them.
+#[track_caller]
+pub fn forced_rmi_keeps_layers_until_the_container_goes(env: &Env) {
+    env.tether(&["rmi", "-f", "bb"]).ok();
+    assert_eq!(env.tether(&["image", "prune"]).ok(), "");
+    env.tether(&["rm", "c"]).ok();
+    assert_eq!(env.tether(&["image", "prune"]).ok().lines().count(), 2);
 }
 
 pub fn layer_dirs(env: &Env) -> Vec<String> {

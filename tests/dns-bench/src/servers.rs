@@ -3,8 +3,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, OpCode};
@@ -116,20 +116,15 @@ pub fn aardvark(ns: &Netns, dir: &Path, n: usize) -> Running {
         resolv.display(),
         d.display()
     );
-    let child = ns
-        .command("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_answers(ns, "10.99.0.2:53".parse().unwrap(), "aardvark-dns");
-    Running {
-        name: "aardvark-dns",
-        addr: "10.99.0.2:53".parse().unwrap(),
-        child,
-        pid_file: Some(d.join("aardvark.pid")),
-    }
+    let mut cmd = ns.command("unshare");
+    cmd.args(["-m", "sh", "-c", &script]);
+    spawn_quiet(
+        ns,
+        cmd,
+        "aardvark-dns",
+        "10.99.0.2:53",
+        Some(d.join("aardvark.pid")),
+    )
 }
 
 pub fn dnsmasq(ns: &Netns, dir: &Path, n: usize) -> Running {
@@ -141,33 +136,45 @@ pub fn dnsmasq(ns: &Netns, dir: &Path, n: usize) -> Running {
         hosts.push_str(&format!("{} n{i}.dns.podman n{i}\n", ip(i)));
     }
     std::fs::write(d.join("addnhosts"), hosts).unwrap();
-    let child = ns
-        .command("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file=",
-            "--user=root",
-            "--bind-interfaces",
-            "--listen-address=10.99.0.3",
-            "--port=53",
-            "--local=/dns.podman/",
-            "--domain=dns.podman",
-            &format!("--server={UPSTREAM}"),
-            &format!("--addn-hosts={}", d.join("addnhosts").display()),
-        ])
+    let mut cmd = ns.command("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file=",
+        "--user=root",
+        "--bind-interfaces",
+        "--listen-address=10.99.0.3",
+        "--port=53",
+        "--local=/dns.podman/",
+        "--domain=dns.podman",
+        &format!("--server={UPSTREAM}"),
+        &format!("--addn-hosts={}", d.join("addnhosts").display()),
+    ]);
+    spawn_quiet(ns, cmd, "dnsmasq", "10.99.0.3:53", None)
+}
+
+/// Starts `cmd` with its output discarded and waits until `name` answers at `addr`.
+fn spawn_quiet(
+    ns: &Netns,
+    mut cmd: Command,
+    name: &'static str,
+    addr: &str,
+    pid_file: Option<PathBuf>,
+) -> Running {
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_answers(ns, "10.99.0.3:53".parse().unwrap(), "dnsmasq");
+    let addr: SocketAddr = addr.parse().unwrap();
+    wait_answers(ns, addr, name);
     Running {
-        name: "dnsmasq",
-        addr: "10.99.0.3:53".parse().unwrap(),
+        name,
+        addr,
         child,
-        pid_file: None,
+        pid_file,
     }
 }
 

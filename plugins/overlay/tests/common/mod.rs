@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use netns_fixtures::{CniOutput, Netns, Snapshot, TestHost, bin_dir, plugin};
+use netns_fixtures::{Cni, CniOutput, Netns, Snapshot, TestHost, bin_dir, plugin};
 use serde_json::{Value, json};
 use tether_overlay_state::{HostLease, NetworkDir};
 
@@ -28,6 +28,13 @@ impl Host {
         let th = TestHost::new();
         let state = th.dir().join("overlay");
         Host { th, state }
+    }
+
+    /// A host whose agent has leased it `SUBNET_A`: where most single-host tests start.
+    pub fn leased() -> Host {
+        let h = Host::new();
+        h.write_lease(&h.lease(SUBNET_A));
+        h
     }
 
     pub fn ns(&self) -> &Netns {
@@ -75,16 +82,18 @@ impl Host {
         self.conf_named("ovnet", extra)
     }
 
-    fn run(&self, cmd: &str, cid: &str, netns: Option<&Path>, conf: &Value) -> CniOutput {
-        let mut c = self
-            .ns()
+    /// The plugin run on the host for `cmd`, with this host's overlay state and `conf`.
+    fn plugin_cmd(&self, cmd: &str, conf: &Value) -> Cni<'_> {
+        self.ns()
             .cni(plugin("overlay"))
             .command(cmd)
-            .container_id(cid)
-            .ifname("eth0")
             .cni_path([bin_dir()])
             .env("TETHER_OVERLAY_DIR", &self.state)
-            .stdin(conf);
+            .stdin(conf)
+    }
+
+    fn run(&self, cmd: &str, cid: &str, netns: Option<&Path>, conf: &Value) -> CniOutput {
+        let mut c = self.plugin_cmd(cmd, conf).container_id(cid).ifname("eth0");
         if let Some(ns) = netns {
             c = c.netns(ns);
         }
@@ -110,13 +119,7 @@ impl Host {
     }
 
     pub fn status(&self, conf: &Value) -> CniOutput {
-        self.ns()
-            .cni(plugin("overlay"))
-            .command("STATUS")
-            .cni_path([bin_dir()])
-            .env("TETHER_OVERLAY_DIR", &self.state)
-            .stdin(conf)
-            .run()
+        self.plugin_cmd("STATUS", conf).run()
     }
 
     pub fn gc(&self, conf: &Value, valid: &[&str]) -> CniOutput {
@@ -125,13 +128,7 @@ impl Host {
             .iter()
             .map(|c| json!({"containerID": c, "ifname": "eth0"}))
             .collect();
-        self.ns()
-            .cni(plugin("overlay"))
-            .command("GC")
-            .cni_path([bin_dir()])
-            .env("TETHER_OVERLAY_DIR", &self.state)
-            .stdin(conf)
-            .run()
+        self.plugin_cmd("GC", &conf).run()
     }
 
     /// Links, addresses, routes, iptables and every file under the overlay state directory.
@@ -175,14 +172,7 @@ pub fn assert_nothing_left(before: &Snapshot, after: &Snapshot) {
 
 /// The container's first address from a 1.x result.
 pub fn result_ip(r: &Value) -> IpAddr {
-    r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    netns_fixtures::result_ips(r)[0]
 }
 
 /// Two hosts joined by a veth underlay (`ul0`, 192.168.50.1 and .2/24), each with a hand-made

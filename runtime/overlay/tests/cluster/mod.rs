@@ -14,7 +14,7 @@
 //! `end_to_end.rs` attaches containers through the real plugin and `tether run --net` instead.
 #![allow(dead_code)]
 
-use netns_fixtures::{Netns, bin_dir, require_privileges};
+use netns_fixtures::{Netns, bin_dir, require_privileges, success_stdout};
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -72,16 +72,6 @@ pub struct Cluster {
     pub url: String,
     pub vni: u32,
     pub ttl: u32,
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
@@ -212,8 +202,8 @@ impl Cluster {
 
     /// Every key under the overlay prefix.
     pub fn keys(&self) -> Vec<String> {
-        let out = ok(
-            self.etcdctl(&["get", "--prefix", "--keys-only", "/tether/overlay/"]),
+        let out = success_stdout(
+            &self.etcdctl(&["get", "--prefix", "--keys-only", "/tether/overlay/"]),
             "etcdctl get",
         );
         out.lines()
@@ -241,7 +231,7 @@ impl Cluster {
             extra,
         ]
         .concat();
-        ok(self.tether(0, &args), "tether overlay init");
+        success_stdout(&self.tether(0, &args), "tether overlay init");
     }
 
     pub fn start_agent(&mut self, i: usize) {
@@ -453,6 +443,17 @@ impl Cluster {
         ping_args(self.container(from), self.container_ip(to), &[])
     }
 
+    /// Hosts 0 and 1 each with a running agent and a container, both routes programmed and
+    /// the two containers reaching each other: the steady state most failure tests start from.
+    pub fn two_hosts_meshed(&mut self) {
+        self.start_agent(0);
+        self.start_agent(1);
+        self.attach_container(0);
+        self.attach_container(1);
+        self.wait_routes(0, 1);
+        self.wait_full_mesh(&[0, 1]);
+    }
+
     /// Waits until every container reaches every other one.
     pub fn wait_full_mesh(&self, hosts: &[usize]) {
         for &a in hosts {
@@ -511,8 +512,8 @@ impl Cluster {
             .collect();
         assert!(keys.is_empty(), "subnet keys left in etcd: {keys:?}");
         // The definition is not a host's: remove it like an operator would, then none is left.
-        ok(
-            self.etcdctl(&["del", "--prefix", "/tether/overlay/"]),
+        success_stdout(
+            &self.etcdctl(&["del", "--prefix", "/tether/overlay/"]),
             "etcdctl del",
         );
         assert!(self.keys().is_empty());
