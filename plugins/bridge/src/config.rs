@@ -2,22 +2,11 @@
 //! and validated before anything touches the kernel.
 
 use cni::{Dns, Error, ErrorCode, Request};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tether_kit::config::field;
 
 /// The reference plugin's default bridge name.
 pub const DEFAULT_BRIDGE: &str = "cni0";
-
-/// One key of the config: absent and `null` are both `None` (as Go's decoder treats them); a
-/// value of the wrong type is an error that names the key and the value.
-fn field<T: DeserializeOwned>(raw: &Value, key: &str) -> Result<Option<T>, Error> {
-    match raw.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| Error::invalid_config(format!("invalid \"{key}\": {v}: {e}"))),
-    }
-}
 
 /// A parsed configuration with the defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

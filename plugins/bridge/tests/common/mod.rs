@@ -199,23 +199,7 @@ pub fn merge(base: &mut Value, extra: Value) {
 }
 
 /// The container's addresses from a result (1.0.0 shape).
-pub fn result_ips(r: &Value) -> Vec<IpAddr> {
-    r["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            i["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect()
-}
+pub use netns_fixtures::result_ips;
 
 pub fn result_ip(r: &Value, v4: bool) -> IpAddr {
     *result_ips(r)
