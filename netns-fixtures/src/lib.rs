@@ -21,6 +21,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 
 mod cni;
 mod host;
+mod no_iptables;
 mod outside;
 mod packets;
 mod runtime;
@@ -29,6 +30,7 @@ mod snapshot;
 
 pub use cni::{Cni, CniOutput};
 pub use host::{TestHost, bin_dir, plugin, reference_plugin, require_privileges};
+pub use no_iptables::iptables_programs;
 pub use outside::Outside;
 pub use packets::{EchoServer, ping, tcp_echo, udp_echo};
 pub use runtime::{CniHost, conflist};
