@@ -81,6 +81,13 @@ fn assert_iptables_untouched(h: &Host, before: &[String]) {
 /// and iptables as it was.
 #[track_caller]
 fn assert_clean(h: &Host, nets: &[&str], ipt_before: &[String]) {
+    assert_clean_nft(h, nets);
+    assert_iptables_untouched(h, ipt_before);
+}
+
+/// Nothing of these networks in our nftables table.
+#[track_caller]
+fn assert_clean_nft(h: &Host, nets: &[&str]) {
     let t = h
         .host
         .command("nft")
@@ -93,7 +100,6 @@ fn assert_clean(h: &Host, nets: &[&str], ipt_before: &[String]) {
         assert!(!t.contains(&format!("net={n}\"")), "{n} left in:\n{t}");
     }
     assert!(!t.contains("id=ctr-"), "an attachment left in:\n{t}");
-    assert_iptables_untouched(h, ipt_before);
 }
 
 /// The source address a TCP connection from `from` to `outside_ip:port` arrives with.
@@ -359,4 +365,41 @@ fn lifecycle_on_nftables_conflicts_check_gc_and_del_without_state() {
     h.del(&l, &a, caps).expect("DEL a");
     h.del(&l, &c, json!({})).expect("DEL c");
     assert_clean(&h, &["nilife"], &ipt_before);
+}
+
+/// The other way round, on a host whose iptables works: a chain published through iptables (no
+/// keys, the default) and deleted with every plugin set to nftables. DEL still cleans the
+/// iptables side (our chains are there, so it cannot be skipped) and strands nothing.
+#[test]
+fn a_del_on_nftables_still_removes_what_iptables_published() {
+    let fw = firewall();
+    let fw = fw.to_str().expect("utf-8 target dir");
+    let h = Host::new(Impl::Tether, &[("portmap", PORTMAP), ("firewall", fw)]);
+    let o = h.add_outside();
+    let ipt_before = h.snapshot();
+    let l = list(&h, "niswitch", 1, "same-bridge");
+    let a = h.container("ctr-a");
+    let caps = ports(json!([map("tcp", 8080, 80, None)]));
+    h.add(&l, &a, caps.clone()).expect("ADD on iptables");
+    let _echo = Echo::start(&a.ns, 80, "A");
+    assert_tcp(&o.ns, sa(o.host_v4, 8080), "A");
+    let (_, new) = diff(&ipt_before, &h.snapshot());
+    assert!(
+        new.iter().any(|l| l.contains("id=ctr-a ")),
+        "nothing published through iptables: {new:#?}"
+    );
+
+    let mut on_nft = l.clone();
+    on_nft.plugins[0]["ipMasqBackend"] = json!("nftables");
+    on_nft.plugins[1]["backend"] = json!("nftables");
+    on_nft.plugins[2]["backend"] = json!("nftables");
+    h.del(&on_nft, &a, caps).expect("DEL on nftables");
+    assert_tcp_blocked(&o.ns, sa(o.host_v4, 8080));
+    let (_, left) = diff(&ipt_before, &h.snapshot());
+    let ours: Vec<&String> = left
+        .iter()
+        .filter(|l| l.contains("niswitch") || l.contains("id=ctr-a"))
+        .collect();
+    assert!(ours.is_empty(), "DEL on nftables stranded: {ours:#?}");
+    assert_clean_nft(&h, &["niswitch"]);
 }
