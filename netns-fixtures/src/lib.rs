@@ -21,6 +21,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 
 mod cni;
 mod host;
+mod no_iptables;
 mod output;
 mod outside;
 mod packets;
@@ -30,6 +31,7 @@ mod snapshot;
 
 pub use cni::{Cni, CniOutput, result_ips};
 pub use host::{TestHost, bin_dir, plugin, reference_plugin, require_privileges};
+pub use no_iptables::iptables_programs;
 pub use output::success_stdout;
 pub use outside::Outside;
 pub use packets::{EchoServer, ping, tcp_echo, udp_echo};

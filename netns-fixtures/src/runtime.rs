@@ -17,6 +17,8 @@ use crate::{Netns, TestHost};
 pub struct CniHost {
     pub t: TestHost,
     pub invoker: Invoker,
+    /// Plugins run where every iptables program fails ([`CniHost::without_iptables`]).
+    hide_iptables: bool,
 }
 
 impl CniHost {
@@ -38,7 +40,11 @@ impl CniHost {
                 .unwrap_or_else(|e| panic!("link plugin {name}: {e}"));
         }
         let invoker = Invoker::new(vec![bin], t.state_dir().join("cache"));
-        CniHost { t, invoker }
+        CniHost {
+            t,
+            invoker,
+            hide_iptables: false,
+        }
     }
 
     /// [`CniHost::new`] for a chained-plugin test: `plugins` plus our `bridge` and `host-local`
@@ -49,6 +55,23 @@ impl CniHost {
         let mut all = vec![("bridge", bridge.as_path()), ("host-local", ipam.as_path())];
         all.extend_from_slice(plugins);
         CniHost::new(&all)
+    }
+
+    /// This host as one without iptables: every plugin it runs from now on runs in a mount
+    /// namespace where each iptables program fails ([`Netns::run_without_iptables`]); the test's
+    /// own `iptables-save` still reads the real state.
+    pub fn without_iptables(mut self) -> CniHost {
+        self.hide_iptables = true;
+        self
+    }
+
+    /// Runs `f` (which execs plugins) inside the host namespace, iptables hidden if asked.
+    fn on_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        if self.hide_iptables {
+            self.t.run_without_iptables(f)
+        } else {
+            self.t.run(f)
+        }
     }
 
     /// The `CNI_PATH` directory.
@@ -68,22 +91,22 @@ impl CniHost {
 
     /// ADD through the whole list, inside the host namespace.
     pub fn add(&self, list: &ConfList, rt: &RuntimeConf) -> Result<CniResult, Error> {
-        self.t.run(|| self.invoker.add(list, rt))
+        self.on_host(|| self.invoker.add(list, rt))
     }
 
     /// DEL through the whole list (in reverse), inside the host namespace.
     pub fn del(&self, list: &ConfList, rt: &RuntimeConf) -> Result<(), Error> {
-        self.t.run(|| self.invoker.del(list, rt))
+        self.on_host(|| self.invoker.del(list, rt))
     }
 
     /// CHECK through the whole list, inside the host namespace.
     pub fn check(&self, list: &ConfList, rt: &RuntimeConf) -> Result<(), Error> {
-        self.t.run(|| self.invoker.check(list, rt))
+        self.on_host(|| self.invoker.check(list, rt))
     }
 
     /// GC through the whole list with these valid attachments, inside the host namespace.
     pub fn gc(&self, list: &ConfList, valid: &[Attachment]) -> Result<(), Error> {
-        self.t.run(|| self.invoker.gc(list, valid))
+        self.on_host(|| self.invoker.gc(list, valid))
     }
 
     /// Runs one plugin of `CNI_PATH` directly, inside the host namespace, with the config a
@@ -125,8 +148,7 @@ impl CniHost {
         // The invoker's CNI_PATH is [`CniHost::bin_dir`] alone.
         let env = self.invoker.env(command, rt);
         let stdin = conf.to_string();
-        self.t
-            .run(|| cni::invoke::exec_plugin(binary, &env, stdin.as_bytes()))
+        self.on_host(|| cni::invoke::exec_plugin(binary, &env, stdin.as_bytes()))
     }
 }
 

@@ -282,13 +282,13 @@ mount -t tmpfs -o mode=0755 tether-run /run
 mount -t tmpfs tether-shm /dev/shm
 mount -t tmpfs tether-varlib /var/lib
 mount -t tmpfs tether-vartmp /var/tmp
-# `fail=PROGRAM`: bind PROGRAM (which always fails) over every iptables program in /usr/sbin.
+# `fail=PROGRAM` then `over=PATH`s: bind PROGRAM (which always fails) over each PATH, every
+# iptables program (netns_fixtures::iptables_programs, the list the plugin tests hide too).
+fail=/nonexistent
 for d in "$@"; do
     case "$d" in
-    fail=*)
-        for t in /usr/sbin/iptables* /usr/sbin/ip6tables* /usr/sbin/xtables-*multi; do
-            mount --bind "${d#fail=}" "$t"
-        done ;;
+    fail=*) fail="${d#fail=}" ;;
+    over=*) mount --bind "$fail" "${d#over=}" ;;
     *) mount -t tmpfs -o ro tether-hidden "$d" ;;
     esac
 done
@@ -340,10 +340,18 @@ impl Sandbox {
             std::fs::set_permissions(&fail, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let init_err = dir.join("init.stderr");
-        let fail_arg = format!("fail={}", fail.display());
+        let mut hide: Vec<String> = Vec::new();
+        if hide_iptables {
+            hide.push(format!("fail={}", fail.display()));
+            hide.extend(
+                netns_fixtures::iptables_programs()
+                    .iter()
+                    .map(|p| format!("over={}", p.display())),
+            );
+        }
         let init_args = std::iter::once("tether-podman-init")
             .chain(hidden.iter().map(String::as_str))
-            .chain(hide_iptables.then_some(fail_arg.as_str()));
+            .chain(hide.iter().map(String::as_str));
         let (init, lifeline, line) = clients::spawn_sandbox_init(&host, INIT, init_args, &init_err);
         let sb = Sandbox {
             host,

@@ -62,6 +62,13 @@ pub trait Firewall: Send + Sync {
     /// networks starts from.
     fn masquerade_networks(&self) -> Result<BTreeSet<String>>;
 
+    /// True only when this backend surely holds nothing of ours (nor of the reference
+    /// plugins') here, known without running a program; [`Dual`] then skips it in DEL and GC
+    /// cleanups. `false` means unsure.
+    fn surely_empty(&self) -> bool {
+        false
+    }
+
     /// Publishes `policy.mappings` of the attachment to its addresses (the first of each family
     /// is used), replacing whatever it published before. A host port another attachment holds
     /// is [`crate::Error::Conflict`]. All or nothing.
@@ -269,6 +276,9 @@ impl Dual {
         match f(self.primary.as_ref()) {
             Err(e) if self.unusable(&e) => f(self.other.as_ref()),
             Err(e) => Err(e),
+            // Nothing of ours can be on the other side (a host that never used it): no need
+            // to look (for iptables, four execs).
+            Ok(v) if self.other.surely_empty() => Ok(v),
             Ok(mut v) => {
                 let o = f(self.other.as_ref()).unwrap_or_else(|e| {
                     let name = self.other.name();

@@ -116,6 +116,11 @@ impl Netfilter {
         &self.tools
     }
 
+    /// Whether commands run in another namespace than this process's ([`Netfilter::in_netns`]).
+    pub(crate) fn in_other_netns(&self) -> bool {
+        self.netns.is_some()
+    }
+
     /// Feeds `input` to `iptables-restore --noflush --wait` (or the v6 one), retrying a bounded
     /// number of times with backoff while the failure is transient. A failed restore changes
     /// nothing (one transaction), so retrying is safe.

@@ -390,6 +390,23 @@ fn with_host_gw_the_plugin_gives_containers_the_full_underlay_mtu_and_they_talk_
             "host {i}: the container gets the lease's MTU"
         );
     }
+    // Each agent must have seen the other's lease and routed its subnet via its address, or
+    // the first echo request (or its reply) has no route yet.
+    for i in 0..2 {
+        cluster::wait_for(
+            std::time::Duration::from_secs(15),
+            &format!("host {i} to route the other host's subnet via the underlay"),
+            || {
+                let routes = c.hosts[i]
+                    .ns
+                    .sh("ip", &["-4", "route", "show", "dev", "eth0"]);
+                routes
+                    .lines()
+                    .any(|l| l.starts_with("10.231.") && l.contains(" via 192.168.77."))
+                    .then_some(())
+            },
+        );
+    }
     let (ip0, ip1) = (ip_of(&r[0]), ip_of(&r[1]));
     ping(&ctrs[0], ip1);
     ping(&ctrs[1], ip0);
@@ -430,6 +447,7 @@ fn an_agent_stopped_and_restarted_under_attached_containers_takes_back_their_sub
     let r0 = cni(&c, 0, "ADD", "r0", Some(&c0), None).ok();
     let r1 = cni(&c, 1, "ADD", "r1", Some(&c1), None).ok();
     c.wait_routes(1, 1);
+    c.wait_routes(0, 1);
     ping(&c1, ip_of(&r0));
     // SIGTERM revokes the lease and removes lease.json, but c0 stays on the subnet's bridge.
     c.stop_agent(0, libc::SIGTERM);
@@ -440,7 +458,10 @@ fn an_agent_stopped_and_restarted_under_attached_containers_takes_back_their_sub
         after.subnet, before.subnet,
         "the restarted agent must lease the subnet its host's containers are on"
     );
+    // Both directions: host 1 must route to host 0's subnet again, and the restarted agent
+    // must have programmed host 1 on its new device, or the echo reply has no way back.
     c.wait_routes(1, 1);
+    c.wait_routes(0, 1);
     ping(&c1, ip_of(&r0));
     cni(&c, 0, "DEL", "r0", None, Some(&r0)).ok_empty();
     cni(&c, 1, "DEL", "r1", None, Some(&r1)).ok_empty();

@@ -5,6 +5,7 @@
 //!
 //! [`Batch`]: crate::Batch
 
+mod absent;
 pub mod filter;
 pub mod ports;
 
@@ -38,6 +39,10 @@ impl Iptables {
 impl Firewall for Iptables {
     fn name(&self) -> &'static str {
         "iptables"
+    }
+
+    fn surely_empty(&self) -> bool {
+        !self.nf.in_other_netns() && absent::surely_absent()
     }
 
     fn masquerade_ensure(

@@ -374,8 +374,9 @@ pub fn add(
         .into_iter()
         .map(|f| Ok((f, plan(addrs, policy, f)?)))
         .collect::<Result<_>>()?;
-    let _lock = crate::lock::netfilter_lock();
+    // The socket before the lock, so that it is dropped (closed) after the lock: see [`delete`].
     let mut nft = nf.socket()?;
+    let _lock = crate::lock::netfilter_lock();
     let t = layout::table();
     let comment = layout::owner_comment(who);
     let current = absent_ok(nft.rules(&t))?.unwrap_or_default();
@@ -492,9 +493,14 @@ fn remove_owned(nft: &mut Nft, owners: &[(String, String, String)]) -> Result<Ve
     }
 }
 
+/// Removes what `who` published. The socket is opened before the lock and so closed after it
+/// is released: closing an nfnetlink socket after a commit that deleted something waits for
+/// the kernel's release of the deleted objects (one RCU grace period, ~15 ms: the
+/// `NETLINK_URELEASE` notifier of nf_tables flushes its destroy work), and under the lock that
+/// wait would serialize every parallel DEL behind the previous one's.
 pub fn delete(nf: &Nftables, who: &AttachmentId<'_>) -> Result<Vec<Published>> {
-    let _lock = crate::lock::netfilter_lock();
     let mut nft = nf.socket()?;
+    let _lock = crate::lock::netfilter_lock();
     let owner = (
         who.network.into(),
         who.container_id.into(),
@@ -504,8 +510,9 @@ pub fn delete(nf: &Nftables, who: &AttachmentId<'_>) -> Result<Vec<Published>> {
 }
 
 pub fn gc(nf: &Nftables, network: &str, valid: &[AttachmentId<'_>]) -> Result<Vec<Published>> {
-    let _lock = crate::lock::netfilter_lock();
+    // Socket first, closed after the lock is released (see [`delete`]).
     let mut nft = nf.socket()?;
+    let _lock = crate::lock::netfilter_lock();
     let sets = absent_ok(nft.sets(&layout::table()))?.unwrap_or_default();
     let mut stale = Vec::new();
     for s in sets {

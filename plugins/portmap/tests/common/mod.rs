@@ -99,6 +99,14 @@ impl Host {
         }
     }
 
+    /// This host without a working iptables: every plugin runs where each iptables program
+    /// fails (`CniHost::without_iptables`); [`Host::snapshot`] still reads the real state.
+    pub fn without_iptables(self) -> Host {
+        Host {
+            h: self.h.without_iptables(),
+        }
+    }
+
     pub fn container(&self, id: &str) -> Container {
         Container {
             ns: self.h.container(),
