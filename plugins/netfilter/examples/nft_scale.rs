@@ -13,16 +13,8 @@ use tether_netfilter::policy::{AttachmentId, HostIp, Mapping, MarkChain, PortPol
 use tether_netfilter::{Firewall, Nftables};
 
 fn ip(ns: &Netns, args: &str) {
-    let o = ns
-        .command("ip")
-        .args(args.split_whitespace())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "ip {args}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // Netns::sh panics with the stderr unless the command succeeds.
+    ns.sh("ip", &args.split_whitespace().collect::<Vec<_>>());
 }
 
 fn policy(port: u16) -> PortPolicy {

@@ -25,16 +25,8 @@ fn list(ns: &Netns) -> String {
 }
 
 fn nft(ns: &Netns, args: &str) {
-    let o = ns
-        .command("nft")
-        .args(args.split_whitespace())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "nft {args}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // Netns::sh panics with the stderr unless the command succeeds.
+    ns.sh("nft", &args.split_whitespace().collect::<Vec<_>>());
 }
 
 fn who<'a>(cid: &'a str) -> AttachmentId<'a> {

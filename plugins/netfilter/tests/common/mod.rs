@@ -98,16 +98,8 @@ pub fn run_restore(ns: &Netns, restore: &std::path::Path, text: &str) {
 
 /// `ip ...` inside the namespace.
 pub fn ip(ns: &Netns, args: &str) {
-    let o = ns
-        .command("ip")
-        .args(args.split_whitespace())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "ip {args}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // Netns::sh panics with the stderr unless the command succeeds.
+    ns.sh("ip", &args.split_whitespace().collect::<Vec<_>>());
 }
 
 /// A stand-in for one of the tools: counts its calls in `dir/count`; fails the first `failures`
