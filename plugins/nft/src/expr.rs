@@ -380,24 +380,15 @@ pub fn dnat_v6_via_map(map: &str) -> Vec<Expr> {
 }
 
 fn dnat_via_map(map: &str, family: Family, port_reg: u32) -> Vec<Expr> {
-    vec![
+    let mut e = vec![
         Expr::Meta {
             key: MetaKey::L4Proto,
             dreg: REG_1,
         },
         th_dport(REG32_01),
-        Expr::Lookup {
-            set: map.into(),
-            sreg: REG_1,
-            dreg: Some(REG_1),
-            invert: false,
-        },
-        Expr::Dnat {
-            family,
-            addr_reg: REG_1,
-            port_reg: Some(port_reg),
-        },
-    ]
+    ];
+    e.extend(dnat_map_lookup(map, family, port_reg));
+    e
 }
 
 /// `fib daddr type local`: the destination is one of this host's addresses (what iptables'
